@@ -1,0 +1,93 @@
+"""Gateway settings from ``GATEWAY_*`` environment variables (secrets arrive as mounted files).
+
+Every field below is read from ``GATEWAY_<FIELD NAME IN UPPER CASE>``; e.g. ``request_timeout_s`` from
+``GATEWAY_REQUEST_TIMEOUT_S``. A bad value stops startup with one line naming the variable, the value and
+what is allowed (``SettingsError``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class SettingsError(ValueError):
+    pass
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- listeners ---
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=1, le=65535)
+    metrics_port: int = Field(9090, ge=0, le=65535)  # 0 disables the metrics listener
+    # --- config and secrets (files, so Kubernetes Secrets can be mounted) ---
+    models_file: Path = Path("/etc/gateway/models.yaml")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_password_file: Path | None = None
+    redis_cluster: bool = False  # ElastiCache cluster mode: keys of one request share the {org_id} hash slot
+    redis_timeout_s: float = Field(0.25, gt=0)
+    redis_reconnect_interval_s: float = Field(1.0, gt=0)
+    database_url_file: Path | None = None
+    database_url: str | None = None  # local runs and tests only; production uses database_url_file
+    admin_token_file: Path | None = None
+    spill_dir: Path = Path("/var/lib/gateway/spill")
+    # --- limits ---
+    expected_replicas: int = Field(1, ge=1)  # degraded mode: each replica enforces limit / expected_replicas
+    inflight_ttl_s: float = Field(900.0, gt=0)  # in-flight slots of a dead replica expire after this
+    # --- request handling ---
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    request_timeout_s: float = Field(600.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    stream_idle_timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(3, ge=0, le=10)
+    retry_base_delay_s: float = Field(0.05, ge=0)
+    retry_max_delay_s: float = Field(1.0, ge=0)
+    # --- routing ---
+    health_interval_s: float = Field(5.0, gt=0)
+    health_timeout_s: float = Field(2.0, gt=0)
+    breaker_failures: int = Field(5, ge=1)
+    breaker_reset_s: float = Field(30.0, gt=0)
+    affinity_epsilon: float = Field(0.25, ge=0)
+    affinity_prefix_chars: int = Field(2048, ge=1)
+    # --- cache ---
+    cache_ttl_s: float = Field(60.0, ge=0)  # 0 disables the response cache
+    cache_max_entry_bytes: int = Field(256 * 1024, gt=0)
+    # --- keys, logs, shutdown ---
+    key_cache_ttl_s: float = Field(5.0, ge=0)
+    log_prompts: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    drain_timeout_s: float = Field(25.0, ge=0)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        raw = {
+            name: env[f"GATEWAY_{name.upper()}"]
+            for name in cls.model_fields
+            if f"GATEWAY_{name.upper()}" in env
+        }
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            given = raw.get(field, "<missing>")
+            raise SettingsError(
+                f"GATEWAY_{field.upper()}={given!r} is invalid: {err['msg']}"
+            ) from None
+
+    def read_secret(self, path: Path | None) -> str | None:
+        if path is None:
+            return None
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise SettingsError(f"cannot read secret file {path}: {exc.strerror}") from None
+
+    def database_dsn(self) -> str | None:
+        return self.read_secret(self.database_url_file) or self.database_url
