@@ -1,0 +1,48 @@
+# llm-platform — `make test` works on a fresh Debian/Ubuntu machine from nothing (it installs what it needs).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STACK ?= dev
+APT_PACKAGES := redis-server postgresql
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+POLICY_ARGS = --policy-pack policies --policy-pack-config policies/config/$(STACK).json
+
+.PHONY: setup apt test pytest typecheck plan preview up clean
+
+setup: apt $(VENV)/.installed
+
+# Real Redis and PostgreSQL for the gateway tests (started by the tests on loopback, never as system services).
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: requirements.txt images/gateway/requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+test: setup
+	$(MAKE) pytest typecheck
+
+pytest:
+	$(PY) -m pytest -q
+
+typecheck:
+	$(VENV)/bin/mypy
+
+plan: setup
+	$(PY) -m infra.cli plan $(STACK)
+
+# The real thing (needs the Pulumi CLI, a state backend login and AWS credentials; see README "Deploying for real").
+preview:
+	pulumi preview --stack $(STACK) --diff $(POLICY_ARGS)
+
+up:
+	pulumi up --stack $(STACK) $(POLICY_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache

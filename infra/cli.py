@@ -1,0 +1,137 @@
+"""The project's command line: `python -m infra.cli <command> ...` (offline unless a command says otherwise).
+
+    plan <stack> [--json]   render the stack under Pulumi mocks: resource tree, counts, summary (exit 2: bad config)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from typing import Any, Sequence
+
+from infra.config import ConfigError, parse_platform_config
+from infra.render import Rendering, RenderError, known_stacks, read_stack_config, render
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _validate_stack_config(stack: str) -> None:
+    """Fail fast, before any rendering, with the one-line config message."""
+    raw = read_stack_config(stack)
+    project_keys = {k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith("llm-platform:")}
+    parse_platform_config(project_keys, source=f"stacks/Pulumi.{stack}.yaml")
+
+
+def render_stack(stack: str) -> Rendering:
+    """Validated config, then the rendering; ConfigError/RenderError carry the one-line message."""
+    import pulumi
+
+    _validate_stack_config(stack)
+    try:
+        return render(stack)
+    except pulumi.RunError as err:  # the program's own one-line stop (e.g. more AZs than the region has)
+        raise ConfigError(str(err)) from None
+
+
+def resource_tree(rendering: Rendering) -> list[str]:
+    """Components with their children, indented; custom resources shown by type and name."""
+    children: dict[str | None, list[Any]] = {}
+    urns = {r.urn for r in rendering.resources}
+    for r in rendering.resources:
+        parent = r.parent if r.parent in urns else None
+        children.setdefault(parent, []).append(r)
+    lines: list[str] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for r in children.get(parent, []):
+            lines.append(f"{'  ' * depth}{'+' if not r.custom else '-'} {r.type} {r.name}")
+            walk(r.urn, depth + 1)
+
+    walk(None, 0)
+    return lines
+
+
+def summary(rendering: Rendering) -> dict[str, Any]:
+    raw = read_stack_config(rendering.stack)
+    cfg = parse_platform_config({k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith("llm-platform:")})
+    return {
+        "tier": cfg.tier,
+        "regions": [{"name": r.name, "az_count": r.az_count, "vpc_cidr": r.vpc_cidr} for r in cfg.regions],
+        "node_groups": [
+            {"name": g.name, "gpu": g.gpu, "instance_types": g.instance_types, "capacity": g.capacity,
+             "min": g.min_size, "desired": g.desired_size, "max": g.max_size}
+            for g in cfg.node_groups
+        ],
+        "resource_count": sum(1 for r in rendering.resources if r.custom),
+    }
+
+
+def plan_document(rendering: Rendering) -> dict[str, Any]:
+    """The `plan --json` contract of DESIGN.md."""
+    return {
+        "stack": rendering.stack,
+        "resources": [r.to_json() for r in rendering.resources],
+        "outputs": rendering.public_outputs(),
+        "policy": [],
+        "cost": None,
+        "summary": summary(rendering),
+    }
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    rendering = render_stack(args.stack)
+    doc = plan_document(rendering)
+    elapsed = time.monotonic() - started
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=False, default=str))
+        return EXIT_OK
+    print(f"Stack {args.stack} — rendered offline under Pulumi mocks in {elapsed:.1f} s\n")
+    print("Resources:")
+    for line in resource_tree(rendering):
+        print("  " + line)
+    print("\nCounts by type:")
+    for typ, n in sorted(Counter(r.type for r in rendering.resources if r.custom).items()):
+        print(f"  {n:4d}  {typ}")
+    s = doc["summary"]
+    print("\nSummary:")
+    print(f"  tier {s['tier']}; {s['resource_count']} resources")
+    for r in s["regions"]:
+        print(f"  region {r['name']}: {r['az_count']} AZs, VPC {r['vpc_cidr']}")
+    for g in s["node_groups"]:
+        kind = f"GPU {g['gpu']}" if g["gpu"] else "CPU"
+        print(f"  node group {g['name']} ({kind}, {g['capacity']}): {', '.join(g['instance_types'])} min {g['min']} / desired {g['desired']} / max {g['max']}")
+    print("\nOutputs:")
+    for k, v in doc["outputs"].items():
+        text = json.dumps(v, default=str)
+        print(f"  {k}: {text if len(text) < 120 else text[:117] + '...'}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m infra.cli", description="llm-platform offline tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    plan = sub.add_parser("plan", help="render a stack offline and show what it would create")
+    plan.add_argument("stack", help=f"stack name ({', '.join(known_stacks())})")
+    plan.add_argument("--json", action="store_true", help="print the machine-readable plan document")
+    plan.set_defaults(func=cmd_plan)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except RenderError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG if "no file" in str(err) else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

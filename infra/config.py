@@ -1,0 +1,271 @@
+"""Typed tier configuration: every key of a stack's `llm-platform:*` config, validated before any resource exists.
+
+A stack file (`stacks/Pulumi.<tier>.yaml`) holds one Pulumi config key per top-level field of `PlatformConfig`
+(`llm-platform:tier`, `llm-platform:regions`, `llm-platform:cluster`, ...). Unknown keys and invalid values stop the
+program with one line naming the key, the value given and what is allowed (`ConfigError`).
+Secure defaults live here, in one visible place; the tier files only say where a tier differs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from infra.instances import GPU_FAMILIES, INSTANCE_SPECS, gpu_class_of
+from infra.workload_config import ModelConfig, WorkloadsConfig, check_models_fit_node_groups
+
+PROJECT = "llm-platform"
+
+# EKS standard-support versions this release is tested against (POLICIES.md #4 reads the same list).
+SUPPORTED_EKS_VERSIONS = ("1.31", "1.32", "1.33", "1.34")
+REQUIRED_ADDONS = ("vpc-cni", "coredns", "kube-proxy", "aws-ebs-csi-driver", "eks-pod-identity-agent")
+INTERFACE_ENDPOINTS = ("ecr.api", "ecr.dkr", "sts", "logs", "ec2", "elasticloadbalancing", "autoscaling", "ssm")
+# CloudWatch Logs accepts only these retention periods.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+REGION_PATTERN = r"^[a-z]{2}(-gov)?-[a-z]+-\d$"
+ROLE_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$"
+
+
+class ConfigError(Exception):
+    """Invalid stack config: the message is one line naming the key, the value given and what is allowed."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegionConfig(Strict):
+    """One AWS region of the platform. The first region of the list is the home region."""
+
+    name: Annotated[str, Field(pattern=REGION_PATTERN, description="AWS region, e.g. us-east-1")]
+    az_count: Annotated[int, Field(ge=2, le=6, description="availability zones to spread subnets and nodes over")]
+    vpc_cidr: Annotated[str, Field(description="VPC IPv4 CIDR, /16 to /20; split into public and private subnets")]
+
+    @field_validator("vpc_cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        try:
+            net = ipaddress.IPv4Network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"not an IPv4 network CIDR ({exc})") from None
+        if not 16 <= net.prefixlen <= 20:
+            raise ValueError("prefix length must be /16 to /20 so every AZ gets a /20-or-larger private subnet")
+        if not net.is_private:
+            raise ValueError("must be a private (RFC 1918) range")
+        return str(net)
+
+
+class NetworkConfig(Strict):
+    """VPC layout options."""
+
+    nat_gateways: Literal["single", "per_az"] = Field("per_az", description="one NAT for the VPC (cheap) or one per AZ (AZ-independent egress)")
+    interface_endpoints: list[Literal[INTERFACE_ENDPOINTS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["ecr.api", "ecr.dkr", "sts"],
+        description="AWS PrivateLink endpoints so image pulls and IRSA token exchange stay off the NAT",
+    )
+    s3_gateway_endpoint: bool = True
+    flow_logs_retention_days: int = 90
+
+    @field_validator("flow_logs_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        return _check_retention(value)
+
+
+class ClusterConfig(Strict):
+    """The EKS control plane."""
+
+    version: str = Field(description=f"Kubernetes version, one of {', '.join(SUPPORTED_EKS_VERSIONS)}")
+    public_access_cidrs: list[str] = Field(
+        default_factory=list,
+        description="CIDRs allowed to reach the public API endpoint; empty = public endpoint off (private only)",
+    )
+    admin_role_arns: list[Annotated[str, Field(pattern=ROLE_ARN_PATTERN)]] = Field(
+        default_factory=list, description="IAM roles granted cluster-admin through EKS access entries"
+    )
+    log_retention_days: int = 90
+    addons: dict[str, str] = Field(description="managed add-on versions, e.g. vpc-cni: v1.20.4-eksbuild.1")
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if value not in SUPPORTED_EKS_VERSIONS:
+            raise ValueError(f"allowed: {', '.join(SUPPORTED_EKS_VERSIONS)}")
+        return value
+
+    @field_validator("public_access_cidrs")
+    @classmethod
+    def _public_cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                net = ipaddress.ip_network(cidr, strict=True)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR") from None
+            if net.prefixlen == 0:
+                raise ValueError(f"{cidr!r} opens the API to the internet; list your office/VPN CIDRs or leave empty")
+        return value
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        return _check_retention(value)
+
+    @field_validator("addons")
+    @classmethod
+    def _addons(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(REQUIRED_ADDONS))
+        missing = [a for a in REQUIRED_ADDONS if a not in value]
+        if unknown:
+            raise ValueError(f"unknown add-on {unknown[0]!r}; allowed: {', '.join(REQUIRED_ADDONS)}")
+        if missing:
+            raise ValueError(f"missing version for {missing[0]!r}; required: {', '.join(REQUIRED_ADDONS)}")
+        for name, version in value.items():
+            if not re.fullmatch(r"v\d+\.\d+\.\d+-eksbuild\.\d+", version):
+                raise ValueError(f"{name}: version {version!r} is not of the form vX.Y.Z-eksbuild.N")
+        return value
+
+
+class NodeGroupConfig(Strict):
+    """A managed node group: CPU (system, gateway) when `gpu` is unset, else a GPU class."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,30}$")]
+    gpu: Literal["a10g", "a100"] | None = Field(None, description="GPU class; unset for a CPU group")
+    instance_types: Annotated[list[str], Field(min_length=1)]
+    capacity: Literal["ON_DEMAND", "SPOT"] = "ON_DEMAND"
+    min_size: Annotated[int, Field(ge=0)]
+    desired_size: Annotated[int, Field(ge=0)]
+    max_size: Annotated[int, Field(ge=1, le=100)]
+    disk_gib: Annotated[int, Field(ge=20, le=16384)] = 100
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("instance_types")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        for t in value:
+            if t not in INSTANCE_SPECS:
+                raise ValueError(f"unknown instance type {t!r}; allowed: {', '.join(INSTANCE_SPECS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NodeGroupConfig:
+        for t in self.instance_types:
+            cls_of = gpu_class_of(t)
+            if self.gpu is None and cls_of is not None:
+                raise ValueError(f"instance_types: {t!r} is a GPU type ({cls_of}) in a CPU group; set gpu: {cls_of} or use a CPU type")
+            if self.gpu is not None and cls_of != self.gpu:
+                fams = "/".join(f + ".*" for f in GPU_FAMILIES[self.gpu])
+                raise ValueError(f"instance_types: {t!r} does not match gpu class {self.gpu!r}; allowed: {fams}")
+        if self.gpu is not None and len({INSTANCE_SPECS[t].gpus for t in self.instance_types}) > 1:
+            raise ValueError("instance_types: all types of a GPU group need the same GPU count (the autoscaler sizes scale-from-zero from one template)")
+        if not self.min_size <= self.desired_size <= self.max_size:
+            raise ValueError(
+                f"sizes: got min_size={self.min_size}, desired_size={self.desired_size}, max_size={self.max_size}; "
+                "allowed: min_size <= desired_size <= max_size"
+            )
+        return self
+
+    @property
+    def gpus_per_node(self) -> int:
+        return INSTANCE_SPECS[self.instance_types[0]].gpus
+
+
+class PlatformConfig(Strict):
+    """The whole `llm-platform:*` config of one stack."""
+
+    tier: Literal["dev", "small", "prod", "global"]
+    regions: Annotated[list[RegionConfig], Field(min_length=1, max_length=5)]
+    network: NetworkConfig = Field(default_factory=NetworkConfig)  # type: ignore[arg-type]
+    cluster: ClusterConfig
+    node_groups: Annotated[list[NodeGroupConfig], Field(min_length=1)]
+    tags: dict[str, str] = Field(default_factory=dict)
+    models: list[ModelConfig] = Field(default_factory=list, description="served model catalog (infra/workload_config.py)")
+    workloads: WorkloadsConfig | None = Field(None, description="cluster workloads: images, charts, gateway sizing")
+
+    @model_validator(mode="after")
+    def _models_fit_node_groups(self) -> PlatformConfig:
+        check_models_fit_node_groups(self)
+        return self
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> PlatformConfig:
+        names = [r.name for r in self.regions]
+        if len(set(names)) != len(names):
+            raise ValueError(f"regions: region listed twice in {names}")
+        if self.tier == "global" and len(self.regions) < 2:
+            raise ValueError(f"regions: tier 'global' needs at least 2 regions, got {len(self.regions)}")
+        if self.tier != "global" and len(self.regions) != 1:
+            raise ValueError(f"regions: tier {self.tier!r} is single-region, got {len(self.regions)}; use tier 'global'")
+        nets = [(r.name, ipaddress.IPv4Network(r.vpc_cidr)) for r in self.regions]
+        for i, (name_a, a) in enumerate(nets):
+            for name_b, b in nets[i + 1 :]:
+                if a.overlaps(b):
+                    raise ValueError(f"regions: vpc_cidr {a} ({name_a}) overlaps {b} ({name_b}); allowed: disjoint CIDRs")
+        group_names = [g.name for g in self.node_groups]
+        if len(set(group_names)) != len(group_names):
+            raise ValueError(f"node_groups: duplicate name in {group_names}")
+        if not any(g.gpu is None and g.min_size >= 1 for g in self.node_groups):
+            raise ValueError("node_groups: need a CPU group (no gpu) with min_size >= 1 for system pods and the gateway")
+        return self
+
+    @property
+    def home_region(self) -> RegionConfig:
+        return self.regions[0]
+
+
+def _check_retention(value: int) -> int:
+    if value not in LOG_RETENTION_DAYS:
+        raise ValueError(f"allowed: {', '.join(map(str, LOG_RETENTION_DAYS))}")
+    return value
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    key = _loc(tuple(first["loc"]))
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    given = first.get("input")
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    where = f"{PROJECT}:{key}" if key else f"{PROJECT}"
+    if first["type"] in ("value_error", "assertion_error") or first["type"] == "missing":
+        detail = msg if first["type"] != "missing" else "is required"
+    else:
+        shown = json.dumps(given) if isinstance(given, (str, int, float, bool)) or given is None else type(given).__name__
+        detail = f"got {shown}; {msg[0].lower() + msg[1:]}"
+    return f"{source}: {where}: {detail}{more}"
+
+
+def parse_platform_config(raw: dict[str, Any], source: str = "stack config") -> PlatformConfig:
+    """Validate a `{key: value}` map of project config (keys without the `llm-platform:` prefix)."""
+    try:
+        return PlatformConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def project_config_from_pulumi() -> dict[str, Any]:
+    """Every `llm-platform:*` key the engine handed to this program, JSON-decoded where it is an object."""
+    import pulumi.runtime.config as runtime_config
+
+    merged: dict[str, Any] = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    raw: dict[str, Any] = {}
+    for full_key, value in merged.items():
+        project, _, key = full_key.partition(":")
+        if project != PROJECT:
+            continue
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass  # a plain string value
+        raw[key] = value
+    return raw

@@ -1,0 +1,435 @@
+"""Render a stack offline: run the real Pulumi program under Pulumi's mocks.
+
+One harness for the CLI (`python -m infra.cli plan`) and for the tests. The program, the stack config file and the
+components are the ones `pulumi up` runs; only the engine is replaced by a mock monitor that records every resource
+registration and answers with realistic outputs (ids, ARNs, endpoints, AZ lists) so dependent resources resolve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import secrets
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pulumi
+import yaml
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime.stack import wait_for_rpcs
+
+PROJECT = "llm-platform"
+ROOT_DIR = Path(__file__).resolve().parent.parent
+STACKS_DIR = ROOT_DIR / "stacks"
+ACCOUNT_ID = "123456789012"
+SECRET_SIG = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270"}
+SECRET_MARK = "[secret]"
+
+# Per-region AZs as AWS reports them (a realistic subset), so AZ-count validation runs against real numbers.
+REGION_AZS: dict[str, list[str]] = {
+    "us-east-1": ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d", "us-east-1e", "us-east-1f"],
+    "us-east-2": ["us-east-2a", "us-east-2b", "us-east-2c"],
+    "us-west-2": ["us-west-2a", "us-west-2b", "us-west-2c", "us-west-2d"],
+    "eu-west-1": ["eu-west-1a", "eu-west-1b", "eu-west-1c"],
+    "eu-central-1": ["eu-central-1a", "eu-central-1b", "eu-central-1c"],
+    "ap-northeast-1": ["ap-northeast-1a", "ap-northeast-1c", "ap-northeast-1d"],
+    "ap-southeast-1": ["ap-southeast-1a", "ap-southeast-1b", "ap-southeast-1c"],
+    "ap-southeast-2": ["ap-southeast-2a", "ap-southeast-2b", "ap-southeast-2c"],
+}
+DEFAULT_REGION = "us-east-1"
+
+
+class RenderError(Exception):
+    """The program could not be rendered (a bug or an invalid stack), with a one-line reason."""
+
+
+@dataclass(frozen=True)
+class RenderedResource:
+    urn: str
+    type: str
+    name: str
+    parent: str | None
+    provider: str | None
+    inputs: dict[str, Any]
+    custom: bool
+    # Input name -> URNs of the resources its value came from (what the engine hands policies as
+    # property_dependencies): how a stack policy links a FlowLog to its Vpc without knowing the Vpc's id.
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "urn": self.urn,
+            "type": self.type,
+            "name": self.name,
+            "parent": self.parent,
+            "provider": self.provider,
+            "inputs": mask_secrets(self.inputs),
+        }
+
+
+@dataclass
+class Rendering:
+    stack: str
+    resources: list[RenderedResource]
+    outputs: dict[str, Any]
+    secret_outputs: set[str] = field(default_factory=set)
+    generated_secrets: list[str] = field(default_factory=list)
+
+    def of_type(self, type_token: str) -> list[RenderedResource]:
+        return [r for r in self.resources if r.type == type_token]
+
+    def one(self, type_token: str, name_contains: str = "") -> RenderedResource:
+        found = [r for r in self.of_type(type_token) if name_contains in r.name]
+        if len(found) != 1:
+            raise LookupError(f"expected one {type_token} named *{name_contains}*, found {[r.name for r in found]}")
+        return found[0]
+
+    def by_urn(self, urn: str) -> RenderedResource:
+        for r in self.resources:
+            if r.urn == urn:
+                return r
+        raise LookupError(urn)
+
+    def public_outputs(self) -> dict[str, Any]:
+        return {k: (SECRET_MARK if k in self.secret_outputs else mask_secrets(v)) for k, v in self.outputs.items()}
+
+    def region_of(self, resource: RenderedResource) -> str | None:
+        """The AWS region a resource is deployed to, read from its explicit provider."""
+        if not resource.provider:
+            return None
+        provider_urn = resource.provider.split("::" + resource.provider.rsplit("::", 1)[-1])[0]
+        for r in self.resources:
+            if r.urn == provider_urn and r.type == "pulumi:providers:aws":
+                region = r.inputs.get("region")
+                return str(region) if region is not None else None
+        return None
+
+
+def is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and all(value.get(k) == v for k, v in SECRET_SIG.items())
+
+
+def mask_secrets(value: Any) -> Any:
+    if is_secret(value):
+        return SECRET_MARK
+    if isinstance(value, dict):
+        return {k: mask_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v) for v in value]
+    return value
+
+
+def unwrap_secrets(value: Any) -> Any:
+    if is_secret(value):
+        return unwrap_secrets(value.get("value"))
+    if isinstance(value, dict):
+        return {k: unwrap_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap_secrets(v) for v in value]
+    return value
+
+
+def _short_hash(*parts: str) -> str:
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:17]
+
+
+class PlatformMocks(pulumi_mocks.Mocks):
+    """Answers resource registrations and invokes the way AWS and the providers would."""
+
+    def __init__(self) -> None:
+        self.provider_regions: dict[str, str] = {}
+        self.generated_secrets: list[str] = []
+
+    def _region(self, provider: str | None) -> str:
+        if provider:
+            return self.provider_regions.get(provider.rsplit("::", 1)[-1], DEFAULT_REGION)
+        return DEFAULT_REGION
+
+    # --- invokes -----------------------------------------------------------------------------------------
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        token, a = args.token, args.args
+        region = self._region(args.provider)
+        if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            names = REGION_AZS.get(region, [f"{region}a", f"{region}b", f"{region}c"])
+            ids = [f"{region[:3]}{region.split('-')[-1]}-az{i + 1}" for i in range(len(names))]
+            return {"names": names, "zoneIds": ids, "id": region, "state": "available"}, []
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci", "userId": "AIDAMOCK",
+                    "id": ACCOUNT_ID}, []
+        if token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}, []
+        if token == "aws:index/getRegion:getRegion":
+            return {"name": region, "region": region, "id": region, "endpoint": f"ec2.{region}.amazonaws.com"}, []
+        if token == "aws:route53/getZone:getZone":
+            zone = str(a.get("name", "example.com")).rstrip(".")
+            return {"zoneId": "Z" + _short_hash(zone)[:12].upper(), "name": zone, "id": "Z" + _short_hash(zone)[:12].upper()}, []
+        if token == "aws:eks/getClusterAuth:getClusterAuth":
+            return {"name": a.get("name"), "token": "k8s-aws-v1.mock", "id": a.get("name")}, []
+        return {}, []
+
+    # --- resources ---------------------------------------------------------------------------------------
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        if not args.custom:
+            return "", {}
+        typ, name, inputs = args.typ, args.name, dict(args.inputs)
+        if typ.startswith("pulumi:providers:"):
+            rid = f"{name}-provider-id"
+            if typ == "pulumi:providers:aws":
+                self.provider_regions[rid] = str(inputs.get("region") or DEFAULT_REGION)
+            return rid, inputs
+        region = self._region(args.provider)
+        h = _short_hash(typ, name, region)
+        service = typ.split(":")[1].split("/")[0]
+        arn = f"arn:aws:{service}:{region}:{ACCOUNT_ID}:{typ.rsplit(':', 1)[-1].lower()}/{inputs.get('name', name)}"
+        out: dict[str, Any] = {**inputs, "arn": arn}
+        rid = f"{name}-{h[:8]}"
+
+        if typ == "aws:ec2/vpc:Vpc":
+            rid = f"vpc-{h}"
+            out.update(defaultSecurityGroupId=f"sg-{h[:16]}d", mainRouteTableId=f"rtb-{h}", defaultNetworkAclId=f"acl-{h}")
+        elif typ == "aws:ec2/subnet:Subnet":
+            rid = f"subnet-{h}"
+        elif typ == "aws:ec2/securityGroup:SecurityGroup":
+            rid = f"sg-{h}"
+        elif typ == "aws:ec2/internetGateway:InternetGateway":
+            rid = f"igw-{h}"
+        elif typ == "aws:ec2/natGateway:NatGateway":
+            rid = f"nat-{h}"
+        elif typ == "aws:ec2/eip:Eip":
+            rid = f"eipalloc-{h}"
+            out["publicIp"] = "203.0.113." + str(int(h[:2], 16) % 250 + 1)
+        elif typ == "aws:ec2/routeTable:RouteTable":
+            rid = f"rtb-{h}"
+        elif typ == "aws:ec2/vpcEndpoint:VpcEndpoint":
+            rid = f"vpce-{h}"
+        elif typ == "aws:ec2/launchTemplate:LaunchTemplate":
+            rid = f"lt-{h}"
+            out["latestVersion"] = 1
+        elif typ == "aws:iam/role:Role":
+            out["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:role/{inputs.get('name', name)}"
+            out["name"] = inputs.get("name", name)
+            rid = str(out["name"])
+        elif typ == "aws:iam/policy:Policy":
+            out["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:policy/{inputs.get('name', name)}"
+        elif typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
+            url = str(inputs.get("url", "")).removeprefix("https://")
+            out["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{url}"
+        elif typ == "aws:kms/key:Key":
+            rid = f"{h[:8]}-{h[8:12]}-4{h[12:15]}-8{h[:3]}-{h[3:15]}"
+            out.update(keyId=rid, arn=f"arn:aws:kms:{region}:{ACCOUNT_ID}:key/{rid}")
+        elif typ == "aws:cloudwatch/logGroup:LogGroup":
+            lg = inputs.get("name", name)
+            out.update(name=lg, arn=f"arn:aws:logs:{region}:{ACCOUNT_ID}:log-group:{lg}")
+        elif typ == "aws:eks/cluster:Cluster":
+            cname = inputs.get("name", name)
+            oidc_id = h.upper()[:16] + h.upper()[:16]
+            out.update(
+                name=cname,
+                arn=f"arn:aws:eks:{region}:{ACCOUNT_ID}:cluster/{cname}",
+                endpoint=f"https://{oidc_id}.gr7.{region}.eks.amazonaws.com",
+                certificateAuthority={"data": base64.b64encode(b"-----BEGIN CERTIFICATE-----mock").decode()},
+                identities=[{"oidcs": [{"issuer": f"https://oidc.eks.{region}.amazonaws.com/id/{oidc_id}"}]}],
+                vpcConfig={**(inputs.get("vpcConfig") or {}), "clusterSecurityGroupId": f"sg-{h[:16]}c"},
+                status="ACTIVE",
+                platformVersion="eks.1",
+            )
+            rid = str(cname)
+        elif typ == "aws:eks/nodeGroup:NodeGroup":
+            out.update(status="ACTIVE", resources=[{"autoscalingGroups": [{"name": f"eks-{name}-{h[:8]}"}]}])
+        elif typ == "aws:elasticache/replicationGroup:ReplicationGroup":
+            rg = inputs.get("replicationGroupId", name)
+            out.update(primaryEndpointAddress=f"master.{rg}.{h[:6]}.use1.cache.amazonaws.com",
+                       readerEndpointAddress=f"replica.{rg}.{h[:6]}.use1.cache.amazonaws.com",
+                       configurationEndpointAddress=f"clustercfg.{rg}.{h[:6]}.use1.cache.amazonaws.com",
+                       port=inputs.get("port", 6379), memberClusters=[f"{rg}-001"])
+        elif typ in ("aws:rds/instance:Instance", "aws:rds/cluster:Cluster"):
+            ident = inputs.get("identifier", name)
+            address = f"{ident}.c{h[:10]}.{region}.rds.amazonaws.com"
+            port = inputs.get("port", 5432)
+            out.update(address=address, endpoint=f"{address}:{port}", port=port,
+                       masterUserSecrets=[{"secretArn": f"arn:aws:secretsmanager:{region}:{ACCOUNT_ID}:secret:rds!{ident}-{h[:6]}",
+                                           "kmsKeyId": inputs.get("masterUserSecretKmsKeyId"), "secretStatus": "active"}],
+                       resourceId=f"db-{h.upper()}")
+        elif typ == "aws:lb/loadBalancer:LoadBalancer":
+            lb = inputs.get("name", name)
+            out.update(dnsName=f"{lb}-{int(h[:8], 16)}.{region}.elb.amazonaws.com", zoneId="Z35SXDOTRQ7X7K",
+                       arnSuffix=f"app/{lb}/{h[:16]}",
+                       arn=f"arn:aws:elasticloadbalancing:{region}:{ACCOUNT_ID}:loadbalancer/app/{lb}/{h[:16]}")
+        elif typ == "aws:lb/targetGroup:TargetGroup":
+            tg = inputs.get("name", name)
+            out.update(arnSuffix=f"targetgroup/{tg}/{h[:16]}",
+                       arn=f"arn:aws:elasticloadbalancing:{region}:{ACCOUNT_ID}:targetgroup/{tg}/{h[:16]}")
+        elif typ == "aws:acm/certificate:Certificate":
+            domain = inputs.get("domainName", "example.com")
+            out.update(domainValidationOptions=[{"domainName": domain, "resourceRecordName": f"_{h[:8]}.{domain}.",
+                                                 "resourceRecordType": "CNAME",
+                                                 "resourceRecordValue": f"_{h[8:16]}.acm-validations.aws."}],
+                       arn=f"arn:aws:acm:{region}:{ACCOUNT_ID}:certificate/{h}")
+        elif typ == "aws:s3/bucket:Bucket" or typ == "aws:s3/bucketV2:BucketV2":
+            bucket = inputs.get("bucket") or f"{name}-{h[:8]}"
+            out.update(bucket=bucket, arn=f"arn:aws:s3:::{bucket}", bucketRegionalDomainName=f"{bucket}.s3.{region}.amazonaws.com")
+            rid = str(bucket)
+        elif typ == "aws:secretsmanager/secret:Secret":
+            out["arn"] = f"arn:aws:secretsmanager:{region}:{ACCOUNT_ID}:secret:{inputs.get('name', name)}-{h[:6]}"
+        elif typ == "aws:wafv2/webAcl:WebAcl":
+            out.update(arn=f"arn:aws:wafv2:{region}:{ACCOUNT_ID}:regional/webacl/{inputs.get('name', name)}/{h}", capacity=700)
+        elif typ == "aws:route53/healthCheck:HealthCheck":
+            rid = f"{h[:8]}-{h[8:12]}-{h[12:16]}"
+        elif typ == "aws:route53/zone:Zone":
+            rid = "Z" + h[:12].upper()
+            out.update(zoneId=rid, nameServers=[f"ns-{i}.awsdns-{i}.org" for i in range(1, 5)])
+        elif typ == "aws:ecr/repository:Repository":
+            repo = inputs.get("name", name)
+            out["repositoryUrl"] = f"{ACCOUNT_ID}.dkr.ecr.{region}.amazonaws.com/{repo}"
+        elif typ == "random:index/randomPassword:RandomPassword":
+            value = secrets.token_urlsafe(int(inputs.get("length", 32)))[: int(inputs.get("length", 32))]
+            self.generated_secrets.append(value)
+            out.update(result=value, bcryptHash="$2a$10$" + _short_hash(value))
+        elif typ == "random:index/randomId:RandomId":
+            out.update(hex=h[:16], b64Url=h[:11], dec=str(int(h[:12], 16)))
+        elif typ.startswith("kubernetes:"):
+            meta = dict(inputs.get("metadata") or {})
+            meta.setdefault("name", name)
+            meta.setdefault("namespace", "default")
+            out["metadata"] = meta
+            if typ == "kubernetes:helm.sh/v3:Release":
+                out["status"] = {"status": "deployed", "name": inputs.get("name", name),
+                                 "namespace": inputs.get("namespace", "default"), "version": inputs.get("version")}
+            rid = f"{meta['namespace']}/{meta['name']}"
+        return rid, out
+
+
+class _RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The mock monitor, plus a record of every registration with its parent and a duplicate-URN check."""
+
+    def __init__(self, mocks: PlatformMocks) -> None:
+        super().__init__(mocks)
+        self.records: list[RenderedResource] = []
+        self.seen_urns: set[str] = set()
+        self.duplicates: list[str] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method name
+        from pulumi.runtime import rpc
+
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        urn = self.make_urn(request.parent, request.type, request.name)
+        if urn in self.seen_urns:
+            self.duplicates.append(urn)
+        self.seen_urns.add(urn)
+        inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
+        self.records.append(
+            RenderedResource(
+                urn=urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent or None,
+                provider=request.provider or None,
+                inputs=_plain(inputs),
+                custom=bool(request.custom),
+                property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items() if v.urns},
+            )
+        )
+        return response
+
+
+def _plain(value: Any) -> Any:
+    """Deserialized properties as plain JSON-able data (resource references become their URN)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    urn = getattr(value, "urn", None)
+    if urn is not None:
+        return f"<resource {type(value).__name__}>"
+    return str(value)
+
+
+def read_stack_config(stack: str, stacks_dir: Path = STACKS_DIR) -> dict[str, Any]:
+    """The `config:` map of stacks/Pulumi.<stack>.yaml."""
+    path = stacks_dir / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        known = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in stacks_dir.glob("Pulumi.*.yaml"))
+        raise RenderError(f"stack '{stack}': no file {path.relative_to(ROOT_DIR)}; known stacks: {', '.join(known)}")
+    data = yaml.safe_load(path.read_text()) or {}
+    return dict(data.get("config") or {})
+
+
+def known_stacks(stacks_dir: Path = STACKS_DIR) -> list[str]:
+    return sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in stacks_dir.glob("Pulumi.*.yaml"))
+
+
+def render(stack: str, config: dict[str, Any] | None = None) -> Rendering:
+    """Run the program for `stack` under mocks. `config` replaces the stack file's config map (for tests)."""
+    from infra import program
+
+    raw = read_stack_config(stack) if config is None else config
+    return render_function(program.main, stack=stack, config=raw)
+
+
+def render_function(fn: Callable[[], None], stack: str = "unit", config: dict[str, Any] | None = None) -> Rendering:
+    """Run any Pulumi program function under the same mocks (component tests render one component this way)."""
+    raw = config or {}
+    flat: dict[str, str] = {}
+    secret_keys: list[str] = []
+    for key, value in raw.items():
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            # Ciphertext only decrypts with the stack's secrets provider: stand in a random value, kept secret.
+            value = "mock-" + secrets.token_hex(8)
+            secret_keys.append(full)
+        flat[full] = value if isinstance(value, str) else json.dumps(value)
+
+    mocks = PlatformMocks()
+    monitor = _RecordingMonitor(mocks)
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+            pulumi.runtime.set_all_config(flat, secret_keys)
+            fn()
+            loop.run_until_complete(wait_for_rpcs())
+            result["outputs"], result["secret_outputs"] = loop.run_until_complete(_resolve_exports())
+        except BaseException as exc:  # handed to the caller's thread
+            result["error"] = exc
+        finally:
+            loop.close()
+
+    # A fresh thread gives a fresh contextvars context: every render starts with clean Pulumi runtime state.
+    thread = threading.Thread(target=run, name=f"render-{stack}")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    if monitor.duplicates:
+        raise RenderError(f"duplicate resource URNs: {', '.join(sorted(set(monitor.duplicates)))}")
+    return Rendering(
+        stack=stack,
+        resources=monitor.records,
+        outputs=result["outputs"],
+        secret_outputs=result["secret_outputs"],
+        generated_secrets=list(mocks.generated_secrets),
+    )
+
+
+async def _resolve_exports() -> tuple[dict[str, Any], set[str]]:
+    root = pulumi.runtime.get_root_resource()
+    exports: dict[str, Any] = dict(getattr(root, "outputs", {}) or {})
+    values: dict[str, Any] = {}
+    secret_names: set[str] = set()
+    for name, value in exports.items():
+        out = pulumi.Output.from_input(value)
+        values[name] = _plain(unwrap_secrets(await out.future()))
+        if await out.is_secret():
+            secret_names.add(name)
+    return values, secret_names
