@@ -45,6 +45,23 @@ def wait_port_closed(port: int, timeout_s: float = 10.0) -> None:
     raise TimeoutError(f"port {port} still accepting after {timeout_s}s")
 
 
+def http_request(method: str, url: str, json_body: object = None, headers: dict[str, str] | None = None,
+                 timeout_s: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    """``(status, lower-cased headers, body)`` via the standard library; 4xx/5xx are returned, not raised."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = None if json_body is None else json.dumps(json_body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={
+        **({"content-type": "application/json"} if data is not None else {}), **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
 class RedisServer:
     """``redis-server`` without persistence; ``stop()``/``start()`` keep the same port (outage tests)."""
 
@@ -160,3 +177,178 @@ class PostgresServer:
             self.stop()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GATEWAY_SRC = REPO_ROOT / "images" / "gateway"
+FAKE_UPSTREAM = Path(__file__).resolve().parent / "fake_upstream.py"
+
+
+class FakeUpstream:
+    """``fake_upstream.py`` in a subprocess: ``n`` independent fake model servers on free ports."""
+
+    def __init__(self, n: int = 4) -> None:
+        import sys
+
+        self.ports = [free_port() for _ in range(n)]
+        self._proc = subprocess.Popen([sys.executable, str(FAKE_UPSTREAM), *map(str, self.ports)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"fake upstream did not start: {line!r}")
+
+    def url(self, index: int) -> str:
+        return f"http://127.0.0.1:{self.ports[index]}"
+
+    def _other(self, index: int) -> int:
+        return self.ports[(index + 1) % len(self.ports)]
+
+    @staticmethod
+    def _ok(method: str, url: str, body: object = None) -> bytes:
+        status, _, payload = http_request(method, url, body)
+        if status != 200:
+            raise RuntimeError(f"{method} {url}: {status} {payload[:200]!r}")
+        return payload
+
+    def control(self, index: int, **settings: object) -> None:
+        self._ok("POST", f"{self.url(index)}/_control", settings)
+
+    def log(self, index: int) -> list[dict[str, object]]:
+        import json
+
+        return list(json.loads(self._ok("GET", f"{self.url(index)}/_log")))
+
+    def down(self, index: int) -> None:
+        self._ok("POST", f"http://127.0.0.1:{self._other(index)}/_admin/{self.ports[index]}/down", {})
+
+    def up(self, index: int) -> None:
+        self._ok("POST", f"http://127.0.0.1:{self._other(index)}/_admin/{self.ports[index]}/up", {})
+
+    def reset(self) -> None:
+        for index in range(len(self.ports)):
+            self.up(index)
+            self._ok("POST", f"{self.url(index)}/_reset", {})
+
+    def close(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(timeout=10)
+
+
+class GatewayProcess:
+    """``python -m llm_gateway`` in a subprocess on free ports, configured the way Kubernetes does it."""
+
+    def __init__(self, catalog: dict[str, object], redis_url: str, pg_dsn: str,
+                 env: dict[str, str] | None = None, admin_token: str | None = None) -> None:
+        import secrets
+
+        import yaml
+
+        self.dir = Path(tempfile.mkdtemp(prefix="gw-proc-"))
+        self.port = free_port()
+        self.metrics_port = free_port()
+        (self.dir / "models.yaml").write_text(yaml.safe_dump(catalog))
+        (self.dir / "database_url").write_text(pg_dsn)
+        self.admin_token = admin_token or secrets.token_urlsafe(24)
+        (self.dir / "admin_token").write_text(self.admin_token)
+        self.log_path = self.dir / "gateway.log"
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(GATEWAY_SRC),
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(self.port),
+            "GATEWAY_METRICS_PORT": str(self.metrics_port),
+            "GATEWAY_MODELS_FILE": str(self.dir / "models.yaml"),
+            "GATEWAY_DATABASE_URL_FILE": str(self.dir / "database_url"),
+            "GATEWAY_ADMIN_TOKEN_FILE": str(self.dir / "admin_token"),
+            "GATEWAY_REDIS_URL": redis_url,
+            "GATEWAY_SPILL_DIR": str(self.dir / "spill"),
+            "GATEWAY_HEALTH_INTERVAL_S": "0.5",
+            "GATEWAY_RETRY_BASE_DELAY_S": "0.01",
+            "GATEWAY_REDIS_RECONNECT_INTERVAL_S": "0.2",
+            **(env or {}),
+        }
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> GatewayProcess:
+        import sys
+
+        log = open(self.log_path, "ab")
+        self._proc = subprocess.Popen([sys.executable, "-m", "llm_gateway"], cwd=str(GATEWAY_SRC), env=self.env,
+                                      stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self._proc.returncode}:\n{self.log_text()[-3000:]}")
+            try:
+                if http_request("GET", f"{self.base_url}/health/live", timeout_s=0.5)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"gateway not live after {timeout_s}s:\n{self.log_text()[-3000:]}")
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_records(self) -> list[dict[str, object]]:
+        import json
+
+        records = []
+        for line in self.log_text().splitlines():
+            if line.startswith("{"):
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    pass
+        return records
+
+    def metrics_text(self) -> str:
+        return http_request("GET", f"http://127.0.0.1:{self.metrics_port}/metrics")[2].decode()
+
+    def signal(self, signum: int) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signum)
+
+    def wait(self, timeout_s: float = 30.0) -> int:
+        assert self._proc is not None
+        return self._proc.wait(timeout=timeout_s)
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def create_api_key(dsn: str, org_id: str, *, org_limits: dict[str, int | None] | None = None,
+                         key_limits: dict[str, int | None] | None = None, allowed_models: list[str] | None = None,
+                         expires_at: object = None, create_org: bool = True) -> tuple[str, str]:
+    """``(full key, key id)`` created through GW-DATA's KeyStore (the org too, unless it exists)."""
+    from llm_gateway.db import create_pool, migrate
+    from llm_gateway.keys import KeyStore
+
+    await migrate(dsn)
+    pool = await create_pool(dsn, min_size=1, max_size=2)
+    try:
+        store = KeyStore(pool)
+        if create_org:
+            await store.create_org(org_id, org_id, limits=org_limits or {})
+        full_key, info = await store.create_key(org_id, limits=key_limits or {}, allowed_models=allowed_models,
+                                                expires_at=expires_at)  # type: ignore[arg-type]
+        return full_key, info.key_id
+    finally:
+        await pool.close()

@@ -33,7 +33,6 @@ class Settings(BaseModel):
     redis_timeout_s: float = Field(0.25, gt=0)
     redis_reconnect_interval_s: float = Field(1.0, gt=0)
     database_url_file: Path | None = None
-    database_url: str | None = None  # local runs and tests only; production uses database_url_file
     admin_token_file: Path | None = None
     spill_dir: Path = Path("/var/lib/gateway/spill")
     # --- limits ---
@@ -90,4 +89,4 @@ class Settings(BaseModel):
             raise SettingsError(f"cannot read secret file {path}: {exc.strerror}") from None
 
     def database_dsn(self) -> str | None:
-        return self.read_secret(self.database_url_file) or self.database_url
+        return self.read_secret(self.database_url_file)

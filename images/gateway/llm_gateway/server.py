@@ -1,0 +1,179 @@
+"""Process entry: build the gateway, serve :8080 (API) and :9090 (metrics) under uvicorn + uvloop, drain on SIGTERM.
+
+Shutdown: SIGTERM (or SIGINT) flips readiness to 503 at once; requests keep being served while in-flight ones
+finish (bounded by ``GATEWAY_DRAIN_TIMEOUT_S``); then the listeners close, reconciliations finish, the usage
+meter flushes to Postgres (or spills to disk) and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Generator
+from typing import Any
+
+import uvicorn
+import uvloop
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from llm_gateway import metrics
+from llm_gateway.app import Gateway
+from llm_gateway.cache import ResponseCache
+from llm_gateway.catalog import CatalogError, load_catalog
+from llm_gateway.http import Receive, Scope, Send, send_bytes, send_error
+from llm_gateway.limits import Limiter
+from llm_gateway.logs import JsonLogger
+from llm_gateway.routing import Router
+from llm_gateway.settings import Settings, SettingsError
+from llm_gateway.upstream import create_session
+
+
+class _Server(uvicorn.Server):
+    """uvicorn server whose signals are ours (two servers share one process and one drain)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def metrics_app(gateway: Gateway) -> Any:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] != "/metrics":
+            await send_error(send, 404, "only /metrics is served here", "invalid_request_error", code="not_found")
+            return
+        metrics.USAGE_BUFFER_DEPTH.set(gateway.meter.depth)
+        await send_bytes(send, 200, metrics.render(), content_type=(b"content-type",
+                                                                    metrics.CONTENT_TYPE_LATEST.encode()))
+    return app
+
+
+def redis_client(settings: Settings) -> Any:
+    options: dict[str, Any] = {
+        "password": settings.read_secret(settings.redis_password_file),
+        "socket_timeout": settings.redis_timeout_s,
+        "socket_connect_timeout": settings.redis_timeout_s,
+    }
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url, **options)
+    # one immediate reconnect (a pooled connection may be stale after a failover), never a backoff on the hot path
+    return Redis.from_url(settings.redis_url, retry=Retry(NoBackoff(), 1), **options)
+
+
+async def build(settings: Settings, logger: JsonLogger) -> tuple[Gateway, list[Any]]:
+    """The gateway and what to close afterwards (in order)."""
+    from llm_gateway.db import create_pool, migrate
+    from llm_gateway.keys import KeyStore
+    from llm_gateway.metering import UsageMeter
+    try:  # TEMPORARY until GW-DATA lands admin.py/usage.py
+        from llm_gateway.admin import AdminApp
+        from llm_gateway.usage import UsageApp
+    except ImportError:
+        AdminApp = UsageApp = None  # type: ignore
+
+    catalog = load_catalog(settings.models_file)
+    dsn = settings.database_dsn()
+    if not dsn:
+        raise SettingsError("GATEWAY_DATABASE_URL_FILE is not set: the gateway needs Postgres for keys and usage")
+    pool = await create_pool(dsn)
+    await migrate(pool)
+    keystore = KeyStore(pool, cache_ttl_s=settings.key_cache_ttl_s)
+    meter = UsageMeter(dsn, settings.spill_dir)
+    await meter.start()
+    redis = redis_client(settings)
+    limiter = Limiter(redis, settings.expected_replicas, settings.inflight_ttl_s,
+                      settings.redis_reconnect_interval_s, logger)
+    cache = ResponseCache(redis, settings.cache_ttl_s, settings.cache_max_entry_bytes, limiter)
+    router = Router(catalog, breaker_failures=settings.breaker_failures, breaker_reset_s=settings.breaker_reset_s,
+                    affinity_epsilon=settings.affinity_epsilon, health_interval_s=settings.health_interval_s,
+                    health_timeout_s=settings.health_timeout_s)
+    session = create_session()
+    await router.check_once(session)
+    router.start_health_checks(session)
+    admin_token = settings.read_secret(settings.admin_token_file)
+    admin_app = AdminApp(keystore, pool, admin_token) if admin_token and AdminApp else None
+    gateway = Gateway(settings, catalog, keystore, meter, limiter, cache, router, session, logger,
+                      admin_app=admin_app, usage_app=UsageApp(pool) if UsageApp else None, pool=pool)
+
+    async def close_all() -> None:
+        await router.close()
+        await limiter.close()
+        await session.close()
+        await meter.close()
+        with contextlib.suppress(Exception):
+            await keystore.flush_last_used()
+        with contextlib.suppress(Exception):
+            await redis.aclose()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(pool.close(), timeout=5)
+
+    return gateway, [close_all]
+
+
+async def serve(settings: Settings) -> int:
+    logger = JsonLogger(level=settings.log_level)
+    gateway, closers = await build(settings, logger)
+    common = {"http": "httptools", "loop": "none", "lifespan": "off", "access_log": False,
+              "log_level": "warning", "timeout_graceful_shutdown": 5}
+    # keep-alive longer than the ALB's 60 s idle timeout, so the ALB never reuses a connection we just closed
+    api = _Server(uvicorn.Config(gateway, host=settings.host, port=settings.port, timeout_keep_alive=75,
+                                 backlog=4096, **common))
+    servers = [api]
+    if settings.metrics_port:
+        servers.append(_Server(uvicorn.Config(metrics_app(gateway), host=settings.host,
+                                              port=settings.metrics_port, **common)))
+
+    loop = asyncio.get_running_loop()
+    drain_started = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        if gateway.draining:
+            return
+        gateway.draining = True
+        metrics.DRAINING.set(1)
+        logger.info("drain_started", reason=signal.Signals(signum).name)
+        drain_started.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    async def drain() -> None:
+        await drain_started.wait()
+        deadline = time.monotonic() + settings.drain_timeout_s
+        while gateway.inflight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        logger.info("drain_listeners_closing", inflight=gateway.inflight)
+        for server in servers:
+            server.should_exit = True
+
+    drainer = asyncio.create_task(drain())
+    logger.info("started", port=settings.port, metrics_port=settings.metrics_port,
+                models=[entry.name for entry in gateway.catalog.models])
+    await asyncio.gather(*(server.serve() for server in servers))
+    drainer.cancel()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(gateway.wait_background(), timeout=5)
+    for close in closers:
+        await close()
+    logger.info("stopped", usage_buffer_depth=gateway.meter.depth)
+    return 0
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+        load_catalog(settings.models_file)  # fail fast, before any connection, on a bad catalog
+    except (SettingsError, CatalogError) as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return uvloop.run(serve(settings))
+    except (SettingsError, CatalogError) as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
