@@ -1,0 +1,132 @@
+"""Typed config of the bootstrap program (`bootstrap/Pulumi.<stack>.yaml`, keys `llm-platform-bootstrap:*`).
+
+Validated before any resource is declared: a wrong value stops with one line naming the key, the value given and
+what is allowed, like the platform's own config (`infra/config.py`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from infra.config import REGION_PATTERN
+
+PROJECT = "llm-platform-bootstrap"
+ROOT_DIR = Path(__file__).resolve().parent.parent
+STACKS_DIR = ROOT_DIR / "stacks"
+# GitHub environment names the deploy workflow gates small/prod/global behind (.github/workflows/deploy.yml).
+DEFAULT_ENVIRONMENTS = ("small", "prod", "global")
+DEFAULT_ECR_REPOSITORIES = ("gateway", "vllm")
+REPOSITORY_PATTERN = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"
+OIDC_PROVIDER_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/token\.actions\.githubusercontent\.com$"
+
+
+class BootstrapConfigError(Exception):
+    """Invalid bootstrap config: one line naming the key, the value given and what is allowed."""
+
+
+class BootstrapConfig(BaseModel):
+    """Everything the bootstrap needs; only `github_repository` and `region` are required."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    github_repository: Annotated[str, Field(pattern=REPOSITORY_PATTERN, description="owner/name exactly as GitHub spells it (the OIDC subject is case-sensitive)")]
+    region: Annotated[str, Field(pattern=REGION_PATTERN, description="region of the state bucket, the KMS keys and the ECR repositories")]
+    name_prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,15}$", description="prefix of every name the bootstrap creates")] = "llm-platform"
+    environments: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]] = Field(
+        default_factory=lambda: list(DEFAULT_ENVIRONMENTS),
+        description="GitHub environments whose jobs may assume the deploy role (deploy.yml gates small/prod/global)",
+    )
+    allowed_regions: list[Annotated[str, Field(pattern=REGION_PATTERN)]] | None = Field(
+        None, description="regions the deploy role may act in; default: every region named in stacks/ plus `region`"
+    )
+    ecr_repositories: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]] = Field(
+        default_factory=lambda: list(DEFAULT_ECR_REPOSITORIES), description="image names; repositories are <name_prefix>/<name>"
+    )
+    ecr_keep_images: Annotated[int, Field(ge=10, le=1000, description="tagged images kept per repository (stack configs pin digests: keep enough for rollbacks)")] = 100
+    state_noncurrent_version_days: Annotated[int, Field(ge=7, le=3650, description="days a superseded state file version is kept")] = 90
+    github_oidc_provider_arn: Annotated[str | None, Field(pattern=OIDC_PROVIDER_ARN_PATTERN, description="reuse the account's existing GitHub OIDC provider (an account holds only one per URL)")] = None
+    protect: bool = Field(True, description="Pulumi `protect` on the state bucket and KMS keys (unprotect before tear-down)")
+
+    @field_validator("environments", "ecr_repositories")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a name is listed twice; allowed: distinct names")
+        return value
+
+    @model_validator(mode="after")
+    def _state_bucket_name_fits(self) -> BootstrapConfig:
+        # S3 bucket names are at most 63 characters: <prefix>-state-<12-digit account>-<region>.
+        longest = len(f"{self.name_prefix}-state-123456789012-{self.region}")
+        if longest > 63:
+            raise ValueError(f"name_prefix: got {self.name_prefix!r}; allowed: short enough that the state bucket name is <= 63 characters ({longest})")
+        return self
+
+    @property
+    def owner(self) -> str:
+        return self.github_repository.split("/", 1)[0]
+
+    def deploy_regions(self, stacks_dir: Path = STACKS_DIR) -> list[str]:
+        if self.allowed_regions:
+            return sorted({*self.allowed_regions, self.region})
+        return sorted({*regions_in_stacks(stacks_dir), self.region})
+
+
+def regions_in_stacks(stacks_dir: Path = STACKS_DIR) -> set[str]:
+    """Every region named by `llm-platform:regions` in stacks/Pulumi.*.yaml."""
+    found: set[str] = set()
+    for path in sorted(stacks_dir.glob("Pulumi.*.yaml")):
+        config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
+        for region in config.get("llm-platform:regions") or []:
+            if isinstance(region, dict) and isinstance(region.get("name"), str):
+                found.add(region["name"])
+    return found
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in first["loc"]).replace(".[", "[")
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    where = f"{PROJECT}:{key}" if key else PROJECT
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    if first["type"] == "missing":
+        return f"{source}: {where}: is required{more}"
+    if first["type"] == "value_error":
+        if msg.startswith(f"{key}:") or (not key and ":" in msg.split(" ")[0]):
+            return f"{source}: {PROJECT}:{msg}{more}"
+        return f"{source}: {where}: got {json.dumps(first.get('input'))}; {msg}{more}"
+    given = first.get("input")
+    shown = json.dumps(given) if isinstance(given, (str, int, float, bool)) or given is None else type(given).__name__
+    return f"{source}: {where}: got {shown}; {msg[0].lower() + msg[1:]}{more}"
+
+
+def parse_bootstrap_config(raw: dict[str, Any], source: str = "bootstrap config") -> BootstrapConfig:
+    """Validate `{key: value}` (keys without the `llm-platform-bootstrap:` prefix)."""
+    try:
+        return BootstrapConfig.model_validate(raw)
+    except ValidationError as err:
+        raise BootstrapConfigError(_format_error(err, source)) from None
+
+
+def bootstrap_config_from_pulumi() -> dict[str, Any]:
+    """Every `llm-platform-bootstrap:*` key the engine handed to the program, JSON-decoded where it is structured."""
+    import pulumi.runtime.config as runtime_config
+
+    merged: dict[str, Any] = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    raw: dict[str, Any] = {}
+    for full_key, value in merged.items():
+        project, _, key = full_key.partition(":")
+        if project != PROJECT:
+            continue
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass  # a plain string value
+        raw[key] = value
+    return raw

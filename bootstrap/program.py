@@ -1,0 +1,489 @@
+"""The bootstrap: what must exist before the platform's first `pulumi up`, and before CI can run at all.
+
+Creates, in one region:
+- an S3 bucket for Pulumi state (DIY backend `s3://...`): SSE-KMS with a bucket key, versioning, all four public
+  access block flags, ACLs disabled (BucketOwnerEnforced), TLS-only bucket policy, lifecycle for old versions;
+- KMS keys: one for the state bucket, one for stack secrets (`--secrets-provider awskms://alias/...`), one for ECR;
+- the GitHub Actions OIDC provider (or reuses the account's existing one) and three CI roles, each trusting only
+  exact OIDC subjects of this repository with audience `sts.amazonaws.com`:
+    * `<prefix>-ci-preview` — `repo:<owner>/<repo>:pull_request`: read-only AWS access, state read + lock files;
+    * `<prefix>-ci-deploy`  — `ref:refs/heads/main` (dev) and `environment:<env>` (small, prod, global): `pulumi up`;
+    * `<prefix>-ci-images`  — `ref:refs/heads/main`: push to the platform's ECR repositories only;
+- ECR repositories `<prefix>/gateway` and `<prefix>/vllm`: immutable tags, scan on push, KMS, lifecycle policy.
+
+Least privilege, and where it stops (README "Deploying for real" repeats this for operators):
+- Pull requests run code the PR author wrote, so the preview role can change nothing: AWS `ReadOnlyAccess`, minus
+  reading other S3 objects and secret values, plus the state objects and the lock files a preview takes. It can
+  decrypt stack secrets (a preview must evaluate the program); keep secrets that PR authors must not see out of
+  stack config (Secrets Manager, read by the cluster at run time).
+- The deploy role creates IAM roles for EKS, nodes and IRSA, so it is admin-equivalent inside the account however
+  its policy is written. The policy still narrows it: only the services the platform uses, only the regions the
+  stacks name, no IAM users or access keys, `iam:PassRole` only to the services that need it, and it cannot alter
+  the bootstrap (state bucket settings, keys, CI roles, OIDC provider). The real boundary is GitHub: protected
+  `main`, environments with required reviewers, and ideally one AWS account per tier.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from bootstrap.config import (
+    PROJECT,
+    STACKS_DIR,
+    BootstrapConfig,
+    BootstrapConfigError,
+    bootstrap_config_from_pulumi,
+    parse_bootstrap_config,
+)
+from components.kms import EncryptionKey, EncryptionKeyArgs
+
+GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
+STS_AUDIENCE = "sts.amazonaws.com"
+# Services the platform's program manages (infra/, components/). A new AWS service in the program needs a line here.
+PLATFORM_SERVICES = (
+    "acm", "autoscaling", "cloudwatch", "ec2", "eks", "elasticache", "elasticloadbalancing", "kms", "logs", "pi",
+    "rds", "route53", "s3", "secretsmanager", "ssm", "wafv2",
+)
+# Global services (called in us-east-1 whatever the stack's region): excluded from the region guard.
+GLOBAL_SERVICE_ACTIONS = ("iam:*", "sts:*", "route53:*", "route53domains:*", "support:*", "health:*", "pricing:*")
+# The services the platform hands roles to (EKS cluster/node roles, RDS enhanced monitoring, VPC flow logs).
+PASS_ROLE_SERVICES = ("eks.amazonaws.com", "ec2.amazonaws.com", "monitoring.rds.amazonaws.com", "vpc-flow-logs.amazonaws.com")
+IAM_MANAGE_ACTIONS = (
+    "iam:Get*", "iam:List*",
+    "iam:CreateRole", "iam:DeleteRole", "iam:UpdateRole", "iam:UpdateRoleDescription", "iam:UpdateAssumeRolePolicy",
+    "iam:TagRole", "iam:UntagRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:AttachRolePolicy",
+    "iam:DetachRolePolicy", "iam:CreatePolicy", "iam:DeletePolicy", "iam:CreatePolicyVersion",
+    "iam:DeletePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:TagPolicy", "iam:UntagPolicy",
+    "iam:CreateOpenIDConnectProvider", "iam:DeleteOpenIDConnectProvider", "iam:TagOpenIDConnectProvider",
+    "iam:UntagOpenIDConnectProvider", "iam:UpdateOpenIDConnectProviderThumbprint",
+    "iam:AddClientIDToOpenIDConnectProvider", "iam:RemoveClientIDFromOpenIDConnectProvider",
+    "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile", "iam:AddRoleToInstanceProfile",
+    "iam:RemoveRoleFromInstanceProfile", "iam:TagInstanceProfile", "iam:CreateServiceLinkedRole",
+)
+IDENTITY_ESCALATION_ACTIONS = (
+    "iam:CreateUser", "iam:CreateAccessKey", "iam:CreateLoginProfile", "iam:UpdateLoginProfile",
+    "iam:AttachUserPolicy", "iam:PutUserPolicy", "iam:AddUserToGroup", "iam:CreateGroup", "iam:AttachGroupPolicy",
+    "iam:PutGroupPolicy", "iam:CreateSAMLProvider", "iam:UpdateAccountPasswordPolicy", "organizations:*", "account:*",
+)
+ECR_PUSH_ACTIONS = (
+    "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:CompleteLayerUpload", "ecr:DescribeImages",
+    "ecr:DescribeImageScanFindings", "ecr:DescribeRepositories", "ecr:GetDownloadUrlForLayer",
+    "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart",
+)
+
+
+def github_subjects(cfg: BootstrapConfig) -> dict[str, list[str]]:
+    """The exact OIDC `sub` claims each CI role trusts (GitHub's default subject format)."""
+    repo = f"repo:{cfg.github_repository}"
+    main = f"{repo}:ref:refs/heads/main"
+    return {
+        "preview": [f"{repo}:pull_request"],
+        "deploy": [main, *(f"{repo}:environment:{env}" for env in cfg.environments)],
+        "images": [main],
+    }
+
+
+def github_trust_policy(provider_arn: str, subjects: list[str]) -> dict[str, Any]:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "GitHubActionsOidc",
+                "Effect": "Allow",
+                "Principal": {"Federated": provider_arn},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                # StringEquals, not StringLike: no wildcard subject can match a fork or another branch.
+                "Condition": {
+                    "StringEquals": {
+                        f"{GITHUB_OIDC_HOST}:aud": STS_AUDIENCE,
+                        f"{GITHUB_OIDC_HOST}:sub": subjects,
+                    }
+                },
+            }
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class BootstrapArns:
+    """ARNs the CI policies refer to (plain strings, so the policy functions are testable without an engine)."""
+
+    partition: str
+    account_id: str
+    region: str
+    state_bucket: str
+    state_key: str
+    secrets_key: str
+    ecr_key: str
+    ecr_repositories: tuple[str, ...]
+    oidc_provider: str
+    ci_roles: tuple[str, ...]
+
+    @property
+    def state_bucket_arn(self) -> str:
+        return f"arn:{self.partition}:s3:::{self.state_bucket}"
+
+
+def _state_statements(arns: BootstrapArns, write_prefix: str) -> list[dict[str, Any]]:
+    bucket = arns.state_bucket_arn
+    return [
+        {"Sid": "StateList", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:GetBucketVersioning"], "Resource": bucket},
+        {"Sid": "StateRead", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"], "Resource": f"{bucket}/*"},
+        {"Sid": "StateWrite", "Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": f"{bucket}/{write_prefix}"},
+        {
+            "Sid": "StateAndSecretsKeys",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+            "Resource": [arns.state_key, arns.secrets_key],
+        },
+    ]
+
+
+def preview_policy(arns: BootstrapArns) -> dict[str, Any]:
+    """Inline policy of the preview role, on top of AWS `ReadOnlyAccess`."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            # A DIY-backend preview reads the stack's state and takes a lock object; it writes nothing else.
+            *_state_statements(arns, ".pulumi/locks/*"),
+            {
+                "Sid": "NoOtherObjectsOrSecretValues",
+                "Effect": "Deny",
+                "Action": ["s3:GetObject", "s3:GetObjectVersion", "secretsmanager:GetSecretValue", "ssm:GetParameter*", "kms:Decrypt"],
+                "NotResource": [f"{arns.state_bucket_arn}/*", arns.state_key, arns.secrets_key,
+                                f"arn:{arns.partition}:ssm:*::parameter/aws/service/*"],
+            },
+        ],
+    }
+
+
+def deploy_policy(arns: BootstrapArns, regions: list[str]) -> dict[str, Any]:
+    """Managed policy of the deploy role (`pulumi up` of every tier). See the module docstring for its limits."""
+    platform_actions = sorted(f"{service}:*" for service in PLATFORM_SERVICES)
+    bootstrap_keys = [arns.state_key, arns.secrets_key, arns.ecr_key]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "PlatformServices", "Effect": "Allow", "Action": platform_actions, "Resource": "*"},
+            {"Sid": "PlatformIdentities", "Effect": "Allow", "Action": list(IAM_MANAGE_ACTIONS), "Resource": "*"},
+            {
+                "Sid": "PassRolesToPlatformServices",
+                "Effect": "Allow",
+                "Action": "iam:PassRole",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"iam:PassedToService": list(PASS_ROLE_SERVICES)}},
+            },
+            *_state_statements(arns, ".pulumi/*"),
+            {
+                "Sid": "OnlyTheStacksRegions",
+                "Effect": "Deny",
+                "NotAction": list(GLOBAL_SERVICE_ACTIONS),
+                "Resource": "*",
+                "Condition": {"StringNotEquals": {"aws:RequestedRegion": regions}},
+            },
+            {"Sid": "NoLongLivedIdentities", "Effect": "Deny", "Action": list(IDENTITY_ESCALATION_ACTIONS), "Resource": "*"},
+            {
+                "Sid": "BootstrapIdentitiesReadOnly",
+                "Effect": "Deny",
+                "NotAction": ["iam:Get*", "iam:List*"],
+                "Resource": [*arns.ci_roles, arns.oidc_provider],
+            },
+            {
+                "Sid": "StateBucketSettingsFixed",
+                "Effect": "Deny",
+                "NotAction": ["s3:ListBucket", "s3:GetBucket*", "s3:GetObject*", "s3:PutObject", "s3:DeleteObject",
+                              "s3:GetEncryptionConfiguration", "s3:GetLifecycleConfiguration"],
+                "Resource": [arns.state_bucket_arn, f"{arns.state_bucket_arn}/*"],
+            },
+            {
+                "Sid": "BootstrapKeysFixed",
+                "Effect": "Deny",
+                "Action": ["kms:ScheduleKeyDeletion", "kms:DisableKey", "kms:PutKeyPolicy", "kms:DisableKeyRotation",
+                           "kms:CreateGrant", "kms:RevokeGrant", "kms:UpdateAlias", "kms:DeleteAlias"],
+                "Resource": bootstrap_keys,
+            },
+        ],
+    }
+
+
+def images_policy(arns: BootstrapArns) -> dict[str, Any]:
+    """Policy of the images role: log in to ECR and push to the platform's repositories, nothing else."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "RegistryLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+            {"Sid": "PushPlatformImages", "Effect": "Allow", "Action": list(ECR_PUSH_ACTIONS), "Resource": list(arns.ecr_repositories)},
+            {
+                "Sid": "EcrKeyThroughEcrOnly",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": arns.ecr_key,
+                "Condition": {"StringEquals": {"kms:ViaService": f"ecr.{arns.region}.amazonaws.com"}},
+            },
+        ],
+    }
+
+
+def state_bucket_policy(bucket_arn: str) -> dict[str, Any]:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+            {
+                "Sid": "DenyOldTls",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                "Condition": {"NumericLessThan": {"s3:TlsVersion": "1.2"}},
+            },
+        ],
+    }
+
+
+def ecr_lifecycle_policy(keep_images: int) -> dict[str, Any]:
+    return {
+        "rules": [
+            {
+                "rulePriority": 1,
+                "description": "drop untagged layers left by re-pushes after a week",
+                "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 7},
+                "action": {"type": "expire"},
+            },
+            {
+                "rulePriority": 2,
+                "description": f"keep the newest {keep_images} images (stack configs pin digests; rollbacks need history)",
+                "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": keep_images},
+                "action": {"type": "expire"},
+            },
+        ]
+    }
+
+
+def backend_url(bucket: str, region: str) -> str:
+    return f"s3://{bucket}?region={region}&awssdk=v2"
+
+
+def secrets_provider_url(alias: str, region: str) -> str:
+    return f"awskms://{alias}?region={region}"
+
+
+class Bootstrap(pulumi.ComponentResource):
+    """State backend, secrets key, CI identity and image registries of one AWS account."""
+
+    def __init__(self, name: str, cfg: BootstrapConfig, regions: list[str], opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llm-platform:bootstrap:Bootstrap", name, None, opts)
+        prefix = cfg.name_prefix
+        tags = {"project": "llm-platform", "managed-by": "pulumi", "stack": f"{PROJECT}/{pulumi.get_stack()}"}
+        child = pulumi.ResourceOptions(parent=self)
+        kept = pulumi.ResourceOptions(parent=self, protect=cfg.protect)
+        identity = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        partition = aws.get_partition_output(opts=pulumi.InvokeOutputOptions(parent=self)).partition
+
+        self.state_key = EncryptionKey(f"{prefix}-state", EncryptionKeyArgs(description="Pulumi state bucket (SSE-KMS)", tags=tags), opts=kept)
+        self.secrets_key = EncryptionKey(f"{prefix}-secrets", EncryptionKeyArgs(description="Pulumi stack secrets (awskms secrets provider)", tags=tags), opts=kept)
+        self.ecr_key = EncryptionKey(f"{prefix}-ecr", EncryptionKeyArgs(description="ECR image repositories", tags=tags), opts=kept)
+        self.secrets_alias = f"alias/{prefix}-secrets"
+
+        # --- Pulumi state bucket -----------------------------------------------------------------------------
+        bucket_name = identity.account_id.apply(lambda account: f"{prefix}-state-{account}-{cfg.region}")
+        self.state_bucket = aws.s3.Bucket(f"{prefix}-state", bucket=bucket_name, force_destroy=False, tags=tags, opts=kept)
+        bucket_id = self.state_bucket.id
+        aws.s3.BucketOwnershipControls(
+            f"{prefix}-state-ownership",
+            bucket=bucket_id,
+            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
+            opts=child,
+        )
+        public_access = aws.s3.BucketPublicAccessBlock(
+            f"{prefix}-state-public-access",
+            bucket=bucket_id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        aws.s3.BucketVersioning(
+            f"{prefix}-state-versioning",
+            bucket=bucket_id,
+            versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
+            opts=child,
+        )
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{prefix}-state-encryption",
+            bucket=bucket_id,
+            rules=[
+                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                        sse_algorithm="aws:kms", kms_master_key_id=self.state_key.arn
+                    ),
+                    bucket_key_enabled=True,
+                )
+            ],
+            opts=child,
+        )
+        aws.s3.BucketLifecycleConfiguration(
+            f"{prefix}-state-lifecycle",
+            bucket=bucket_id,
+            rules=[
+                aws.s3.BucketLifecycleConfigurationRuleArgs(
+                    id="expire-superseded-state",
+                    status="Enabled",
+                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(),
+                    noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
+                        noncurrent_days=cfg.state_noncurrent_version_days
+                    ),
+                    abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
+                        days_after_initiation=7
+                    ),
+                )
+            ],
+            opts=child,
+        )
+        aws.s3.BucketPolicy(
+            f"{prefix}-state-tls-only",
+            bucket=bucket_id,
+            policy=self.state_bucket.arn.apply(lambda arn: json.dumps(state_bucket_policy(arn))),
+            # S3 rejects a bucket policy while the public access block is being applied concurrently.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
+        )
+
+        # --- ECR repositories ----------------------------------------------------------------------------------
+        self.repositories: dict[str, aws.ecr.Repository] = {}
+        for image in cfg.ecr_repositories:
+            repo = aws.ecr.Repository(
+                f"{prefix}-{image}",
+                name=f"{prefix}/{image}",
+                image_tag_mutability="IMMUTABLE",
+                image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
+                encryption_configurations=[
+                    aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="KMS", kms_key=self.ecr_key.arn)
+                ],
+                force_delete=False,
+                tags=tags,
+                opts=kept,
+            )
+            aws.ecr.LifecyclePolicy(
+                f"{prefix}-{image}-lifecycle",
+                repository=repo.name,
+                policy=json.dumps(ecr_lifecycle_policy(cfg.ecr_keep_images)),
+                opts=child,
+            )
+            self.repositories[image] = repo
+
+        # --- GitHub OIDC and the CI roles ----------------------------------------------------------------------
+        if cfg.github_oidc_provider_arn:
+            oidc_provider_arn: pulumi.Output[str] = pulumi.Output.from_input(cfg.github_oidc_provider_arn)
+        else:
+            # No thumbprints: IAM trusts GitHub's OIDC endpoint through its own CA store.
+            provider = aws.iam.OpenIdConnectProvider(
+                "github-actions",
+                url=f"https://{GITHUB_OIDC_HOST}",
+                client_id_lists=[STS_AUDIENCE],
+                tags=tags,
+                opts=child,
+            )
+            oidc_provider_arn = provider.arn
+        self.oidc_provider_arn = oidc_provider_arn
+
+        subjects = github_subjects(cfg)
+        role_names = {kind: f"{prefix}-ci-{kind}" for kind in subjects}
+        arns = pulumi.Output.all(
+            partition, identity.account_id, self.state_bucket.bucket, self.state_key.arn, self.secrets_key.arn,
+            self.ecr_key.arn, pulumi.Output.all(*(r.arn for r in self.repositories.values())), oidc_provider_arn,
+        ).apply(
+            lambda v: BootstrapArns(
+                partition=str(v[0]), account_id=str(v[1]), region=cfg.region, state_bucket=str(v[2]),
+                state_key=str(v[3]), secrets_key=str(v[4]), ecr_key=str(v[5]), ecr_repositories=tuple(str(a) for a in v[6]),
+                oidc_provider=str(v[7]),
+                ci_roles=tuple(f"arn:{v[0]}:iam::{v[1]}:role/{n}" for n in role_names.values()),
+            )
+        )
+
+        self.roles: dict[str, aws.iam.Role] = {}
+        durations = {"preview": 3600, "deploy": 4 * 3600, "images": 3600}
+        descriptions = {
+            "preview": "GitHub Actions pull-request previews: read-only",
+            "deploy": "GitHub Actions pulumi up on main and gated environments",
+            "images": "GitHub Actions image builds: ECR push only",
+        }
+        for kind, subs in subjects.items():
+            self.roles[kind] = aws.iam.Role(
+                f"{prefix}-ci-{kind}",
+                name=role_names[kind],
+                description=descriptions[kind],
+                assume_role_policy=oidc_provider_arn.apply(lambda arn, s=subs: json.dumps(github_trust_policy(arn, s))),
+                max_session_duration=durations[kind],
+                tags=tags,
+                opts=child,
+            )
+
+        aws.iam.RolePolicyAttachment(
+            f"{prefix}-ci-preview-readonly",
+            role=self.roles["preview"].name,
+            policy_arn=partition.apply(lambda p: f"arn:{p}:iam::aws:policy/ReadOnlyAccess"),
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{prefix}-ci-preview-state",
+            role=self.roles["preview"].name,
+            policy=arns.apply(lambda a: json.dumps(preview_policy(a))),
+            opts=child,
+        )
+        deploy = aws.iam.Policy(
+            f"{prefix}-ci-deploy",
+            name=f"{prefix}-ci-deploy",
+            description="pulumi up of the llm-platform tiers (see bootstrap/program.py for its limits)",
+            policy=arns.apply(lambda a: json.dumps(deploy_policy(a, regions))),
+            tags=tags,
+            opts=child,
+        )
+        aws.iam.RolePolicyAttachment(f"{prefix}-ci-deploy", role=self.roles["deploy"].name, policy_arn=deploy.arn, opts=child)
+        aws.iam.RolePolicy(
+            f"{prefix}-ci-images-push",
+            role=self.roles["images"].name,
+            policy=arns.apply(lambda a: json.dumps(images_policy(a))),
+            opts=child,
+        )
+
+        self.backend_url = self.state_bucket.bucket.apply(lambda b: backend_url(b, cfg.region))
+        self.secrets_provider = secrets_provider_url(self.secrets_alias, cfg.region)
+        self.register_outputs({"backend_url": self.backend_url, "secrets_provider": self.secrets_provider})
+
+
+def build_bootstrap(cfg: BootstrapConfig, stacks_dir: Path = STACKS_DIR) -> Bootstrap:
+    provider = aws.Provider(f"aws-{cfg.region}", region=cfg.region)
+    return Bootstrap(cfg.name_prefix, cfg, cfg.deploy_regions(stacks_dir), opts=pulumi.ResourceOptions(provider=provider))
+
+
+def main() -> None:
+    source = f"bootstrap/Pulumi.{pulumi.get_stack()}.yaml"
+    try:
+        cfg = parse_bootstrap_config(bootstrap_config_from_pulumi(), source)
+    except BootstrapConfigError as err:
+        raise pulumi.RunError(str(err)) from None
+    boot = build_bootstrap(cfg)
+    pulumi.export("state_bucket", boot.state_bucket.bucket)
+    pulumi.export("backend_url", boot.backend_url)
+    pulumi.export("secrets_provider", boot.secrets_provider)
+    pulumi.export("state_key_arn", boot.state_key.arn)
+    pulumi.export("secrets_key_arn", boot.secrets_key.arn)
+    pulumi.export("oidc_provider_arn", boot.oidc_provider_arn)
+    for kind, role in boot.roles.items():
+        pulumi.export(f"ci_{kind}_role_arn", role.arn)
+    pulumi.export("ecr_repository_urls", {image: repo.repository_url for image, repo in boot.repositories.items()})
+    pulumi.export("aws_region", cfg.region)
