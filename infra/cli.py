@@ -12,26 +12,34 @@ import time
 from collections import Counter
 from typing import Any, Sequence
 
-from infra.config import ConfigError, parse_platform_config
+from pathlib import Path
+
+from infra.config import ConfigError, PlatformConfig, parse_platform_config
+from infra.cost import estimate, format_estimate
+from infra.pricelist import PriceError
+from infra.render import STACKS_DIR as DEFAULT_STACKS_DIR
 from infra.render import Rendering, RenderError, known_stacks, read_stack_config, render
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
-def _validate_stack_config(stack: str) -> None:
-    """Fail fast, before any rendering, with the one-line config message."""
-    raw = read_stack_config(stack)
+STACKS_DIR = DEFAULT_STACKS_DIR
+
+
+def stack_platform_config(stack: str) -> PlatformConfig:
+    """The validated `llm-platform:*` config of a stack file; ConfigError carries the one-line message."""
+    raw = read_stack_config(stack, STACKS_DIR)
     project_keys = {k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith("llm-platform:")}
-    parse_platform_config(project_keys, source=f"stacks/Pulumi.{stack}.yaml")
+    return parse_platform_config(project_keys, source=f"stacks/Pulumi.{stack}.yaml")
 
 
 def render_stack(stack: str) -> Rendering:
     """Validated config, then the rendering; ConfigError/RenderError carry the one-line message."""
     import pulumi
 
-    _validate_stack_config(stack)
+    stack_platform_config(stack)  # fail fast, before any resource is declared
     try:
-        return render(stack)
+        return render(stack, config=read_stack_config(stack, STACKS_DIR))
     except pulumi.RunError as err:  # the program's own one-line stop (e.g. more AZs than the region has)
         raise ConfigError(str(err)) from None
 
@@ -55,8 +63,7 @@ def resource_tree(rendering: Rendering) -> list[str]:
 
 
 def summary(rendering: Rendering) -> dict[str, Any]:
-    raw = read_stack_config(rendering.stack)
-    cfg = parse_platform_config({k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith("llm-platform:")})
+    cfg = stack_platform_config(rendering.stack)
     return {
         "tier": cfg.tier,
         "regions": [{"name": r.name, "az_count": r.az_count, "vpc_cidr": r.vpc_cidr} for r in cfg.regions],
@@ -76,7 +83,7 @@ def plan_document(rendering: Rendering) -> dict[str, Any]:
         "resources": [r.to_json() for r in rendering.resources],
         "outputs": rendering.public_outputs(),
         "policy": [],
-        "cost": None,
+        "cost": estimate(rendering).to_json(),
         "summary": summary(rendering),
     }
 
@@ -104,6 +111,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for g in s["node_groups"]:
         kind = f"GPU {g['gpu']}" if g["gpu"] else "CPU"
         print(f"  node group {g['name']} ({kind}, {g['capacity']}): {', '.join(g['instance_types'])} min {g['min']} / desired {g['desired']} / max {g['max']}")
+    print()
+    print(format_estimate(estimate(rendering), detail=args.cost_detail))
     print("\nOutputs:")
     for k, v in doc["outputs"].items():
         text = json.dumps(v, default=str)
@@ -113,24 +122,33 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m infra.cli", description="llm-platform offline tools")
+    parser.add_argument("--stacks-dir", type=Path, default=DEFAULT_STACKS_DIR, help="folder of Pulumi.<stack>.yaml files (default: stacks/)")
     sub = parser.add_subparsers(dest="command", required=True)
     plan = sub.add_parser("plan", help="render a stack offline and show what it would create")
     plan.add_argument("stack", help=f"stack name ({', '.join(known_stacks())})")
     plan.add_argument("--json", action="store_true", help="print the machine-readable plan document")
+    plan.add_argument("--cost-detail", action="store_true", help="list every priced resource under its component")
     plan.set_defaults(func=cmd_plan)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    global STACKS_DIR
+    STACKS_DIR = args.stacks_dir
     try:
         return int(args.func(args))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    except PriceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED
     except RenderError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG if "no file" in str(err) else EXIT_FAILED
+    except BrokenPipeError:  # `plan --json | head`
+        return EXIT_OK
 
 
 if __name__ == "__main__":

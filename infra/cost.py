@@ -100,7 +100,7 @@ FREE_TYPE_PREFIXES = (
     "aws:elasticache/parameterGroup:", "aws:elasticache/user", "aws:rds/subnetGroup:", "aws:rds/parameterGroup:",
     "aws:rds/clusterParameterGroup:", "aws:ecr/lifecyclePolicy:", "aws:ecr/repositoryPolicy:",
     "aws:ecr/replicationConfiguration:", "aws:cloudwatch/logResourcePolicy:", "aws:servicequotas/",
-    "aws:elasticache/globalReplicationGroup:",
+    "aws:elasticache/globalReplicationGroup:", "aws:autoscaling/tag:",
 )
 # Bucket types carry a cost line; their sub-resources (policies, encryption, versioning...) are free.
 BUCKET_TYPES = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
@@ -218,7 +218,8 @@ def _vpc_endpoint(r: RenderedResource, ctx: _Context) -> Iterable[tuple[float, f
         return _flat(0.0, "gateway endpoint (no charge)")
     azs = max(1, len(r.inputs.get("subnetIds") or []))
     rate = ctx.region_prices(r).rate("vpc_interface_endpoint_az_hour")
-    service = str(r.inputs.get("serviceName", "")).rsplit(".", 1)[-1] if r.inputs.get("serviceName") else r.name
+    region = ctx.rendering.region_of(r) or DEFAULT_REGION
+    service = str(r.inputs.get("serviceName") or r.name).removeprefix(f"com.amazonaws.{region}.")
     return _flat(azs * rate * ctx.hours, f"interface endpoint {service} in {azs} AZ(s) @ ${rate:.3f}/h each")
 
 
