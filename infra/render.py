@@ -357,7 +357,7 @@ def read_stack_config(stack: str, stacks_dir: Path = STACKS_DIR) -> dict[str, An
     path = stacks_dir / f"Pulumi.{stack}.yaml"
     if not path.is_file():
         known = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in stacks_dir.glob("Pulumi.*.yaml"))
-        raise RenderError(f"stack '{stack}': no file {path.relative_to(ROOT_DIR)}; known stacks: {', '.join(known)}")
+        raise RenderError(f"stack '{stack}': no file {path}; known stacks: {', '.join(known)}")
     data = yaml.safe_load(path.read_text()) or {}
     return dict(data.get("config") or {})
 
