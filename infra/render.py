@@ -277,6 +277,11 @@ class PlatformMocks(pulumi_mocks.Mocks):
             out["arn"] = f"arn:aws:secretsmanager:{region}:{ACCOUNT_ID}:secret:{inputs.get('name', name)}-{h[:6]}"
         elif typ == "aws:wafv2/webAcl:WebAcl":
             out.update(arn=f"arn:aws:wafv2:{region}:{ACCOUNT_ID}:regional/webacl/{inputs.get('name', name)}/{h}", capacity=700)
+        elif typ in ("aws:rds/parameterGroup:ParameterGroup", "aws:rds/subnetGroup:SubnetGroup",
+                     "aws:elasticache/parameterGroup:ParameterGroup", "aws:elasticache/subnetGroup:SubnetGroup"):
+            # The provider's check step auto-names these (mocks skip it): name them so references resolve.
+            out["name"] = inputs.get("name") or f"{name}-{h[:7]}"
+            rid = str(out["name"])
         elif typ == "aws:route53/healthCheck:HealthCheck":
             rid = f"{h[:8]}-{h[8:12]}-{h[12:16]}"
         elif typ == "aws:route53/zone:Zone":

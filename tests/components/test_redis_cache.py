@@ -53,6 +53,7 @@ def test_encrypted_at_rest_with_kms_and_tls_required(single_node: Rendering) -> 
     assert rg["autoMinorVersionUpgrade"] is True
     assert rg["snapshotRetentionLimit"] == 7
     assert rg["maintenanceWindow"] and rg["snapshotWindow"]
+    assert rg["subnetGroupName"].startswith("cache-subnets-") and rg["parameterGroupName"].startswith("cache-params-")
 
 
 def test_auth_token_is_secret_and_in_secrets_manager(single_node: Rendering) -> None:

@@ -1,0 +1,226 @@
+"""`PostgresDatabase`: RDS for PostgreSQL, private, encrypted, TLS-only, with credentials RDS manages itself.
+
+The master password is generated and rotated by RDS in a Secrets Manager secret encrypted with our KMS key: it never
+passes through Pulumi state. Storage (gp3), Performance Insights and the secret use the customer-managed key;
+`rds.force_ssl=1` refuses clear-text connections; IAM database authentication is on; enhanced monitoring, log exports
+to pre-created log groups (retention and KMS set by us, not left at "never expire"), and tags copied to snapshots.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import pulumi
+import pulumi_aws as aws
+
+POSTGRES_PORT = 5432
+LOG_EXPORTS = ("postgresql", "upgrade")
+ENGINE_VERSION_PATTERN = r"^(1[4-8])(\.\d+)?$"
+MONITORING_INTERVALS = (1, 5, 10, 15, 30, 60)
+
+
+def parameter_group_family(engine_version: str) -> str:
+    """RDS parameter group family for a PostgreSQL version: `16.4` -> `postgres16`."""
+    return f"postgres{engine_version.split('.')[0]}"
+
+
+@dataclass
+class PostgresDatabaseArgs:
+    identifier: str
+    """DB instance identifier (lowercase, unique per account and region); also names its log groups."""
+    vpc_id: pulumi.Input[str]
+    subnet_ids: Sequence[pulumi.Input[str]]
+    """Private subnets in at least two AZs (RDS requires two even for a single-AZ instance)."""
+    allowed_security_group_ids: Sequence[pulumi.Input[str]]
+    """Security groups whose members may connect (the EKS cluster security group)."""
+    kms_key_arn: pulumi.Input[str]
+    """Customer-managed KMS key for storage, snapshots, Performance Insights and the master-user secret."""
+    log_kms_key_arn: pulumi.Input[str]
+    """KMS key for the exported-log groups (its policy must admit `logs.<region>.amazonaws.com`)."""
+    engine_version: str = "17"
+    """PostgreSQL major (`17`) or major.minor (`17.4`); with a major only, RDS picks the current minor."""
+    instance_class: str = "db.t4g.small"
+    allocated_storage_gib: int = 20
+    max_allocated_storage_gib: int = 100
+    """Storage autoscaling ceiling (equal to `allocated_storage_gib` turns autoscaling off)."""
+    database_name: str = "llmplatform"
+    master_username: str = "llmadmin"
+    multi_az: bool = False
+    deletion_protection: bool = True
+    backup_retention_days: int = 7
+    backup_window: str = "03:00-04:00"
+    maintenance_window: str = "sun:05:00-sun:06:00"
+    final_snapshot: bool = True
+    """Take a final snapshot on delete (named `<identifier>-final`)."""
+    performance_insights_retention_days: int = 7
+    """7 (free tier) or a multiple of 31 up to 731."""
+    monitoring_interval_seconds: int = 60
+    log_retention_days: int = 30
+    apply_immediately: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", self.identifier) or "--" in self.identifier or self.identifier.endswith("-"):
+            raise ValueError(f"identifier: got {self.identifier!r}; allowed: 1-63 lowercase letters, digits, single hyphens, starting with a letter")
+        if not re.fullmatch(ENGINE_VERSION_PATTERN, self.engine_version):
+            raise ValueError(f"engine_version: got {self.engine_version!r}; allowed: 14 to 18, optionally with a minor (e.g. 17 or 17.4)")
+        if not 0 <= self.backup_retention_days <= 35:
+            raise ValueError(f"backup_retention_days: got {self.backup_retention_days}; allowed: 0 to 35")
+        if self.monitoring_interval_seconds not in MONITORING_INTERVALS:
+            raise ValueError(f"monitoring_interval_seconds: got {self.monitoring_interval_seconds}; allowed: {', '.join(map(str, MONITORING_INTERVALS))}")
+        pi = self.performance_insights_retention_days
+        if not (pi == 7 or (pi % 31 == 0 and 31 <= pi <= 731)):
+            raise ValueError(f"performance_insights_retention_days: got {pi}; allowed: 7 or a multiple of 31 up to 731")
+        if self.max_allocated_storage_gib < self.allocated_storage_gib:
+            raise ValueError(
+                f"max_allocated_storage_gib: got {self.max_allocated_storage_gib}; allowed: >= allocated_storage_gib ({self.allocated_storage_gib})"
+            )
+
+
+class PostgresDatabase(pulumi.ComponentResource):
+    """RDS PostgreSQL instance with its subnet group, parameter group, security group, monitoring role and log groups."""
+
+    instance: aws.rds.Instance
+    security_group_id: pulumi.Output[str]
+    address: pulumi.Output[str]
+    """Host name of the instance (without port)."""
+    port: pulumi.Output[int]
+    secret_arn: pulumi.Output[str]
+    """Secrets Manager secret RDS keeps the master credentials in (`{"username", "password"}`), rotated by RDS."""
+    database_name: str
+
+    def __init__(self, name: str, args: PostgresDatabaseArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llm-platform:data:PostgresDatabase", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = args.tags
+        partition = aws.get_partition_output(opts=pulumi.InvokeOutputOptions(parent=self))
+
+        security_group = aws.ec2.SecurityGroup(
+            f"{name}-sg",
+            vpc_id=args.vpc_id,
+            description=f"RDS {args.identifier}: PostgreSQL (TLS only) from the EKS cluster only",
+            tags={**tags, "Name": f"{args.identifier}-postgres"},
+            opts=child,
+        )
+        # No egress rule: the database never opens connections, and the provider removes AWS's default allow-all.
+        for index, source_sg in enumerate(args.allowed_security_group_ids):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-from-cluster-{index}",
+                security_group_id=security_group.id,
+                description="PostgreSQL (TLS enforced by rds.force_ssl) from the EKS cluster nodes and pods",
+                ip_protocol="tcp",
+                from_port=POSTGRES_PORT,
+                to_port=POSTGRES_PORT,
+                referenced_security_group_id=source_sg,
+                tags=tags,
+                opts=child,
+            )
+
+        subnet_group = aws.rds.SubnetGroup(
+            f"{name}-subnets",
+            description=f"{args.identifier}: private subnets",
+            subnet_ids=list(args.subnet_ids),
+            tags=tags,
+            opts=child,
+        )
+        parameter_group = aws.rds.ParameterGroup(
+            f"{name}-params",
+            family=parameter_group_family(args.engine_version),
+            description=f"{args.identifier}: TLS required, connections logged",
+            parameters=[
+                {"name": "rds.force_ssl", "value": "1"},
+                {"name": "log_connections", "value": "1"},
+                {"name": "log_disconnections", "value": "1"},
+            ],
+            tags=tags,
+            opts=child,
+        )
+
+        monitoring_role = aws.iam.Role(
+            f"{name}-monitoring",
+            description=f"RDS enhanced monitoring for {args.identifier}",
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Principal": {"Service": "monitoring.rds.amazonaws.com"}, "Action": "sts:AssumeRole"}
+                    ],
+                }
+            ),
+            tags=tags,
+            opts=child,
+        )
+        monitoring_attachment = aws.iam.RolePolicyAttachment(
+            f"{name}-monitoring",
+            role=monitoring_role.name,
+            policy_arn=partition.partition.apply(lambda p: f"arn:{p}:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"),
+            opts=child,
+        )
+
+        # RDS would create these on first export with no retention and no CMK; owning them first sets both.
+        log_groups = [
+            aws.cloudwatch.LogGroup(
+                f"{name}-log-{export}",
+                name=f"/aws/rds/instance/{args.identifier}/{export}",
+                retention_in_days=args.log_retention_days,
+                kms_key_id=args.log_kms_key_arn,
+                tags=tags,
+                opts=child,
+            )
+            for export in LOG_EXPORTS
+        ]
+
+        self.instance = aws.rds.Instance(
+            f"{name}-db",
+            identifier=args.identifier,
+            engine="postgres",
+            engine_version=args.engine_version,
+            instance_class=args.instance_class,
+            db_name=args.database_name,
+            username=args.master_username,
+            manage_master_user_password=True,
+            master_user_secret_kms_key_id=args.kms_key_arn,
+            iam_database_authentication_enabled=True,
+            port=POSTGRES_PORT,
+            storage_type="gp3",
+            allocated_storage=args.allocated_storage_gib,
+            max_allocated_storage=args.max_allocated_storage_gib,
+            storage_encrypted=True,
+            kms_key_id=args.kms_key_arn,
+            db_subnet_group_name=subnet_group.name,
+            vpc_security_group_ids=[security_group.id],
+            publicly_accessible=False,
+            parameter_group_name=parameter_group.name,
+            multi_az=args.multi_az,
+            deletion_protection=args.deletion_protection,
+            backup_retention_period=args.backup_retention_days,
+            backup_window=args.backup_window,
+            maintenance_window=args.maintenance_window,
+            skip_final_snapshot=not args.final_snapshot,
+            final_snapshot_identifier=f"{args.identifier}-final" if args.final_snapshot else None,
+            delete_automated_backups=False,
+            copy_tags_to_snapshot=True,
+            auto_minor_version_upgrade=True,
+            allow_major_version_upgrade=False,
+            performance_insights_enabled=True,
+            performance_insights_kms_key_id=args.kms_key_arn,
+            performance_insights_retention_period=args.performance_insights_retention_days,
+            monitoring_interval=args.monitoring_interval_seconds,
+            monitoring_role_arn=monitoring_role.arn,
+            enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
+            apply_immediately=args.apply_immediately,
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring_attachment, *log_groups]),
+        )
+
+        self.security_group_id = security_group.id
+        self.address = self.instance.address
+        self.port = self.instance.port
+        self.secret_arn = self.instance.master_user_secrets.apply(lambda secrets: str(secrets[0].secret_arn))
+        self.database_name = args.database_name
+        self.register_outputs(
+            {"address": self.address, "port": self.port, "secret_arn": self.secret_arn, "security_group_id": self.security_group_id}
+        )
