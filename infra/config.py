@@ -236,11 +236,12 @@ def _format_error(err: ValidationError, source: str) -> str:
     given = first.get("input")
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     where = f"{PROJECT}:{key}" if key else f"{PROJECT}"
-    if first["type"] in ("value_error", "assertion_error") or first["type"] == "missing":
-        detail = msg if first["type"] != "missing" else "is required"
-    else:
-        shown = json.dumps(given) if isinstance(given, (str, int, float, bool)) or given is None else type(given).__name__
-        detail = f"got {shown}; {msg[0].lower() + msg[1:]}"
+    if first["type"] == "missing":
+        detail = "is required"
+    elif isinstance(given, (str, int, float, bool)) or (isinstance(given, list) and len(json.dumps(given)) <= 80):
+        detail = f"got {json.dumps(given)}; {msg[0].lower() + msg[1:]}"
+    else:  # a whole section: the message itself names the field and value
+        detail = msg
     return f"{source}: {where}: {detail}{more}"
 
 

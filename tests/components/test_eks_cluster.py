@@ -1,0 +1,95 @@
+"""`EksCluster` rendered alone under the mocks."""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pulumi_aws as aws
+
+from components.eks_cluster import CONTROL_PLANE_LOG_TYPES, EksCluster, EksClusterArgs
+from infra.render import Rendering, render_function
+
+ADDONS = {
+    "vpc-cni": "v1.20.4-eksbuild.1", "coredns": "v1.12.3-eksbuild.1", "kube-proxy": "v1.33.3-eksbuild.6",
+    "aws-ebs-csi-driver": "v1.48.0-eksbuild.2", "eks-pod-identity-agent": "v1.3.8-eksbuild.2",
+}
+
+
+def render_cluster(public_cidrs: tuple[str, ...] = (), admins: tuple[str, ...] = ()) -> Rendering:
+    def program() -> None:
+        provider = aws.Provider("aws-us-west-2", region="us-west-2")
+        cluster = EksCluster(
+            "c",
+            EksClusterArgs(cluster_name="llmp-test", version="1.33", vpc_id="vpc-1", subnet_ids=["subnet-a", "subnet-b"],
+                           addon_versions=ADDONS, public_access_cidrs=public_cidrs, admin_role_arns=admins),
+            opts=pulumi.ResourceOptions(provider=provider),
+        )
+        cluster.install_compute_addons([])
+        pulumi.export("kubeconfig", cluster.kubeconfig)
+        pulumi.export("issuer", cluster.oidc_issuer)
+
+    return render_function(program)
+
+
+def test_private_endpoint_encryption_logs_and_access_mode() -> None:
+    r = render_cluster()
+    c = r.one("aws:eks/cluster:Cluster").inputs
+    assert c["version"] == "1.33"
+    assert c["vpcConfig"]["endpointPrivateAccess"] is True and c["vpcConfig"]["endpointPublicAccess"] is False
+    assert "publicAccessCidrs" not in c["vpcConfig"]
+    assert c["encryptionConfig"]["resources"] == ["secrets"]
+    key_arns = {k.urn: k for k in r.of_type("aws:kms/key:Key")}
+    assert c["encryptionConfig"]["provider"]["keyArn"].startswith("arn:aws:kms:us-west-2:")
+    assert sorted(c["enabledClusterLogTypes"]) == sorted(CONTROL_PLANE_LOG_TYPES)
+    assert c["accessConfig"]["authenticationMode"] == "API"
+    for key in key_arns.values():
+        assert key.inputs["enableKeyRotation"] is True and key.inputs["deletionWindowInDays"] >= 7
+        assert key.inputs["bypassPolicyLockoutSafetyCheck"] is False
+    log_group = r.one("aws:cloudwatch/logGroup:LogGroup").inputs
+    assert log_group["name"] == "/aws/eks/llmp-test/cluster" and log_group["retentionInDays"] == 90 and log_group["kmsKeyId"]
+    logs_key = next(k for k in key_arns.values() if "logs" in k.name)
+    policy = json.loads(logs_key.inputs["policy"])
+    assert any(s.get("Principal", {}).get("Service") == ["logs.us-west-2.amazonaws.com"] for s in policy["Statement"])
+
+
+def test_public_endpoint_only_with_allowlist() -> None:
+    r = render_cluster(public_cidrs=("198.51.100.0/24",))
+    vpc = r.one("aws:eks/cluster:Cluster").inputs["vpcConfig"]
+    assert vpc["endpointPublicAccess"] is True and vpc["publicAccessCidrs"] == ["198.51.100.0/24"]
+
+
+def test_admin_access_entries() -> None:
+    admin = "arn:aws:iam::123456789012:role/platform-admins"
+    r = render_cluster(admins=(admin,))
+    entry = r.one("aws:eks/accessEntry:AccessEntry").inputs
+    assert entry["principalArn"] == admin and entry["type"] == "STANDARD"
+    assoc = r.one("aws:eks/accessPolicyAssociation:AccessPolicyAssociation").inputs
+    assert assoc["policyArn"].endswith("AmazonEKSClusterAdminPolicy") and assoc["accessScope"]["type"] == "cluster"
+
+
+def test_addons_pinned_cni_network_policy_and_irsa() -> None:
+    r = render_cluster()
+    addons = {a.inputs["addonName"]: a.inputs for a in r.of_type("aws:eks/addon:Addon")}
+    assert {k: v["addonVersion"] for k, v in addons.items()} == ADDONS
+    assert json.loads(addons["vpc-cni"]["configurationValues"]) == {"enableNetworkPolicy": "true"}
+    assert addons["vpc-cni"]["serviceAccountRoleArn"].startswith("arn:aws:iam::")
+    assert addons["aws-ebs-csi-driver"]["serviceAccountRoleArn"].startswith("arn:aws:iam::")
+    oidc = r.one("aws:iam/openIdConnectProvider:OpenIdConnectProvider").inputs
+    assert oidc["clientIdLists"] == ["sts.amazonaws.com"] and oidc["url"].startswith("https://oidc.eks.us-west-2")
+    cni_role = next(x for x in r.of_type("aws:iam/role:Role") if x.name.endswith("irsa-vpc-cni"))
+    trust = json.loads(cni_role.inputs["assumeRolePolicy"])["Statement"][0]
+    issuer = r.outputs["issuer"]
+    assert trust["Condition"]["StringEquals"] == {f"{issuer}:sub": "system:serviceaccount:kube-system:aws-node",
+                                                  f"{issuer}:aud": "sts.amazonaws.com"}
+
+
+def test_kubeconfig_is_secret_and_uses_exec_auth() -> None:
+    r = render_cluster()
+    assert "kubeconfig" in r.secret_outputs
+    kubeconfig = json.loads(r.outputs["kubeconfig"])
+    user = kubeconfig["users"][0]["user"]
+    assert "token" not in user and user["exec"]["command"] == "aws"
+    assert user["exec"]["args"][:2] == ["eks", "get-token"] and "us-west-2" in user["exec"]["args"]
+    provider = r.one("pulumi:providers:kubernetes")
+    assert provider.to_json()["inputs"]["kubeconfig"] == "[secret]"  # passed to the provider as a secret

@@ -1,0 +1,78 @@
+"""`Network` rendered alone under the mocks."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pulumi
+import pulumi_aws as aws
+import pytest
+
+from components.network import Network, NetworkArgs, subnet_plan
+from infra.render import Rendering, render_function
+
+
+def render_network(**overrides: object) -> Rendering:
+    def program() -> None:
+        provider = aws.Provider("aws-eu-west-1", region="eu-west-1")
+        args = NetworkArgs(cidr="10.5.0.0/16", azs=["eu-west-1a", "eu-west-1b", "eu-west-1c"], cluster_name="c1")
+        for k, v in overrides.items():
+            setattr(args, k, v)
+        Network("net", args, opts=pulumi.ResourceOptions(provider=provider))
+
+    return render_function(program)
+
+
+def test_subnets_per_az_with_role_tags_and_no_public_ips() -> None:
+    r = render_network()
+    subnets = r.of_type("aws:ec2/subnet:Subnet")
+    public = [s for s in subnets if s.inputs["tags"].get("kubernetes.io/role/elb") == "1"]
+    private = [s for s in subnets if s.inputs["tags"].get("kubernetes.io/role/internal-elb") == "1"]
+    assert len(public) == 3 and len(private) == 3
+    assert {s.inputs["availabilityZone"] for s in private} == {"eu-west-1a", "eu-west-1b", "eu-west-1c"}
+    for s in subnets:
+        assert s.inputs["tags"]["kubernetes.io/cluster/c1"] == "shared"
+        assert s.inputs["mapPublicIpOnLaunch"] is False
+        assert ipaddress.ip_network(s.inputs["cidrBlock"]).subnet_of(ipaddress.ip_network("10.5.0.0/16"))
+    cidrs = [ipaddress.ip_network(s.inputs["cidrBlock"]) for s in subnets]
+    assert all(not a.overlaps(b) for i, a in enumerate(cidrs) for b in cidrs[i + 1 :])
+    # the explicit provider is inherited from the component: everything lands in eu-west-1
+    assert {r.region_of(s) for s in subnets} == {"eu-west-1"}
+
+
+@pytest.mark.parametrize("mode,expected", [("per_az", 3), ("single", 1)])
+def test_nat_layout(mode: str, expected: int) -> None:
+    r = render_network(nat_gateways=mode)
+    assert len(r.of_type("aws:ec2/natGateway:NatGateway")) == expected
+    nat_routes = [x for x in r.of_type("aws:ec2/route:Route") if x.inputs.get("natGatewayId")]
+    assert len(nat_routes) == 3  # every private route table egresses through a NAT
+    assert len({x.inputs["natGatewayId"] for x in nat_routes}) == expected
+
+
+def test_flow_logs_endpoints_and_closed_default_sg() -> None:
+    r = render_network()
+    flow = r.one("aws:ec2/flowLog:FlowLog")
+    assert flow.inputs["trafficType"] == "ALL" and flow.inputs["logDestinationType"] == "cloud-watch-logs"
+    assert r.one("aws:cloudwatch/logGroup:LogGroup").inputs["retentionInDays"] == 90
+    default_sg = r.one("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup")
+    assert default_sg.inputs.get("ingress", []) == [] and default_sg.inputs.get("egress", []) == []
+    services = sorted(e.inputs["serviceName"] for e in r.of_type("aws:ec2/vpcEndpoint:VpcEndpoint"))
+    assert services == ["com.amazonaws.eu-west-1.ecr.api", "com.amazonaws.eu-west-1.ecr.dkr",
+                        "com.amazonaws.eu-west-1.s3", "com.amazonaws.eu-west-1.sts"]
+    sg = r.one("aws:ec2/securityGroup:SecurityGroup")
+    assert sg.inputs["description"]
+    rule = r.one("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    assert rule.inputs["cidrIpv4"] == "10.5.0.0/16" and rule.inputs["fromPort"] == 443 and rule.inputs["description"]
+
+
+def test_endpoints_can_be_turned_off() -> None:
+    r = render_network(interface_endpoints=[], s3_gateway_endpoint=False)
+    assert r.of_type("aws:ec2/vpcEndpoint:VpcEndpoint") == []
+
+
+def test_subnet_plan_sizes() -> None:
+    private, public = subnet_plan("10.0.0.0/16", 3)
+    assert private == ["10.0.0.0/19", "10.0.32.0/19", "10.0.64.0/19"]
+    assert public == ["10.0.224.0/22", "10.0.228.0/22", "10.0.232.0/22"]
+    private, public = subnet_plan("10.0.0.0/20", 6)
+    assert len(private) == 6 and all(ipaddress.ip_network(p).prefixlen == 23 for p in private)
