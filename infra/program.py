@@ -140,9 +140,10 @@ def export_region(cfg: PlatformConfig, platform: RegionalPlatform, home: bool) -
 def main() -> None:
     try:
         cfg = load_config()
-        # Extra regions of the global tier are deployed by the multi-region build (issue 7); today: the home region.
-        home = build_region(cfg, cfg.home_region)
+        # One full regional platform per configured region (the global tier has several), home region first.
+        regions = [build_region(cfg, region) for region in cfg.regions]
     except ConfigError as err:
         # RunError ends the program with just this line: no traceback for a config mistake.
         raise pulumi.RunError(str(err)) from None
-    export_region(cfg, home, home=True)
+    for i, platform in enumerate(regions):
+        export_region(cfg, platform, home=i == 0)

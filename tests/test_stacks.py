@@ -11,19 +11,25 @@ from infra.render import Rendering
 
 Render = Callable[[str], Rendering]
 STACKS = ["dev", "small", "prod", "global"]
+EXPECTED_REGIONS = {"global": ["us-east-1", "eu-west-1", "ap-northeast-1"]}
 
 
 def node_groups(r: Rendering) -> dict[str, dict]:
+    """Single-region stacks: node groups by config name (prefix `llmp-<stack>-<name>-`)."""
     return {ng.inputs["nodeGroupNamePrefix"].rstrip("-").split("-", 2)[-1]: ng.inputs for ng in r.of_type("aws:eks/nodeGroup:NodeGroup")}
 
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_stack_renders_with_hardened_basics(rendered: Render, stack: str) -> None:
     r = rendered(stack)
-    cluster = r.one("aws:eks/cluster:Cluster").inputs
-    assert cluster["encryptionConfig"]["resources"] == ["secrets"]
-    assert cluster["vpcConfig"]["endpointPrivateAccess"] is True and cluster["vpcConfig"]["endpointPublicAccess"] is False
-    assert len(cluster["enabledClusterLogTypes"]) == 5 and "audit" in cluster["enabledClusterLogTypes"]
+    regions = EXPECTED_REGIONS.get(stack, ["us-east-1"])
+    clusters = r.of_type("aws:eks/cluster:Cluster")
+    assert sorted(r.region_of(c) or "" for c in clusters) == sorted(regions)
+    for c in clusters:
+        cluster = c.inputs
+        assert cluster["encryptionConfig"]["resources"] == ["secrets"]
+        assert cluster["vpcConfig"]["endpointPrivateAccess"] is True and cluster["vpcConfig"]["endpointPublicAccess"] is False
+        assert len(cluster["enabledClusterLogTypes"]) == 5 and "audit" in cluster["enabledClusterLogTypes"]
     for lt in r.of_type("aws:ec2/launchTemplate:LaunchTemplate"):
         assert lt.inputs["metadataOptions"]["httpTokens"] == "required"
         assert lt.inputs["metadataOptions"]["httpPutResponseHopLimit"] == 1
@@ -38,10 +44,10 @@ def test_stack_renders_with_hardened_basics(rendered: Render, stack: str) -> Non
             assert g["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]
             assert g["labels"]["llm-platform/gpu"] in ("a10g", "a100")
     assert "kubeconfig" in r.secret_outputs
-    # every AWS resource goes through the explicit regional provider
+    # every AWS resource goes through an explicit regional provider
     for res in r.resources:
         if res.custom and res.type.startswith("aws:"):
-            assert r.region_of(res) == "us-east-1", res.urn
+            assert r.region_of(res) in regions, res.urn
 
 
 def test_dev_two_azs_single_nat_spot_a10g_scaling_to_zero(rendered: Render) -> None:
