@@ -64,8 +64,9 @@ class Backend:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         body = orjson.loads(raw) if raw else {}
-        self.log.append({"path": request.path, "body": body, "request_id": request.headers.get("x-request-id"),
-                         "t": time.time()})
+        entry: dict[str, Any] = {"path": request.path, "body": body,
+                                 "request_id": request.headers.get("x-request-id"), "chunks_sent": 0}
+        self.log.append(entry)
         s = self.settings
         if s["drop_count"]:
             s["drop_count"] -= 1
@@ -103,7 +104,7 @@ class Backend:
         ident = f"cmpl-{self.port}-{serial}"
         chat = request.path == "/v1/chat/completions"
         if body.get("stream"):
-            return await self.stream(request, body, ident, model, chat, chunks, usage)
+            return await self.stream(request, body, ident, model, chat, chunks, usage, entry)
         text = "".join(f"tok{i} " for i in range(chunks))
         if chat:
             choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
@@ -121,7 +122,7 @@ class Backend:
         return web.Response(body=orjson.dumps(payload), content_type="application/json")
 
     async def stream(self, request: web.Request, body: dict[str, Any], ident: str, model: str, chat: bool,
-                     chunks: int, usage: dict[str, int]) -> web.StreamResponse:
+                     chunks: int, usage: dict[str, int], entry: dict[str, Any]) -> web.StreamResponse:
         s = self.settings
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
@@ -145,6 +146,7 @@ class Backend:
                 await event([{"index": 0, "delta": delta, "finish_reason": None}])
             else:
                 await event([{"index": 0, "text": f"tok{i} ", "finish_reason": None}])
+            entry["chunks_sent"] = i + 1
             if s["chunk_delay_s"]:
                 await asyncio.sleep(s["chunk_delay_s"])
         finish: dict[str, Any] = {"index": 0, "finish_reason": "stop"}

@@ -352,3 +352,40 @@ async def create_api_key(dsn: str, org_id: str, *, org_limits: dict[str, int | N
         return full_key, info.key_id
     finally:
         await pool.close()
+
+
+def usage_rows(dsn: str, expected: int, timeout_s: float = 15.0) -> list[dict[str, object]]:
+    """The ``usage_records`` rows once at least ``expected`` exist (the meter writes in the background)."""
+    import asyncpg
+    import asyncio
+
+    async def fetch() -> list[dict[str, object]]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch("SELECT * FROM usage_records ORDER BY id")
+            return [dict(row) for row in rows]
+        finally:
+            await conn.close()
+
+    deadline = time.monotonic() + timeout_s
+    rows = asyncio.run(fetch())
+    while len(rows) < expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+        rows = asyncio.run(fetch())
+    return rows
+
+
+def metric_value(metrics_text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
+    """The value of one sample in Prometheus text format, or None if absent."""
+    for line in metrics_text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        sample, _, value = line.rpartition(" ")
+        sample_name, _, label_text = sample.partition("{")
+        if sample_name != name:
+            continue
+        found = dict(part.split("=", 1) for part in label_text.rstrip("}").split(",") if "=" in part)
+        found = {key: val.strip('"') for key, val in found.items()}
+        if all(found.get(key) == val for key, val in (labels or {}).items()):
+            return float(value)
+    return None

@@ -25,7 +25,7 @@ from llm_gateway.http import (
     send_error, send_json,
 )
 from llm_gateway.limits import STATUS_QUOTA, STATUS_TOO_LARGE, Limiter, Reservation
-from llm_gateway.logs import JsonLogger, request_id_from
+from llm_gateway.logs import JsonLogger, client_request_id, new_request_id
 from llm_gateway.metering import UsageRecord
 from llm_gateway.routing import Backend, Router, backoff_delay
 from llm_gateway.settings import Settings
@@ -49,9 +49,11 @@ SSE_HEADERS: Headers = [(b"content-type", b"text/event-stream; charset=utf-8"), 
 class RequestContext:
     """Everything one request accumulates on its way; ``finish`` turns it into usage, metrics and a log line."""
 
-    request_id: str
+    request_id: str  # always generated here: unique, so usage rows and in-flight slots never collide
     started: float
     endpoint: str
+    client_request_id: str | None = None  # the client's own x-request-id, echoed back and logged
+    prompt_log: Any = None
     principal: Any = None
     entry: ModelEntry | None = None
     served_model: str | None = None
@@ -127,8 +129,9 @@ class Gateway:
     # ------------------------------------------------------------------ the hot path
     async def proxy(self, scope: Scope, receive: Receive, send: Send, endpoint: str,
                     kinds: tuple[str, ...]) -> None:
-        ctx = RequestContext(request_id_from(header(scope, b"x-request-id")), time.perf_counter(), endpoint)
-        base_headers: Headers = [(b"x-request-id", ctx.request_id.encode())]
+        ctx = RequestContext(new_request_id(), time.perf_counter(), endpoint)
+        ctx.client_request_id = client_request_id(header(scope, b"x-request-id"))
+        base_headers: Headers = [(b"x-request-id", (ctx.client_request_id or ctx.request_id).encode())]
         self.inflight += 1
         metrics.INFLIGHT.inc()
         try:
@@ -138,6 +141,8 @@ class Gateway:
             ctx.entry = entry
             ctx.served_model = entry.name
             reserve, upstream_body = self.validate(entry, endpoint, body)
+            if self.settings.log_prompts:
+                ctx.prompt_log = body.get("messages") or body.get("prompt") or body.get("input") or body.get("query")
             ctx.stream = bool(body.get("stream"))
             options = body.get("stream_options")
             ctx.client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -539,14 +544,14 @@ class Gateway:
                 status=ctx.status, cache_hit=ctx.cache == "hit", cost_usd=cost, created_at=datetime.now(UTC),
             ))
         self.log.info(
-            "request", request_id=ctx.request_id, endpoint=ctx.endpoint, status=ctx.status, model=ctx.served_model,
+            "request", request_id=ctx.request_id, client_request_id=ctx.client_request_id, endpoint=ctx.endpoint, status=ctx.status, model=ctx.served_model,
             fallback_from=ctx.fallback_from, org_id=getattr(ctx.principal, "org_id", None),
             key_id=getattr(ctx.principal, "key_id", None), backend=ctx.backend.url if ctx.backend else None,
             stream=ctx.stream, cache=ctx.cache, attempts=ctx.attempts or None,
             latency_ms=round(elapsed * 1000, 3),
             ttft_ms=round(ctx.ttft_s * 1000, 3) if ctx.ttft_s is not None else None,
             prompt_tokens=ctx.prompt_tokens, completion_tokens=ctx.completion_tokens,
-            error_type=ctx.error_type, degraded=self.limiter.degraded or None,
+            error_type=ctx.error_type, degraded=self.limiter.degraded or None, prompt=ctx.prompt_log,
         )
 
     def spawn(self, coro: Any) -> None:
@@ -560,7 +565,7 @@ class Gateway:
 
     # ------------------------------------------------------------------ other endpoints
     async def authenticated(self, scope: Scope, receive: Receive, send: Send, handler: Any) -> None:
-        request_id = request_id_from(header(scope, b"x-request-id"))
+        request_id = client_request_id(header(scope, b"x-request-id")) or new_request_id()
         headers: Headers = [(b"x-request-id", request_id.encode())]
         try:
             principal = await self.authenticate(scope)

@@ -85,16 +85,20 @@ def redact_value(value: Any) -> Any:
     return value
 
 
-def request_id_from(raw: bytes | None) -> str:
-    """The client's ``x-request-id`` if it is short and plain, else a new one."""
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex
+
+
+def client_request_id(raw: bytes | None) -> str | None:
+    """The client's ``x-request-id`` if it is short and plain (safe to echo and log), else None."""
     if raw:
         try:
             candidate = raw.decode("ascii")
         except UnicodeDecodeError:
-            candidate = ""
+            return None
         if _REQUEST_ID_OK.match(candidate):
             return candidate
-    return "req_" + uuid.uuid4().hex
+    return None
 
 
 # Fields whose values the gateway generates itself (never user input): logged without redaction.
