@@ -56,6 +56,8 @@ class RenderedResource:
     provider: str | None
     inputs: dict[str, Any]
     custom: bool
+    id: str | None = None
+    """The physical id the mocks assigned (what other resources receive when they reference this one)."""
     # Input name -> URNs of the resources its value came from (what the engine hands policies as
     # property_dependencies): how a stack policy links a FlowLog to its Vpc without knowing the Vpc's id.
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
