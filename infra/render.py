@@ -340,6 +340,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 inputs=_plain(inputs),
                 custom=bool(request.custom),
                 property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items() if v.urns},
+                id=getattr(response, "id", None) or None,
             )
         )
         return response
