@@ -1,0 +1,552 @@
+"""`Edge`: how clients reach the gateway. Route53 alias -> ALB (TLS 1.2+/1.3) guarded by WAFv2 -> gateway pods.
+
+The ALB is owned here (not by the AWS Load Balancer Controller): internet-facing in the public subnets, invalid
+headers dropped, desync mitigation on, access logs to a private bucket, an idle timeout long enough for streamed
+completions. Port 80 only redirects to 443. The `ip` target group is empty at creation: the Load Balancer
+Controller's TargetGroupBinding registers gateway pod IPs into it. The WebACL runs the AWS managed baseline plus a
+per-IP rate limit and a prompt-sized body limit, and logs (with the `authorization` header redacted) to an
+encrypted `aws-waf-logs-*` log group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import pulumi
+import pulumi_aws as aws
+
+from components.model_bucket import tls_only_statements
+
+# ALB-supported TLS policies that allow nothing below TLS 1.2 (ELB.17/18); the first is the default.
+TLS_POLICIES = (
+    "ELBSecurityPolicy-TLS13-1-2-2021-06",
+    "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
+    "ELBSecurityPolicy-TLS13-1-2-Ext1-2021-06",
+    "ELBSecurityPolicy-TLS13-1-2-Ext2-2021-06",
+    "ELBSecurityPolicy-TLS13-1-3-2021-06",
+    "ELBSecurityPolicy-TLS13-1-2-FIPS-2023-04",
+    "ELBSecurityPolicy-TLS13-1-3-FIPS-2023-04",
+)
+# The Common rule set's 8 KB body rule would block ordinary prompts; it is always set to count.
+SIZE_RESTRICTIONS_BODY = "SizeRestrictions_BODY"
+# Regions launched before August 2022 deliver ALB logs from a regional ELB account; later ones use the service
+# principal `logdelivery.elasticloadbalancing.amazonaws.com` (granted everywhere below).
+ELB_LOG_ACCOUNTS = {
+    "us-east-1": "127311923021", "us-east-2": "033677994240", "us-west-1": "027434742980", "us-west-2": "797873946194",
+    "af-south-1": "098369216593", "ap-east-1": "754344448648", "ap-southeast-3": "589379963580",
+    "ap-south-1": "718504428378", "ap-northeast-3": "383597477331", "ap-northeast-2": "600734575887",
+    "ap-southeast-1": "114774131450", "ap-southeast-2": "783225319266", "ap-northeast-1": "582318560864",
+    "ca-central-1": "985666609251", "eu-central-1": "054676820928", "eu-west-1": "156460612806",
+    "eu-west-2": "652711504416", "eu-south-1": "635631232127", "eu-west-3": "009996457667", "eu-north-1": "897822967062",
+    "me-south-1": "076674570225", "sa-east-1": "507241528517", "us-gov-west-1": "048591011584",
+    "us-gov-east-1": "190560391635",
+}
+ACCESS_LOG_PREFIX = "alb"
+
+
+def short_name(name: str, limit: int) -> str:
+    """`name` cut to `limit` characters with a stable hash suffix, so auto-named ALB/target-group names fit in 32."""
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 7].rstrip('-')}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"
+
+
+@dataclass
+class WafArgs:
+    log_kms_key_arn: pulumi.Input[str]
+    """KMS key of the WAF log group (its policy must admit `logs.<region>.amazonaws.com`)."""
+    mode: Literal["count", "block"] = "block"
+    """`count` only records what would have been blocked (for tuning); `block` enforces."""
+    rate_limit_per_ip: int = 3000
+    """Requests per IP in any `rate_limit_window_seconds` window before the IP is blocked for a while."""
+    rate_limit_window_seconds: int = 300
+    max_body_bytes: int = 1_048_576
+    """Requests with a larger body are rejected at the edge (prompts with long context are large; set for them)."""
+    anonymous_ip_list: bool = False
+    """Also block VPNs, Tor exit nodes and hosting providers (AWSManagedRulesAnonymousIpList)."""
+    common_rules_to_count: Sequence[str] = (SIZE_RESTRICTIONS_BODY, "CrossSiteScripting_BODY")
+    """Common-rule-set rules overridden to count: the body rules fire on ordinary prompts (long, or containing code)."""
+    log_retention_days: int = 90
+    log_allowed_requests: bool = False
+    """Log every request (costly at high RPS) instead of only blocked and counted ones."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("count", "block"):
+            raise ValueError(f"waf.mode: got {self.mode!r}; allowed: count, block")
+        if not 10 <= self.rate_limit_per_ip <= 2_000_000_000:
+            raise ValueError(f"waf.rate_limit_per_ip: got {self.rate_limit_per_ip}; allowed: 10 to 2000000000")
+        if self.rate_limit_window_seconds not in (60, 120, 300, 600):
+            raise ValueError(f"waf.rate_limit_window_seconds: got {self.rate_limit_window_seconds}; allowed: 60, 120, 300, 600")
+        if not 8192 <= self.max_body_bytes <= 21_474_836_480:
+            raise ValueError(f"waf.max_body_bytes: got {self.max_body_bytes}; allowed: 8192 to 21474836480")
+        if SIZE_RESTRICTIONS_BODY not in self.common_rules_to_count:
+            raise ValueError(
+                f"waf.common_rules_to_count: got {list(self.common_rules_to_count)}; must include {SIZE_RESTRICTIONS_BODY} "
+                "(its 8 KB limit blocks ordinary prompts; max_body_bytes is the body limit)"
+            )
+
+
+@dataclass
+class EdgeArgs:
+    vpc_id: pulumi.Input[str]
+    public_subnet_ids: Sequence[pulumi.Input[str]]
+    """Public subnets in at least two AZs."""
+    target_security_group_id: pulumi.Input[str]
+    """Security group the gateway pods carry (the EKS cluster security group): the ALB may reach only it."""
+    domain_name: str
+    """API host name, e.g. `api.llm.example.com`."""
+    waf: WafArgs
+    hosted_zone_id: pulumi.Input[str] | None = None
+    """Public Route53 zone holding `domain_name`: gets the certificate validation record and the alias record."""
+    certificate_arn: str | None = None
+    """An existing ACM certificate for `domain_name` (in this region); else one is requested and DNS-validated."""
+    target_port: int = 8080
+    health_check_path: str = "/health/ready"
+    ssl_policy: str = TLS_POLICIES[0]
+    idle_timeout_seconds: int = 300
+    """Seconds a connection may sit idle; a streamed completion can pause this long between tokens."""
+    deregistration_delay_seconds: int = 120
+    """Seconds a draining pod keeps its in-flight (streaming) requests before the ALB cuts them."""
+    deletion_protection: bool = True
+    desync_mitigation_mode: Literal["defensive", "strictest"] = "defensive"
+    ingress_cidrs: Sequence[str] = ("0.0.0.0/0",)
+    """IPv4 CIDRs allowed to connect on 80/443 (the public by default; narrow it for a private preview)."""
+    access_log_retention_days: int = 90
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", self.domain_name):
+            raise ValueError(f"domain_name: got {self.domain_name!r}; allowed: a lowercase DNS name such as api.example.com")
+        if self.hosted_zone_id is None and self.certificate_arn is None:
+            raise ValueError("certificate_arn: got None and no hosted_zone_id; allowed: a certificate ARN, or a Route53 zone to validate one in")
+        if self.ssl_policy not in TLS_POLICIES:
+            raise ValueError(f"ssl_policy: got {self.ssl_policy!r}; allowed: {', '.join(TLS_POLICIES)}")
+        if not 1 <= self.idle_timeout_seconds <= 4000:
+            raise ValueError(f"idle_timeout_seconds: got {self.idle_timeout_seconds}; allowed: 1 to 4000")
+        if not 0 <= self.deregistration_delay_seconds <= 3600:
+            raise ValueError(f"deregistration_delay_seconds: got {self.deregistration_delay_seconds}; allowed: 0 to 3600")
+        if self.desync_mitigation_mode not in ("defensive", "strictest"):
+            raise ValueError(f"desync_mitigation_mode: got {self.desync_mitigation_mode!r}; allowed: defensive, strictest")
+        if not self.health_check_path.startswith("/"):
+            raise ValueError(f"health_check_path: got {self.health_check_path!r}; allowed: a path starting with /")
+
+
+def _visibility(metric: str) -> aws.wafv2.WebAclRuleVisibilityConfigArgsDict:
+    return {"cloudwatch_metrics_enabled": True, "metric_name": metric, "sampled_requests_enabled": True}
+
+
+def web_acl_rules(prefix: str, waf: WafArgs) -> list[aws.wafv2.WebAclRuleArgsDict]:
+    """The WebACL's rules in evaluation order. Count mode turns every block into a count."""
+    group_override: aws.wafv2.WebAclRuleOverrideActionArgsDict = {"count": {}} if waf.mode == "count" else {"none": {}}
+    own_action: aws.wafv2.WebAclRuleActionArgsDict = {"count": {}} if waf.mode == "count" else {"block": {}}
+    managed = ["AWSManagedRulesAmazonIpReputationList"]
+    if waf.anonymous_ip_list:
+        managed.append("AWSManagedRulesAnonymousIpList")
+    managed += ["AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet"]
+
+    rules: list[aws.wafv2.WebAclRuleArgsDict] = [
+        {
+            # First and cheap: one abusive IP should not cost managed-rule evaluations.
+            "name": "rate-limit-per-ip",
+            "priority": 0,
+            "action": own_action,
+            "statement": {
+                "rate_based_statement": {
+                    "limit": waf.rate_limit_per_ip,
+                    "evaluation_window_sec": waf.rate_limit_window_seconds,
+                    "aggregate_key_type": "IP",
+                }
+            },
+            "visibility_config": _visibility(f"{prefix}-rate-limit-per-ip"),
+        }
+    ]
+    for group in managed:
+        statement: aws.wafv2.WebAclRuleStatementManagedRuleGroupStatementArgsDict = {"name": group, "vendor_name": "AWS"}
+        if group == "AWSManagedRulesCommonRuleSet":
+            statement["rule_action_overrides"] = [{"name": rule, "action_to_use": {"count": {}}} for rule in waf.common_rules_to_count]
+        rules.append(
+            {
+                "name": group,
+                "priority": len(rules),
+                "override_action": group_override,
+                "statement": {"managed_rule_group_statement": statement},
+                "visibility_config": _visibility(f"{prefix}-{group}"),
+            }
+        )
+    rules.append(
+        {
+            # The ALB hands WAF only the first 8 KB of a body; CONTINUE lets WAF judge the size it is told about
+            # instead of matching every body over 8 KB (MATCH would block ordinary prompts).
+            "name": "max-body-size",
+            "priority": len(rules),
+            "action": own_action,
+            "statement": {
+                "size_constraint_statement": {
+                    "comparison_operator": "GT",
+                    "size": waf.max_body_bytes,
+                    "field_to_match": {"body": {"oversize_handling": "CONTINUE"}},
+                    "text_transformations": [{"priority": 0, "type": "NONE"}],
+                }
+            },
+            "visibility_config": _visibility(f"{prefix}-max-body-size"),
+        }
+    )
+    return rules
+
+
+class Edge(pulumi.ComponentResource):
+    """ALB + listeners + target group + certificate + DNS + WAF, with access and WAF logs."""
+
+    load_balancer: aws.lb.LoadBalancer
+    target_group: aws.lb.TargetGroup
+    web_acl: aws.wafv2.WebAcl
+    alb_dns_name: pulumi.Output[str]
+    alb_zone_id: pulumi.Output[str]
+    alb_security_group_id: pulumi.Output[str]
+    target_group_arn: pulumi.Output[str]
+    certificate_arn: pulumi.Output[str]
+    api_url: str
+    access_log_bucket: pulumi.Output[str]
+    waf_log_group_name: pulumi.Output[str]
+    _log_bucket_policy: aws.s3.BucketPolicy
+
+    def __init__(self, name: str, args: EdgeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llm-platform:edge:Edge", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = args.tags
+        invoke = pulumi.InvokeOutputOptions(parent=self)
+        account_id = aws.get_caller_identity_output(opts=invoke).account_id
+        region = aws.get_region_output(opts=invoke).region
+        partition = aws.get_partition_output(opts=invoke).partition
+
+        log_bucket = self._access_log_bucket(name, args, account_id, region, partition)
+        self.access_log_bucket = log_bucket.bucket
+
+        alb_sg = aws.ec2.SecurityGroup(
+            f"{name}-alb",
+            vpc_id=args.vpc_id,
+            description=f"ALB {name}: HTTPS (and HTTP redirect) from clients; out only to the gateway pods",
+            tags={**tags, "Name": f"{name}-alb"},
+            opts=child,
+        )
+        for index, cidr in enumerate(args.ingress_cidrs):
+            for port, what in ((443, "HTTPS API traffic"), (80, "HTTP, redirected to HTTPS")):
+                aws.vpc.SecurityGroupIngressRule(
+                    f"{name}-alb-in-{port}-{index}",
+                    security_group_id=alb_sg.id,
+                    description=f"{what} from {cidr}",
+                    ip_protocol="tcp",
+                    from_port=port,
+                    to_port=port,
+                    cidr_ipv4=cidr,
+                    tags=tags,
+                    opts=child,
+                )
+        aws.vpc.SecurityGroupEgressRule(
+            f"{name}-alb-to-gateway",
+            security_group_id=alb_sg.id,
+            description=f"Requests and health checks to gateway pods on {args.target_port}",
+            ip_protocol="tcp",
+            from_port=args.target_port,
+            to_port=args.target_port,
+            referenced_security_group_id=args.target_security_group_id,
+            tags=tags,
+            opts=child,
+        )
+        # `ip` targets are pod IPs carrying the cluster security group, which only admits itself by default.
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-gateway-from-alb",
+            security_group_id=args.target_security_group_id,
+            description=f"Gateway pods on {args.target_port} from the {name} ALB",
+            ip_protocol="tcp",
+            from_port=args.target_port,
+            to_port=args.target_port,
+            referenced_security_group_id=alb_sg.id,
+            tags=tags,
+            opts=child,
+        )
+        self.alb_security_group_id = alb_sg.id
+
+        self.load_balancer = aws.lb.LoadBalancer(
+            short_name(name, 24),
+            load_balancer_type="application",
+            internal=False,
+            ip_address_type="ipv4",
+            subnets=list(args.public_subnet_ids),
+            security_groups=[alb_sg.id],
+            drop_invalid_header_fields=True,
+            desync_mitigation_mode=args.desync_mitigation_mode,
+            enable_deletion_protection=args.deletion_protection,
+            enable_http2=True,
+            enable_waf_fail_open=False,
+            idle_timeout=args.idle_timeout_seconds,
+            access_logs={"bucket": log_bucket.bucket, "prefix": ACCESS_LOG_PREFIX, "enabled": True},
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self._log_bucket_policy]),
+        )
+        lb = self.load_balancer
+
+        self.target_group = aws.lb.TargetGroup(
+            short_name(f"{name}-gw", 24),
+            target_type="ip",
+            protocol="HTTP",
+            protocol_version="HTTP1",
+            port=args.target_port,
+            vpc_id=args.vpc_id,
+            deregistration_delay=args.deregistration_delay_seconds,
+            # Streams hold a connection for seconds to minutes: balance on in-flight requests, not turns.
+            load_balancing_algorithm_type="least_outstanding_requests",
+            health_check={
+                "enabled": True,
+                "path": args.health_check_path,
+                "port": "traffic-port",
+                "protocol": "HTTP",
+                "matcher": "200",
+                "interval": 10,
+                "timeout": 5,
+                "healthy_threshold": 2,
+                "unhealthy_threshold": 3,
+            },
+            tags=tags,
+            opts=child,
+        )
+
+        certificate_arn = self._certificate(name, args) if args.certificate_arn is None else pulumi.Output.from_input(args.certificate_arn)
+        self.certificate_arn = certificate_arn
+
+        aws.lb.Listener(
+            f"{name}-https",
+            load_balancer_arn=lb.arn,
+            port=443,
+            protocol="HTTPS",
+            ssl_policy=args.ssl_policy,
+            certificate_arn=certificate_arn,
+            default_actions=[{"type": "forward", "target_group_arn": self.target_group.arn}],
+            tags=tags,
+            opts=child,
+        )
+        aws.lb.Listener(
+            f"{name}-http",
+            load_balancer_arn=lb.arn,
+            port=80,
+            protocol="HTTP",
+            default_actions=[{"type": "redirect", "redirect": {"port": "443", "protocol": "HTTPS", "status_code": "HTTP_301"}}],
+            tags=tags,
+            opts=child,
+        )
+
+        if args.hosted_zone_id is not None:
+            aws.route53.Record(
+                f"{name}-api",
+                zone_id=args.hosted_zone_id,
+                name=args.domain_name,
+                type="A",
+                aliases=[{"name": lb.dns_name, "zone_id": lb.zone_id, "evaluate_target_health": True}],
+                opts=child,
+            )
+
+        self.web_acl = self._waf(name, args.waf, lb, account_id, region, partition, tags)
+
+        self.alb_dns_name = lb.dns_name
+        self.alb_zone_id = lb.zone_id
+        self.target_group_arn = self.target_group.arn
+        self.api_url = f"https://{args.domain_name}"
+        self.register_outputs(
+            {
+                "alb_dns_name": self.alb_dns_name,
+                "target_group_arn": self.target_group_arn,
+                "api_url": self.api_url,
+                "web_acl_arn": self.web_acl.arn,
+                "access_log_bucket": self.access_log_bucket,
+            }
+        )
+
+    def _access_log_bucket(
+        self, name: str, args: EdgeArgs, account_id: pulumi.Output[str], region: pulumi.Output[str], partition: pulumi.Output[str]
+    ) -> aws.s3.Bucket:
+        child = pulumi.ResourceOptions(parent=self)
+        bucket = aws.s3.Bucket(f"{name}-access-logs", force_destroy=not args.deletion_protection, tags=args.tags, opts=child)
+        ownership = aws.s3.BucketOwnershipControls(
+            f"{name}-access-logs-ownership", bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=child
+        )
+        public_access = aws.s3.BucketPublicAccessBlock(
+            f"{name}-access-logs-public-access",
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        # ELB log delivery writes only to SSE-S3 buckets (SSE-KMS is refused for ALB access logs), so AES256 here.
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-access-logs-encryption",
+            bucket=bucket.id,
+            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}],
+            opts=child,
+        )
+        versioning = aws.s3.BucketVersioning(
+            f"{name}-access-logs-versioning", bucket=bucket.id, versioning_configuration={"status": "Enabled"}, opts=child
+        )
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-access-logs-lifecycle",
+            bucket=bucket.id,
+            rules=[
+                {
+                    "id": "expire-access-logs",
+                    "status": "Enabled",
+                    "filter": {"prefix": ""},
+                    "expiration": {"days": args.access_log_retention_days},
+                    "noncurrent_version_expiration": {"noncurrent_days": 1},
+                    "abort_incomplete_multipart_upload": {"days_after_initiation": 1},
+                }
+            ],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
+        )
+
+        def policy(values: list[str]) -> str:
+            arn, account, region_name, part = values
+            log_objects = f"{arn}/{ACCESS_LOG_PREFIX}/AWSLogs/{account}/*"
+            statements: list[dict[str, object]] = [
+                {
+                    "Sid": "ElbLogDelivery",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"},
+                    "Action": "s3:PutObject",
+                    "Resource": log_objects,
+                }
+            ]
+            if region_name in ELB_LOG_ACCOUNTS:
+                statements.append(
+                    {
+                        "Sid": "ElbLogDeliveryLegacyRegion",
+                        "Effect": "Allow",
+                        "Principal": {"AWS": f"arn:{part}:iam::{ELB_LOG_ACCOUNTS[region_name]}:root"},
+                        "Action": "s3:PutObject",
+                        "Resource": log_objects,
+                    }
+                )
+            return json.dumps({"Version": "2012-10-17", "Statement": [*statements, *tls_only_statements(arn)]})
+
+        self._log_bucket_policy = aws.s3.BucketPolicy(
+            f"{name}-access-logs-policy",
+            bucket=bucket.id,
+            policy=pulumi.Output.all(bucket.arn, account_id, region, partition).apply(policy),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access, ownership]),
+        )
+        return bucket
+
+    def _certificate(self, name: str, args: EdgeArgs) -> pulumi.Output[str]:
+        child = pulumi.ResourceOptions(parent=self)
+        assert args.hosted_zone_id is not None  # EdgeArgs guarantees a zone when no certificate is given
+        certificate = aws.acm.Certificate(
+            f"{name}-api",
+            domain_name=args.domain_name,
+            validation_method="DNS",
+            key_algorithm="RSA_2048",  # ECDSA-only would lock out older TLS clients
+            tags=args.tags,
+            opts=child,
+        )
+        option = certificate.domain_validation_options.apply(lambda options: options[0])
+        record = aws.route53.Record(
+            f"{name}-api-validation",
+            zone_id=args.hosted_zone_id,
+            name=option.apply(lambda o: str(o.resource_record_name)),
+            type=option.apply(lambda o: str(o.resource_record_type)),
+            records=[option.apply(lambda o: str(o.resource_record_value))],
+            ttl=300,
+            allow_overwrite=True,
+            opts=child,
+        )
+        validation = aws.acm.CertificateValidation(
+            f"{name}-api", certificate_arn=certificate.arn, validation_record_fqdns=[record.fqdn], opts=child
+        )
+        return validation.certificate_arn
+
+    def _waf(
+        self,
+        name: str,
+        waf: WafArgs,
+        lb: aws.lb.LoadBalancer,
+        account_id: pulumi.Output[str],
+        region: pulumi.Output[str],
+        partition: pulumi.Output[str],
+        tags: dict[str, str],
+    ) -> aws.wafv2.WebAcl:
+        child = pulumi.ResourceOptions(parent=self)
+        web_acl = aws.wafv2.WebAcl(
+            f"{name}-waf",
+            description=f"{name}: AWS managed baseline, per-IP rate limit, prompt-sized body limit ({waf.mode} mode)",
+            scope="REGIONAL",
+            default_action={"allow": {}},
+            rules=web_acl_rules(name, waf),
+            visibility_config={"cloudwatch_metrics_enabled": True, "metric_name": f"{name}-waf", "sampled_requests_enabled": True},
+            tags=tags,
+            opts=child,
+        )
+        aws.wafv2.WebAclAssociation(f"{name}-waf", resource_arn=lb.arn, web_acl_arn=web_acl.arn, opts=child)
+
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-waf-logs",
+            name=f"aws-waf-logs-{name}",  # WAF only delivers to log groups with this prefix
+            retention_in_days=waf.log_retention_days,
+            kms_key_id=waf.log_kms_key_arn,
+            tags=tags,
+            opts=child,
+        )
+        delivery_policy = aws.cloudwatch.LogResourcePolicy(
+            f"{name}-waf-logs",
+            policy_name=f"{name}-waf-log-delivery",
+            policy_document=pulumi.Output.all(log_group.arn, account_id, region, partition).apply(
+                lambda v: json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Sid": "WafLogDelivery",
+                                "Effect": "Allow",
+                                "Principal": {"Service": "delivery.logs.amazonaws.com"},
+                                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                                "Resource": f"{v[0]}:*",
+                                "Condition": {
+                                    "StringEquals": {"aws:SourceAccount": v[1]},
+                                    "ArnLike": {"aws:SourceArn": f"arn:{v[3]}:logs:{v[2]}:{v[1]}:*"},
+                                },
+                            }
+                        ],
+                    }
+                )
+            ),
+            opts=child,
+        )
+        logging_filter: aws.wafv2.WebAclLoggingConfigurationLoggingFilterArgsDict | None = None
+        if not waf.log_allowed_requests:
+            logging_filter = {
+                "default_behavior": "DROP",
+                "filters": [
+                    {
+                        "behavior": "KEEP",
+                        "requirement": "MEETS_ANY",
+                        "conditions": [
+                            {"action_condition": {"action": "BLOCK"}},
+                            {"action_condition": {"action": "COUNT"}},
+                            {"action_condition": {"action": "EXCLUDED_AS_COUNT"}},
+                        ],
+                    }
+                ],
+            }
+        aws.wafv2.WebAclLoggingConfiguration(
+            f"{name}-waf",
+            resource_arn=web_acl.arn,
+            log_destination_configs=[log_group.arn],
+            # API keys travel in this header: they must never land in a log.
+            redacted_fields=[{"single_header": {"name": "authorization"}}, {"single_header": {"name": "x-api-key"}}],
+            logging_filter=logging_filter,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[delivery_policy]),
+        )
+        self.waf_log_group_name = log_group.name
+        return web_acl
