@@ -104,7 +104,7 @@ async def test_key_lifecycle_and_the_created_key_authenticates(
     full_key = body["key"]
     assert full_key.startswith(f"sk-llmp-{body['id']}_")
     principal = await keystore.authenticate(full_key)
-    assert principal is not None and principal.org_id == "acme" and principal.allowed_models == {"chat-7b"}
+    assert principal is not None and principal.org_id == "acme" and principal.allowed_models == frozenset({"chat-7b"})
     assert principal.key_limits.tpm == 5000
     expires = datetime.fromisoformat(body["expires_at"])
     assert timedelta(days=29) < expires - datetime.now(timezone.utc) <= timedelta(days=30)

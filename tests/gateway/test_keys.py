@@ -61,7 +61,7 @@ async def test_authenticate_returns_principal_with_limits(pool: asyncpg.Pool) ->
 
 async def test_wrong_and_malformed_keys_are_rejected(pool: asyncpg.Pool) -> None:
     counting = CountingPool(pool)
-    store = KeyStore(counting)  # type: ignore[arg-type]
+    store = KeyStore(counting)
     await _org(store)
     full_key, _ = await store.create_key("acme")
     key_id, secret = parse_key(full_key) or ("", "")
@@ -80,7 +80,7 @@ async def test_wrong_and_malformed_keys_are_rejected(pool: asyncpg.Pool) -> None
 async def test_cache_hit_makes_no_query_and_negative_entries_are_cached(pool: asyncpg.Pool) -> None:
     counting = CountingPool(pool)
     clock = FakeClock()
-    store = KeyStore(counting, cache_ttl_s=5.0, negative_ttl_s=1.0, clock=clock)  # type: ignore[arg-type]
+    store = KeyStore(counting, cache_ttl_s=5.0, negative_ttl_s=1.0, clock=clock)
     await _org(store)
     full_key, _ = await store.create_key("acme")
     before = counting.queries
@@ -101,7 +101,7 @@ async def test_cache_hit_makes_no_query_and_negative_entries_are_cached(pool: as
 
 async def test_concurrent_misses_share_one_query(pool: asyncpg.Pool) -> None:
     counting = CountingPool(pool)
-    store = KeyStore(counting)  # type: ignore[arg-type]
+    store = KeyStore(counting)
     await _org(store)
     full_key, _ = await store.create_key("acme")
     before = counting.queries

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -39,7 +39,7 @@ class AsPrincipal:
     def __init__(self, app: UsageApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         org = dict(scope["headers"]).get(b"x-test-org")
         if org is not None:
             scope["llm_gateway.principal"] = principal(org.decode())

@@ -17,6 +17,7 @@ outage does not log every client out; an unknown key then gets ``ServiceUnavaila
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
@@ -230,7 +231,7 @@ class KeyStore:
         if lookup is None:
             lookup = asyncio.ensure_future(self._load(parsed[0], digest))
             self._inflight[digest] = lookup
-            lookup.add_done_callback(lambda done, key=digest: self._lookup_done(key, done))
+            lookup.add_done_callback(functools.partial(self._lookup_done, digest))
         try:
             # shield: one caller being cancelled (client went away) must not cancel the shared lookup.
             return await asyncio.shield(lookup)
