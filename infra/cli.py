@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from pathlib import Path
 
 from infra.config import ConfigError, PlatformConfig, parse_platform_config
+from infra import preflight
 from infra.cost import estimate, format_estimate
 from infra.pricelist import PriceError
 from infra.render import STACKS_DIR as DEFAULT_STACKS_DIR
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="print the machine-readable plan document")
     plan.add_argument("--cost-detail", action="store_true", help="list every priced resource under its component")
     plan.set_defaults(func=cmd_plan)
+    preflight.register(sub)
     return parser
 
 
