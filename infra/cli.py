@@ -1,6 +1,8 @@
 """The project's command line: `python -m infra.cli <command> ...` (offline unless a command says otherwise).
 
-    plan <stack> [--json]   render the stack under Pulumi mocks: resource tree, counts, summary (exit 2: bad config)
+    plan <stack> [--json]   render the stack under Pulumi mocks: resource tree, counts, summary, policy verdicts
+                            (exit 2: bad config, exit 3: a mandatory policy violation)
+    policy --list [--json]  every rule of the CrossGuard pack (policies/) with its control ids
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from typing import Any, Sequence
 from pathlib import Path
 
 from infra.config import ConfigError, PlatformConfig, parse_platform_config
-from infra import preflight
+from infra import preflight, pricelist
 from infra.cost import estimate, format_estimate
 from infra.pricelist import PriceError
 from infra.render import STACKS_DIR as DEFAULT_STACKS_DIR
 from infra.render import Rendering, RenderError, known_stacks, read_stack_config, render
+from policies import commands as policy_commands
+from policies.offline import PolicyConfigError, Violation
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -77,13 +81,13 @@ def summary(rendering: Rendering) -> dict[str, Any]:
     }
 
 
-def plan_document(rendering: Rendering) -> dict[str, Any]:
+def plan_document(rendering: Rendering, violations: Sequence[Violation] = ()) -> dict[str, Any]:
     """The `plan --json` contract of DESIGN.md."""
     return {
         "stack": rendering.stack,
         "resources": [r.to_json() for r in rendering.resources],
         "outputs": rendering.public_outputs(),
-        "policy": [],
+        "policy": [v.to_json() for v in violations],
         "cost": estimate(rendering).to_json(),
         "summary": summary(rendering),
     }
@@ -92,11 +96,13 @@ def plan_document(rendering: Rendering) -> dict[str, Any]:
 def cmd_plan(args: argparse.Namespace) -> int:
     started = time.monotonic()
     rendering = render_stack(args.stack)
-    doc = plan_document(rendering)
+    tier = stack_platform_config(args.stack).tier
+    violations = policy_commands.plan_violations(rendering, args.stack, tier)
+    doc = plan_document(rendering, violations)
     elapsed = time.monotonic() - started
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=False, default=str))
-        return EXIT_OK
+        return policy_commands.exit_code(violations)
     print(f"Stack {args.stack} — rendered offline under Pulumi mocks in {elapsed:.1f} s\n")
     print("Resources:")
     for line in resource_tree(rendering):
@@ -118,7 +124,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for k, v in doc["outputs"].items():
         text = json.dumps(v, default=str)
         print(f"  {k}: {text if len(text) < 120 else text[:117] + '...'}")
-    return EXIT_OK
+    print(f"\nPolicy (policies/config/{policy_commands.config_name(args.stack, tier)}.json):")
+    print("\n".join(policy_commands.format_violations(violations)))
+    return policy_commands.exit_code(violations)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,16 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--cost-detail", action="store_true", help="list every priced resource under its component")
     plan.set_defaults(func=cmd_plan)
     preflight.register(sub)
+    policy_commands.register(sub)
+    pricelist.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     global STACKS_DIR
-    STACKS_DIR = args.stacks_dir
+    previous, STACKS_DIR = STACKS_DIR, args.stacks_dir  # restored below: main() is also called in-process by tests
     try:
         return int(args.func(args))
     except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except PolicyConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
     except PriceError as err:
@@ -151,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG if "no file" in str(err) else EXIT_FAILED
     except BrokenPipeError:  # `plan --json | head`
         return EXIT_OK
+    finally:
+        STACKS_DIR = previous
 
 
 if __name__ == "__main__":

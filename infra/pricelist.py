@@ -13,7 +13,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 PRICES_PATH = Path(__file__).resolve().parent / "prices" / "aws-prices.json"
 PRICE_LIST_REGION = "us-east-1"  # the Price List API answers from us-east-1 (and ap-south-1), for every region
@@ -45,7 +45,7 @@ class RegionPrices:
                 f"{self.table_path}: no price {path!r} for region {self.region}; "
                 "add it to the table or run `python -m infra.cli prices --refresh`"
             )
-        scale = 1.0 if key in self.invariant_keys else self.multiplier
+        scale = 1.0 if key in self.invariant_keys or key.endswith("_factor") else self.multiplier
         return float(node) * scale
 
     def has(self, key: str, *sub: str) -> bool:
@@ -182,14 +182,23 @@ class RefreshReport:
     not_found: list[str] = field(default_factory=list)
 
 
-def refresh_price_table(client: Any, raw: dict[str, Any], today: dt.date | None = None) -> tuple[dict[str, Any], RefreshReport]:
+def refresh_price_table(client: Any, raw: dict[str, Any], today: dt.date | None = None,
+                        make_explicit: Sequence[str] = ()) -> tuple[dict[str, Any], RefreshReport]:
     """A copy of the table with every fetchable hourly rate re-read from the Price List API.
 
     `client` is a boto3 `pricing` client. Regions with explicit prices are refreshed; derived regions keep
-    deriving. A rate the API does not return is kept and listed in `report.not_found`.
+    deriving unless named in `make_explicit` (then they get their own rates, starting from the derived ones).
+    A rate the API does not return is kept and listed in `report.not_found`.
     """
     new = copy.deepcopy(raw)
     report = RefreshReport()
+    table = PriceTable(raw)
+    for name in make_explicit:
+        if name not in new["regions"]:
+            new["regions"][name] = {"derived": {"from": PRICE_LIST_REGION, "multiplier": 1.0}}
+        if "derived" in new["regions"][name]:
+            derived = table.region(name) if name in raw["regions"] else PriceTable(new).region(name)
+            new["regions"][name] = _scaled(derived.rates, derived.multiplier, derived.invariant_keys)
 
     def apply(region: str, container: dict[str, Any], key: str, rate: float | None) -> None:
         label = f"{region}:{key}"
@@ -244,5 +253,59 @@ def refresh_price_table(client: Any, raw: dict[str, Any], today: dt.date | None 
     return new, report
 
 
+def _scaled(rates: dict[str, Any], multiplier: float, invariant: frozenset[str], key: str = "") -> Any:
+    if isinstance(rates, dict):
+        return {k: _scaled(v, multiplier, invariant, key or k) for k, v in rates.items()}
+    if isinstance(rates, (int, float)) and not isinstance(rates, bool) and key not in invariant and not key.endswith("_factor"):
+        return round(float(rates) * multiplier, 6)
+    return rates
+
+
 def write_price_table(raw: dict[str, Any], path: Path = PRICES_PATH) -> None:
     path.write_text(json.dumps(raw, indent=2) + "\n")
+
+
+# --- command line ----------------------------------------------------------------------------------------------
+
+def cmd_prices(args: Any) -> int:
+    from infra.config import ConfigError
+
+    table = load_price_table(args.table)
+    if not args.refresh:
+        explicit = [name for name, entry in table.raw["regions"].items() if "derived" not in entry]
+        derived = [name for name, entry in table.raw["regions"].items() if "derived" in entry]
+        print(f"price table {table.display_path}: version {table.version}, retrieved {table.retrieved}")
+        print(f"source: {table.source}")
+        print(f"regions with explicit prices: {', '.join(explicit)}; derived: {', '.join(derived) or 'none'}")
+        print("refresh: python -m infra.cli prices --refresh  (AWS Price List API, needs AWS credentials with pricing:GetProducts)")
+        return 0
+    import boto3
+
+    session = boto3.Session(profile_name=args.profile)
+    if session.get_credentials() is None:
+        raise ConfigError("prices --refresh needs AWS credentials (pricing:GetProducts): none found")
+    client = session.client("pricing", region_name=PRICE_LIST_REGION)
+    new, rep = refresh_price_table(client, table.raw, make_explicit=args.region)
+    for line in rep.updated:
+        print(f"updated {line}")
+    print(f"{len(rep.updated)} updated, {len(rep.unchanged)} unchanged, {len(rep.not_found)} not found in the Price List API")
+    if rep.not_found:
+        print(f"kept as they were: {', '.join(rep.not_found)}")
+    if args.dry_run:
+        print("dry run: table not written")
+    else:
+        write_price_table(new, args.table)
+        print(f"wrote {args.table}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add `prices [--refresh]` to the CLI's subcommands."""
+    parser = sub.add_parser("prices", help="show the price table the cost estimate uses, or refresh it from the AWS Price List API")
+    parser.add_argument("--refresh", action="store_true", help="re-read hourly rates from the AWS Price List API and rewrite the table")
+    parser.add_argument("--region", action="append", default=[],
+                        help="with --refresh: give this region its own explicit prices (repeatable); default: refresh explicit regions")
+    parser.add_argument("--dry-run", action="store_true", help="with --refresh: print what would change, write nothing")
+    parser.add_argument("--profile", default=None, help="AWS profile to use (default: the usual credential chain)")
+    parser.add_argument("--table", type=Path, default=PRICES_PATH, help="price table file (default: infra/prices/aws-prices.json)")
+    parser.set_defaults(func=cmd_prices)
