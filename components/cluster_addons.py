@@ -1,0 +1,285 @@
+"""`ClusterAddons`: the Helm-installed add-ons the serving path needs, pinned, with least-privilege AWS access.
+
+| add-on | why | AWS access |
+| --- | --- | --- |
+| aws-load-balancer-controller | registers gateway pod IPs in the edge's ALB target group (TargetGroupBinding) | IRSA: describe + register/deregister on that target group only |
+| nvidia-device-plugin | advertises `nvidia.com/gpu` on GPU nodes (whole or time-sliced) | none |
+| dcgm-exporter | GPU utilisation, memory, temperature (`DCGM_FI_*`) | none |
+| cluster-autoscaler | adds/removes nodes; discovers node groups by ASG tags; scales GPU groups from zero | IRSA: describe, and resize only ASGs tagged for this cluster |
+| metrics-server | CPU/memory for the gateway's HPA | none |
+| keda | scales model servers on vLLM queue depth, to zero where allowed | none (queries Prometheus) |
+| kube-prometheus-stack | Prometheus, Alertmanager, Grafana, kube-state-metrics, node-exporter | none |
+| external-secrets | syncs Secrets Manager secrets into Kubernetes Secrets | none itself: each namespace's SecretStore assumes its own IRSA role, scoped to that namespace's secrets |
+
+Every release is a `helm.v3.Release` with an exact chart version and repository, and an explicit release name so
+service names are stable (KEDA and the dashboards address `kube-prometheus-stack-prometheus.monitoring.svc`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from components.irsa import ServiceAccountIdentity, policy_document, service_account_role
+from components.kube import DEVICE_PLUGIN_CONFIG_LABEL, GPU_CLASS_LABEL, GPU_TAINT_KEY, apply_manifest, metadata
+
+PROMETHEUS_RELEASE = "kube-prometheus-stack"
+PROMETHEUS_URL_TEMPLATE = "http://kube-prometheus-stack-prometheus.{namespace}.svc:9090"
+GRAFANA_ADMIN_SECRET = "grafana-admin"
+DASHBOARD_LABEL = "grafana_dashboard"
+# Cluster-autoscaler minor must match the cluster's; these patch releases are the ones tested per minor.
+AUTOSCALER_IMAGE_TAGS = {"1.31": "v1.31.0", "1.32": "v1.32.0", "1.33": "v1.33.0", "1.34": "v1.34.0"}
+GPU_TOLERATION = {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
+GPU_NODES_ONLY = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": GPU_CLASS_LABEL, "operator": "Exists"}]}]
+        }
+    }
+}
+
+
+@dataclass
+class HelmChart:
+    repo: str
+    """Chart repository URL."""
+    version: str
+    """Exact chart version."""
+
+
+@dataclass
+class ClusterAddonsArgs:
+    cluster_name: pulumi.Input[str]
+    region: str
+    vpc_id: pulumi.Input[str]
+    k8s_version: str
+    """Kubernetes minor version; picks the matching cluster-autoscaler image."""
+    identity: ServiceAccountIdentity
+    """The cluster's OIDC provider, trusted by the add-ons' IRSA roles."""
+    charts: Mapping[str, HelmChart]
+    """Chart pins by release name (all eight add-ons)."""
+    monitoring_namespace: str = "monitoring"
+    keda_namespace: str = "keda"
+    external_secrets_namespace: str = "external-secrets"
+    target_group_arns: Sequence[pulumi.Input[str]] = ()
+    """ALB target groups the load balancer controller may register pods in (the edge's gateway target group)."""
+    gpu_share_ways: Sequence[int] = ()
+    """Time-slicing configs the device plugin offers (`time-sliced-<N>`), for node groups labelled with one."""
+    prometheus_retention_days: int = 15
+    prometheus_storage_gib: int = 50
+    depends_on: Sequence[pulumi.Resource] = ()
+    """Namespaces (and anything else) that must exist first."""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def load_balancer_controller_policy(target_group_arns: Sequence[pulumi.Input[str]]) -> pulumi.Output[str]:
+    """TargetGroupBinding only: read the ALB/VPC layout, register pods in the given target groups. No ALB creation."""
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "Describe",
+            "Effect": "Allow",
+            "Action": [
+                "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeListeners",
+                "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetGroupAttributes",
+                "elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:DescribeTags",
+                "ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSecurityGroups",
+                "ec2:DescribeSubnets", "ec2:DescribeVpcs", "ec2:DescribeAvailabilityZones",
+            ],
+            "Resource": "*",  # Describe calls support no resource-level scoping
+        }
+    ]
+    if target_group_arns:
+        statements.append({
+            "Sid": "RegisterGatewayPods",
+            "Effect": "Allow",
+            "Action": ["elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"],
+            "Resource": list(target_group_arns),
+        })
+    return policy_document(statements)
+
+
+def cluster_autoscaler_policy(cluster_name: pulumi.Input[str], region: str) -> pulumi.Output[str]:
+    """Describe freely (no resource-level support); resize/terminate only ASGs tagged as owned by this cluster."""
+    return pulumi.Output.from_input(cluster_name).apply(lambda name: json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "Describe",
+                "Effect": "Allow",
+                "Action": [
+                    "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
+                    "autoscaling:DescribeLaunchConfigurations", "autoscaling:DescribeScalingActivities",
+                    "autoscaling:DescribeTags", "ec2:DescribeImages", "ec2:DescribeInstanceTypes",
+                    "ec2:DescribeLaunchTemplateVersions", "ec2:GetInstanceTypesFromInstanceRequirements",
+                ],
+                "Resource": "*",
+            },
+            {
+                "Sid": "DescribeOwnNodegroups",
+                "Effect": "Allow",
+                "Action": ["eks:DescribeNodegroup"],
+                "Resource": f"arn:aws:eks:{region}:*:nodegroup/{name}/*",
+            },
+            {
+                "Sid": "ResizeOwnGroups",
+                "Effect": "Allow",
+                "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+                "Resource": "*",
+                "Condition": {"StringEquals": {f"aws:ResourceTag/k8s.io/cluster-autoscaler/{name}": "owned"}},
+            },
+        ],
+    }))
+
+
+def device_plugin_config(share_ways: Sequence[int]) -> dict[str, str]:
+    """Named device-plugin configs; a node picks one with the label nvidia.com/device-plugin.config."""
+    configs = {"whole-gpus": "version: v1\nflags:\n  migStrategy: none\n"}
+    for ways in sorted(set(share_ways)):
+        configs[f"time-sliced-{ways}"] = (
+            "version: v1\nflags:\n  migStrategy: none\nsharing:\n  timeSlicing:\n    resources:\n"
+            f"      - name: nvidia.com/gpu\n        replicas: {ways}\n"
+        )
+    return configs
+
+
+class ClusterAddons(pulumi.ComponentResource):
+    """Helm releases of the cluster add-ons; `ready` is what workloads using their CRDs depend on."""
+
+    releases: dict[str, k8s.helm.v3.Release]
+    ready: list[pulumi.Resource]
+    prometheus_url: str
+
+    def __init__(self, name: str, args: ClusterAddonsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llm-platform:workloads:ClusterAddons", name, None, opts)
+        self._name = name
+        self._args = args
+        self.releases = {}
+        self.prometheus_url = PROMETHEUS_URL_TEMPLATE.format(namespace=args.monitoring_namespace)
+
+        lbc_role = service_account_role(
+            f"{name}-lbc", args.identity, "kube-system", "aws-load-balancer-controller",
+            load_balancer_controller_policy(args.target_group_arns), self, args.tags,
+        )
+        self._release("aws-load-balancer-controller", "kube-system", {
+            "clusterName": args.cluster_name,
+            "region": args.region,
+            "vpcId": args.vpc_id,  # given, so the controller never needs the node's instance metadata
+            "replicaCount": 2,
+            "serviceAccount": {"create": True, "name": "aws-load-balancer-controller",
+                               "annotations": {"eks.amazonaws.com/role-arn": lbc_role.arn}},
+            # Only TargetGroupBinding is used: no Service mutation, no WAF/Shield lookups (the edge owns those).
+            "enableServiceMutatorWebhook": False,
+            "enableShield": False, "enableWaf": False, "enableWafv2": False,
+            "podDisruptionBudget": {"maxUnavailable": 1},
+        })
+
+        self._release("nvidia-device-plugin", "kube-system", {
+            "affinity": GPU_NODES_ONLY,
+            "tolerations": [GPU_TOLERATION],
+            "priorityClassName": "system-node-critical",
+            "config": {"map": device_plugin_config(args.gpu_share_ways), "default": "whole-gpus"},
+            "gfd": {"enabled": False},
+            "nfd": {"enabled": False},
+        })
+
+        self._release("dcgm-exporter", "kube-system", {
+            "affinity": GPU_NODES_ONLY,
+            "tolerations": [GPU_TOLERATION],
+            "serviceMonitor": {"enabled": True, "interval": "15s", "honorLabels": False},
+            # Pod/namespace labels on every GPU metric, so a GPU maps to the model server using it.
+            "kubernetes": {"enablePodLabels": True},
+        })
+
+        ca_role = service_account_role(
+            f"{name}-autoscaler", args.identity, "kube-system", "cluster-autoscaler",
+            cluster_autoscaler_policy(args.cluster_name, args.region), self, args.tags,
+        )
+        self._release("cluster-autoscaler", "kube-system", {
+            "cloudProvider": "aws",
+            "awsRegion": args.region,
+            # The chart's default discovery tags (k8s.io/cluster-autoscaler/enabled and .../<cluster>) are the
+            # ones EKS managed node groups put on their ASGs.
+            "autoDiscovery": {"clusterName": args.cluster_name},
+            "image": {"tag": AUTOSCALER_IMAGE_TAGS[args.k8s_version]},
+            "rbac": {"serviceAccount": {"create": True, "name": "cluster-autoscaler",
+                                        "annotations": {"eks.amazonaws.com/role-arn": ca_role.arn}}},
+            "extraArgs": {
+                "balance-similar-node-groups": True,
+                "expander": "least-waste",
+                "skip-nodes-with-system-pods": False,
+                "scale-down-unneeded-time": "10m",
+                "scale-down-delay-after-add": "10m",
+                # Scale-from-zero needs nothing here: GPU groups at zero have no node to inspect, so the
+                # autoscaler reads their GPUs, labels and taints from the ASG node-template tags NodeGroup sets.
+            },
+            "podDisruptionBudget": {"maxUnavailable": 1},
+        })
+
+        self._release("metrics-server", "kube-system", {"replicas": 2, "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1}})
+
+        self._release("keda", args.keda_namespace, {})
+
+        grafana_password = random.RandomPassword(f"{name}-grafana-admin", length=32, special=False,
+                                                 opts=pulumi.ResourceOptions(parent=self))
+        grafana_secret = apply_manifest(f"{name}-grafana-admin", {
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": metadata(GRAFANA_ADMIN_SECRET, args.monitoring_namespace),
+            "type": "Opaque",
+            "stringData": {"admin-user": "admin", "admin-password": grafana_password.result},
+        }, pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)))
+        self._release("kube-prometheus-stack", args.monitoring_namespace, {
+            "fullnameOverride": PROMETHEUS_RELEASE,
+            "prometheus": {"prometheusSpec": {
+                # Select every ServiceMonitor/PrometheusRule in the cluster, not only the chart's own.
+                "serviceMonitorSelectorNilUsesHelmValues": False,
+                "podMonitorSelectorNilUsesHelmValues": False,
+                "ruleSelectorNilUsesHelmValues": False,
+                "retention": f"{args.prometheus_retention_days}d",
+                "storageSpec": {"volumeClaimTemplate": {"spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": f"{args.prometheus_storage_gib}Gi"}},
+                }}},
+            }},
+            "grafana": {
+                "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
+                "sidecar": {"dashboards": {"enabled": True, "label": DASHBOARD_LABEL, "labelValue": "1",
+                                           "searchNamespace": args.monitoring_namespace}},
+            },
+        }, extra_depends=[grafana_secret])
+
+        self._release("external-secrets", args.external_secrets_namespace, {"installCRDs": True})
+
+        self.ready = list(self.releases.values())
+        self.register_outputs({
+            "releases": {n: r.version for n, r in self.releases.items()},
+            "load_balancer_controller_role_arn": lbc_role.arn,
+            "cluster_autoscaler_role_arn": ca_role.arn,
+        })
+
+    def _release(self, chart: str, namespace: str, values: dict[str, Any],
+                 extra_depends: Sequence[pulumi.Resource] = ()) -> k8s.helm.v3.Release:
+        pin = self._args.charts[chart]
+        release = k8s.helm.v3.Release(
+            f"{self._name}-{chart}",
+            name=chart,
+            chart=chart,
+            version=pin.version,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=pin.repo),
+            namespace=namespace,
+            create_namespace=False,
+            values=values,
+            atomic=True,
+            cleanup_on_fail=True,
+            timeout=900,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self._args.depends_on, *extra_depends]),
+        )
+        self.releases[chart] = release
+        return release
+
+
+__all__ = ["ClusterAddons", "ClusterAddonsArgs", "HelmChart", "DEVICE_PLUGIN_CONFIG_LABEL", "DASHBOARD_LABEL"]

@@ -1,0 +1,241 @@
+"""`GatewayWorkload`: the OpenAI-compatible gateway on the cluster's CPU nodes.
+
+Deployment (spread over AZs, hardened, probes on `/health/live` and `/health/ready`), its ServiceAccount (no
+token), the `models.yaml` ConfigMap generated from the stack's catalog, secrets synced from Secrets Manager and
+mounted as files, a ClusterIP Service, the TargetGroupBinding that puts pod IPs into the edge's ALB target group,
+an HPA on CPU, a PDB and a ServiceMonitor. The container contract is in DESIGN.md ("The gateway container").
+
+Shutdown: the pod first sleeps in `preStop` so the ALB stops sending new requests (deregistration reaches the
+load balancer within a few seconds), then SIGTERM starts the gateway's drain (`GATEWAY_DRAIN_TIMEOUT_S`); the
+grace period covers both plus a margin, so Kubernetes never kills a draining gateway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import pulumi
+
+from components.irsa import ServiceAccountIdentity
+from components.kube import RESTRICTED_CONTAINER_SECURITY, Manifest, apply_manifest, metadata, pod_security
+from components.namespaces import GATEWAY_METRICS_PORT, GATEWAY_PORT
+from components.secrets_sync import SecretSource, external_secret, namespace_secret_reader
+
+APP = "gateway"
+SECRET_NAME = "gateway-secrets"
+MODELS_CONFIGMAP = "gateway-models"
+PRE_STOP_SECONDS = 10
+GRACE_MARGIN_SECONDS = 15
+
+
+@dataclass
+class DatabaseSource:
+    """Postgres: endpoint plus the Secrets Manager secret holding `username`/`password` (RDS-managed format)."""
+
+    secret: SecretSource
+    """Secret whose JSON has the two properties below."""
+    host: pulumi.Input[str]
+    port: pulumi.Input[int]
+    database: str
+    username_property: str = "username"
+    password_property: str = "password"
+
+
+@dataclass
+class GatewayWorkloadArgs:
+    namespace: str
+    image: str
+    """Image reference with a pinned tag, e.g. `<account>.dkr.ecr.<region>.amazonaws.com/llm-platform/gateway:1.4.2`."""
+    models_yaml: str
+    """The model catalog file, already validated by the gateway's own loader."""
+    region: str
+    identity: ServiceAccountIdentity
+    """OIDC provider for the namespace's secrets-reader role."""
+    replicas_min: int
+    replicas_max: int
+    requests: dict[str, str]
+    """`{"cpu": ..., "memory": ...}`."""
+    limits: dict[str, str]
+    target_cpu_percent: int = 70
+    drain_seconds: int = 25
+    run_as_user: int = 10001
+    """UID of the gateway image's non-root user."""
+    redis_url: pulumi.Input[str] | None = None
+    """`rediss://host:port/0`; None = the gateway runs on its local (degraded) limiter only."""
+    redis_cluster: bool = False
+    redis_auth: SecretSource | None = None
+    database: DatabaseSource | None = None
+    admin_token: SecretSource | None = None
+    secret_kms_key_arns: Sequence[pulumi.Input[str]] = ()
+    """CMKs encrypting those secrets (the reader may decrypt through Secrets Manager only)."""
+    target_group_arn: pulumi.Input[str] | None = None
+    """The edge's ALB target group (target type ip); None = no TargetGroupBinding (no public entry yet)."""
+    depends_on: Sequence[pulumi.Resource] = ()
+    """Namespaces and add-ons (CRDs) that must exist first."""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def selector_labels() -> dict[str, str]:
+    return {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": "gateway"}
+
+
+def secret_files(args: GatewayWorkloadArgs) -> tuple[dict[str, SecretSource], dict[str, pulumi.Input[str]]]:
+    """ExternalSecret data entries and the template that shapes the mounted files."""
+    data: dict[str, SecretSource] = {}
+    template: dict[str, pulumi.Input[str]] = {}
+    if args.redis_auth is not None:
+        data["redis_password"] = args.redis_auth
+        template["redis_password"] = "{{ .redis_password }}"
+    if args.database is not None:
+        db = args.database
+        data["db_username"] = SecretSource(db.secret.arn, db.username_property)
+        data["db_password"] = SecretSource(db.secret.arn, db.password_property)
+        template["database_url"] = pulumi.Output.concat(
+            "postgresql://{{ .db_username | urlquery }}:{{ .db_password | urlquery }}@",
+            db.host, ":", pulumi.Output.from_input(db.port).apply(lambda p: str(int(p))), f"/{db.database}?sslmode=require",
+        )
+    if args.admin_token is not None:
+        data["admin_token"] = args.admin_token
+        template["admin_token"] = "{{ .admin_token }}"
+    return data, template
+
+
+def environment(args: GatewayWorkloadArgs, secret_keys: Sequence[str]) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "GATEWAY_PORT", "value": str(GATEWAY_PORT)},
+        {"name": "GATEWAY_METRICS_PORT", "value": str(GATEWAY_METRICS_PORT)},
+        {"name": "GATEWAY_MODELS_FILE", "value": "/etc/gateway/models.yaml"},
+        {"name": "GATEWAY_SPILL_DIR", "value": "/var/lib/gateway/spill"},
+        {"name": "GATEWAY_EXPECTED_REPLICAS", "value": str(args.replicas_min)},
+        {"name": "GATEWAY_DRAIN_TIMEOUT_S", "value": str(args.drain_seconds)},
+        {"name": "GATEWAY_REDIS_CLUSTER", "value": "true" if args.redis_cluster else "false"},
+    ]
+    if args.redis_url is not None:
+        env.append({"name": "GATEWAY_REDIS_URL", "value": args.redis_url})
+    files = {"redis_password": "GATEWAY_REDIS_PASSWORD_FILE", "database_url": "GATEWAY_DATABASE_URL_FILE",
+             "admin_token": "GATEWAY_ADMIN_TOKEN_FILE"}
+    env += [{"name": var, "value": f"/etc/gateway/secrets/{key}"} for key, var in files.items() if key in secret_keys]
+    return env
+
+
+def deployment(args: GatewayWorkloadArgs, secret_keys: Sequence[str]) -> Manifest:
+    labels = selector_labels()
+    checksum = hashlib.sha256(args.models_yaml.encode()).hexdigest()[:16]
+    volumes: list[dict[str, Any]] = [
+        {"name": "models", "configMap": {"name": MODELS_CONFIGMAP}},
+        # Usage records that Postgres could not take yet; survives container restarts within the pod.
+        {"name": "spill", "emptyDir": {"sizeLimit": "1Gi"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "models", "mountPath": "/etc/gateway/models.yaml", "subPath": "models.yaml", "readOnly": True},
+        {"name": "spill", "mountPath": "/var/lib/gateway/spill"},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if secret_keys:
+        volumes.append({"name": "secrets", "secret": {"secretName": SECRET_NAME, "defaultMode": 0o440}})
+        mounts.append({"name": "secrets", "mountPath": "/etc/gateway/secrets", "readOnly": True})
+    container = {
+        "name": APP,
+        "image": args.image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"},
+                  {"name": "metrics", "containerPort": GATEWAY_METRICS_PORT, "protocol": "TCP"}],
+        "env": environment(args, secret_keys),
+        "resources": {"requests": dict(args.requests), "limits": dict(args.limits)},
+        "startupProbe": {"httpGet": {"path": "/health/live", "port": "http"}, "periodSeconds": 2, "failureThreshold": 30},
+        "livenessProbe": {"httpGet": {"path": "/health/live", "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3},
+        "readinessProbe": {"httpGet": {"path": "/health/ready", "port": "http"}, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 2},
+        # Keep serving while the ALB deregisters this pod; SIGTERM (and the gateway's drain) comes after.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
+        "securityContext": RESTRICTED_CONTAINER_SECURITY,
+        "volumeMounts": mounts,
+    }
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": metadata(APP, args.namespace, labels),
+        "spec": {
+            # No `replicas`: the HPA owns the count; Pulumi setting it would undo every scale event.
+            "selector": {"matchLabels": labels},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {"llm-platform/models-checksum": checksum}},
+                "spec": {
+                    "serviceAccountName": APP,
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security(args.run_as_user),
+                    "terminationGracePeriodSeconds": PRE_STOP_SECONDS + args.drain_seconds + GRACE_MARGIN_SECONDS,
+                    "topologySpreadConstraints": [
+                        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+                         "labelSelector": {"matchLabels": labels}},
+                        {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+                         "labelSelector": {"matchLabels": labels}},
+                    ],
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def manifests(args: GatewayWorkloadArgs, secret_keys: Sequence[str]) -> list[Manifest]:
+    ns, labels = args.namespace, selector_labels()
+    objs: list[Manifest] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata(APP, ns, labels), "automountServiceAccountToken": False},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(MODELS_CONFIGMAP, ns, labels), "data": {"models.yaml": args.models_yaml}},
+        deployment(args, secret_keys),
+        {
+            "apiVersion": "v1", "kind": "Service", "metadata": metadata(APP, ns, labels),
+            "spec": {"type": "ClusterIP", "selector": labels, "ports": [
+                {"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "metrics", "port": GATEWAY_METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+            ]},
+        },
+        {
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": metadata(APP, ns, labels),
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": APP},
+                "minReplicas": args.replicas_min, "maxReplicas": args.replicas_max,
+                "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": args.target_cpu_percent}}}],
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300, "policies": [{"type": "Percent", "value": 25, "periodSeconds": 60}]}},
+            },
+        },
+        {
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": metadata(APP, ns, labels),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels}},
+        },
+        {
+            "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": metadata(APP, ns, labels),
+            "spec": {"selector": {"matchLabels": labels}, "namespaceSelector": {"matchNames": [ns]},
+                     "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}]},
+        },
+    ]
+    if args.target_group_arn is not None:
+        objs.append({
+            "apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding", "metadata": metadata(APP, ns, labels),
+            "spec": {"serviceRef": {"name": APP, "port": GATEWAY_PORT}, "targetGroupARN": args.target_group_arn, "targetType": "ip"},
+        })
+    return objs
+
+
+class GatewayWorkload(pulumi.ComponentResource):
+    def __init__(self, name: str, args: GatewayWorkloadArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llm-platform:workloads:GatewayWorkload", name, None, opts)
+        data, template = secret_files(args)
+        secret_objects: list[pulumi.Resource] = []
+        if data:
+            arns = list({id(s.arn): s.arn for s in data.values()}.values())
+            secret_objects = namespace_secret_reader(name, args.namespace, args.region, args.identity, arns,
+                                                     args.secret_kms_key_arns, self, args.depends_on, args.tags)
+            secret_objects.append(apply_manifest(
+                f"{name}-externalsecret", external_secret(SECRET_NAME, args.namespace, data, template),
+                pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *secret_objects]),
+            ))
+        for obj in manifests(args, list(template)):
+            depends = [*args.depends_on, *secret_objects] if obj["kind"] == "Deployment" else list(args.depends_on)
+            apply_manifest(f"{name}-{obj['kind'].lower()}", obj, pulumi.ResourceOptions(parent=self, depends_on=depends))
+        self.service_url = f"http://{APP}.{args.namespace}.svc:{GATEWAY_PORT}"
+        self.register_outputs({"service_url": self.service_url})

@@ -1,0 +1,275 @@
+"""Config sections `models` (the served model catalog) and `workloads` (images, charts, gateway sizing).
+
+They are fields of `infra.config.PlatformConfig`; this module also holds the checks that tie them to the node
+groups of the same stack (`check_models_fit_node_groups`), run by `PlatformConfig`'s after-validator so a model
+that cannot be scheduled stops the program before any resource is declared.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from infra.config import NodeGroupConfig, PlatformConfig
+
+# The NVIDIA device plugin reads a node's sharing config from this label (see components/cluster_addons.py):
+# `time-sliced-<N>` advertises every GPU of the node N times, so N model pods share one physical GPU.
+DEVICE_PLUGIN_CONFIG_LABEL = "nvidia.com/device-plugin.config"
+# Kubernetes quantities as the API accepts them for cpu / memory.
+CPU_QUANTITY = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"
+MEMORY_QUANTITY = r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+# Arguments the model-server component derives from the entry itself; repeating them in extra_args would
+# silently fight the derived value.
+DERIVED_VLLM_ARGS = (
+    "--model", "--served-model-name", "--tensor-parallel-size", "--max-model-len", "--gpu-memory-utilization",
+    "--host", "--port", "--runner", "--convert", "--task", "--enable-prefix-caching", "--download-dir",
+)
+
+ChartName = Literal[
+    "aws-load-balancer-controller", "nvidia-device-plugin", "dcgm-exporter", "cluster-autoscaler",
+    "metrics-server", "keda", "kube-prometheus-stack", "external-secrets",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReplicaRange(_Strict):
+    min: Annotated[int, Field(ge=0, description="replicas kept when idle; 0 lets the model scale to zero")]
+    max: Annotated[int, Field(ge=1, le=100, description="upper bound for the autoscaler")]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReplicaRange:
+        if self.min > self.max:
+            raise ValueError(f"got min={self.min}, max={self.max}; allowed: min <= max")
+        return self
+
+
+class ModelPrices(_Strict):
+    """USD per 1000 tokens, metered by the gateway."""
+
+    prompt_per_1k: Annotated[float, Field(ge=0)] = 0.0
+    completion_per_1k: Annotated[float, Field(ge=0)] = 0.0
+
+
+class ModelConfig(_Strict):
+    """One served model: a vLLM Deployment, its Service and autoscaler, and one entry of the gateway catalog."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$",
+                               description="public model name; also the Kubernetes name of its Deployment and Service")]
+    hf_model: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$",
+                                          description="Hugging Face repo id, e.g. Qwen/Qwen2.5-7B-Instruct")] = None
+    s3_uri: Annotated[str | None, Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[\w./-]+$",
+                                        description="weights prefix in the model bucket; preferred over hf_model")] = None
+    kind: Literal["chat", "completion", "embedding", "rerank"]
+    gpu: Literal["a10g", "a100"]
+    gpus_per_replica: Literal[1, 2, 4, 8] = Field(1, description="GPUs of one replica = vLLM tensor parallel size")
+    gpu_share: Literal[1, 2, 4] = Field(
+        1, description="1 = whole GPUs; N = one of N time-slices of a GPU on a node group labelled "
+                       f"{DEVICE_PLUGIN_CONFIG_LABEL}=time-sliced-N (pair with gpu_memory_utilization <= 0.9/N)")
+    gpu_memory_utilization: Annotated[float, Field(gt=0.05, le=0.95)] = 0.90
+    replicas: ReplicaRange
+    max_model_len: Annotated[int, Field(ge=128, le=1_048_576)]
+    max_tokens_cap: Annotated[int | None, Field(ge=1)] = None
+    extra_args: list[str] = Field(default_factory=list, description="more vLLM CLI arguments, e.g. [--dtype, bfloat16]")
+    prices: ModelPrices = Field(default_factory=ModelPrices)  # type: ignore[arg-type]
+    fallbacks: list[str] = Field(default_factory=list)
+    aliases: list[str] = Field(default_factory=list)
+    queue_threshold: Annotated[int, Field(ge=1, le=10_000, description="waiting requests per replica before KEDA adds one")] = 5
+    prefix_affinity: bool = False
+    startup_seconds: Annotated[int, Field(ge=60, le=7200, description="time allowed to download and load the weights")] = 1200
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_derived_args(cls, value: list[str]) -> list[str]:
+        for arg in value:
+            flag = arg.split("=", 1)[0]
+            if flag in DERIVED_VLLM_ARGS:
+                raise ValueError(f"{flag!r} is derived from the model entry; allowed: any vLLM flag except {', '.join(DERIVED_VLLM_ARGS)}")
+            if re.search(r"\s", arg) and not arg.startswith("{"):
+                raise ValueError(f"{arg!r} contains whitespace; give each argument as its own list item")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        if (self.hf_model is None) == (self.s3_uri is None):
+            raise ValueError(f"got hf_model={self.hf_model!r}, s3_uri={self.s3_uri!r}; allowed: exactly one of them")
+        if self.gpu_share > 1 and self.gpus_per_replica != 1:
+            raise ValueError(f"gpu_share: got {self.gpu_share} with gpus_per_replica={self.gpus_per_replica}; allowed: sharing only for 1-GPU replicas")
+        if self.gpu_share > 1 and self.gpu_memory_utilization > 0.9 / self.gpu_share + 1e-9:
+            raise ValueError(
+                f"gpu_memory_utilization: got {self.gpu_memory_utilization} on a GPU shared {self.gpu_share} ways; "
+                f"allowed: <= {0.9 / self.gpu_share:.2f} so the tenants of one GPU fit together"
+            )
+        if self.max_tokens_cap is not None and self.max_tokens_cap > self.max_model_len:
+            raise ValueError(f"max_tokens_cap: got {self.max_tokens_cap}; allowed: <= max_model_len ({self.max_model_len})")
+        return self
+
+    @property
+    def weights_uri(self) -> str:
+        return self.s3_uri or f"hf://{self.hf_model}"
+
+    @property
+    def tokens_cap(self) -> int:
+        return self.max_tokens_cap or min(4096, self.max_model_len)
+
+
+class ImageRef(_Strict):
+    repository: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9]$",
+                                     description="registry/repository, e.g. <account>.dkr.ecr.<region>.amazonaws.com/llm-platform/gateway")]
+    tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", description="pinned version tag")]
+
+    @field_validator("tag")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        if value in ("latest", "main", "master", "stable", "nightly"):
+            raise ValueError(f"got {value!r}; allowed: a pinned version tag (a moving tag makes rollouts unreproducible)")
+        return value
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+class Resources(_Strict):
+    cpu: Annotated[str, Field(pattern=CPU_QUANTITY)]
+    memory: Annotated[str, Field(pattern=MEMORY_QUANTITY)]
+
+
+class GatewayWorkloadConfig(_Strict):
+    image: ImageRef
+    replicas: ReplicaRange = Field(default_factory=lambda: ReplicaRange(min=2, max=10))
+    requests: Resources = Field(default_factory=lambda: Resources(cpu="500m", memory="512Mi"))
+    limits: Resources = Field(default_factory=lambda: Resources(cpu="2", memory="1Gi"))
+    target_cpu_percent: Annotated[int, Field(ge=20, le=95)] = 70
+    drain_seconds: Annotated[int, Field(ge=5, le=600, description="in-flight requests get this long after SIGTERM")] = 25
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> GatewayWorkloadConfig:
+        if self.replicas.min < 1:
+            raise ValueError(f"replicas.min: got {self.replicas.min}; allowed: >= 1 (the gateway is the front door)")
+        return self
+
+
+class ChartPin(_Strict):
+    repo: Annotated[str, Field(pattern=r"^https://[\w./-]+$")]
+    version: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+$", description="exact chart version, no ranges")]
+
+
+# Chart versions this release is tested with; a stack overrides one by listing it under workloads.charts.
+DEFAULT_CHARTS: dict[str, ChartPin] = {
+    "aws-load-balancer-controller": ChartPin(repo="https://aws.github.io/eks-charts", version="1.14.0"),
+    "nvidia-device-plugin": ChartPin(repo="https://nvidia.github.io/k8s-device-plugin", version="0.17.4"),
+    "dcgm-exporter": ChartPin(repo="https://nvidia.github.io/dcgm-exporter/helm-charts", version="4.4.1"),
+    "cluster-autoscaler": ChartPin(repo="https://kubernetes.github.io/autoscaler", version="9.50.1"),
+    "metrics-server": ChartPin(repo="https://kubernetes-sigs.github.io/metrics-server", version="3.13.0"),
+    "keda": ChartPin(repo="https://kedacore.github.io/charts", version="2.18.0"),
+    "kube-prometheus-stack": ChartPin(repo="https://prometheus-community.github.io/helm-charts", version="78.3.0"),
+    "external-secrets": ChartPin(repo="https://charts.external-secrets.io", version="0.20.4"),
+}
+
+
+class WorkloadsConfig(_Strict):
+    gateway: GatewayWorkloadConfig
+    vllm_image: ImageRef
+    charts: dict[ChartName, ChartPin] = Field(default_factory=dict, description="overrides of DEFAULT_CHARTS")
+    hf_token_secret: Annotated[str | None, Field(pattern=r"^[\w/+=.@:-]+$",
+                                                 description="Secrets Manager secret (name or ARN) with the Hugging Face token; unset = no token")] = None
+    prometheus_retention_days: Annotated[int, Field(ge=1, le=365)] = 15
+    prometheus_storage_gib: Annotated[int, Field(ge=10, le=16384)] = 50
+
+    def chart(self, name: ChartName) -> ChartPin:
+        return self.charts.get(name) or DEFAULT_CHARTS[name]
+
+
+def matching_node_groups(model: ModelConfig, node_groups: list[NodeGroupConfig]) -> list[NodeGroupConfig]:
+    """Node groups a model's pods can be scheduled on: its GPU class, and the matching sharing mode."""
+    wanted = f"time-sliced-{model.gpu_share}" if model.gpu_share > 1 else None
+    return [g for g in node_groups if g.gpu == model.gpu and g.labels.get(DEVICE_PLUGIN_CONFIG_LABEL) == wanted]
+
+
+def check_models_fit_node_groups(cfg: PlatformConfig) -> None:
+    """Every model schedulable on this stack's node groups, and all of them at max replicas at once.
+
+    Raises ValueError("<key>: got ...; allowed ...") naming the first offending key.
+    """
+    if cfg.models and cfg.workloads is None:
+        raise ValueError("workloads: got nothing; allowed: a workloads section (gateway and vLLM images) when models are listed")
+    names = [m.name for m in cfg.models]
+    for i, model in enumerate(cfg.models):
+        if names.index(model.name) != i:
+            raise ValueError(f"models[{i}].name: got {model.name!r} twice; allowed: unique names")
+    if cfg.models:
+        check_catalog(list(cfg.models))
+    demand: dict[str, int] = {}
+    for i, model in enumerate(cfg.models):
+        groups = matching_node_groups(model, list(cfg.node_groups))
+        if not groups:
+            have = sorted({f"{g.gpu}" + (f" ({g.labels[DEVICE_PLUGIN_CONFIG_LABEL]})" if DEVICE_PLUGIN_CONFIG_LABEL in g.labels else "")
+                           for g in cfg.node_groups if g.gpu}) or ["none"]
+            need = model.gpu + (f" labelled {DEVICE_PLUGIN_CONFIG_LABEL}=time-sliced-{model.gpu_share}" if model.gpu_share > 1 else "")
+            raise ValueError(f"models[{i}].gpu: got {model.gpu!r} (gpu_share {model.gpu_share}); allowed: a GPU class this stack has "
+                             f"as a node group ({need} needed; node_groups have: {', '.join(have)})")
+        per_node = max(g.gpus_per_node for g in groups)
+        if model.gpus_per_replica > per_node:
+            raise ValueError(f"models[{i}].gpus_per_replica: got {model.gpus_per_replica}; allowed: <= {per_node} "
+                             f"(GPUs of one node in {', '.join(g.name for g in groups)}; a replica cannot span nodes)")
+        key = ",".join(sorted(g.name for g in groups))
+        slots = sum(g.max_size * g.gpus_per_node * model.gpu_share for g in groups)
+        demand[key] = demand.get(key, 0) + model.replicas.max * model.gpus_per_replica
+        if demand[key] > slots:
+            raise ValueError(
+                f"models[{i}].replicas.max: got {model.replicas.max}; allowed: models on node group {key} need "
+                f"{demand[key]} GPU slots at max replicas but max_size x GPUs per node gives {slots}; "
+                "lower replicas.max or raise the group's max_size"
+            )
+
+
+def gateway_importable() -> None:
+    """Put images/gateway on sys.path: the catalog schema is the gateway's own module, not a copy."""
+    import sys
+    from pathlib import Path
+
+    gateway_dir = str(Path(__file__).resolve().parent.parent / "images" / "gateway")
+    if gateway_dir not in sys.path:
+        sys.path.insert(0, gateway_dir)
+
+
+def default_backend_url(name: str, namespace: str = "models") -> str:
+    """Base URL of a model's Service (components/model_server.py `service_url` builds the same)."""
+    return f"http://{name}.{namespace}.svc:8000"
+
+
+def catalog_data(models: list[ModelConfig], namespace: str = "models") -> dict[str, object]:
+    """The gateway's models.yaml content for this catalog (one backend: the model's Service)."""
+    return {
+        "models": [
+            {
+                "name": m.name,
+                "aliases": list(m.aliases),
+                "kind": m.kind,
+                "backends": [default_backend_url(m.name, namespace)],
+                "max_tokens_cap": m.tokens_cap,
+                "max_context": m.max_model_len,
+                "prices": {"prompt_per_1k": m.prices.prompt_per_1k, "completion_per_1k": m.prices.completion_per_1k},
+                "fallbacks": list(m.fallbacks),
+                "prefix_affinity": m.prefix_affinity,
+            }
+            for m in models
+        ]
+    }
+
+
+def check_catalog(models: list[ModelConfig]) -> None:
+    """Validate the catalog with the gateway's own loader; ValueError naming the `models` key on failure."""
+    gateway_importable()
+    from llm_gateway.catalog import CatalogError, parse_catalog
+
+    try:
+        parse_catalog(catalog_data(models), source="models")
+    except CatalogError as err:
+        raise ValueError(f"{err}; allowed: unique names and aliases, fallbacks naming catalog models of the same kind, no cycles") from None

@@ -1,0 +1,162 @@
+"""Cluster workloads of one region: config (`models`, `workloads`) mapped to component args.
+
+Called from `infra.program.build_region` once the cluster and node groups exist. Order on the cluster:
+namespaces → add-ons (CRDs, controllers) → model servers, gateway, alert rules and dashboards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import pulumi
+import yaml
+
+from components.cluster_addons import ClusterAddons, ClusterAddonsArgs, HelmChart
+from components.gateway_workload import DatabaseSource, GatewayWorkload, GatewayWorkloadArgs
+from components.irsa import ServiceAccountIdentity
+from components.model_server import ModelServers, ModelServersArgs, ModelServerSpec, service_url
+from components.namespaces import Namespaces, NamespacesArgs
+from components.observability import Observability, ObservabilityArgs
+from components.secrets_sync import SecretSource
+from infra.instances import INSTANCE_SPECS
+from infra.workload_config import DEFAULT_CHARTS, ModelConfig, catalog_data, check_catalog, matching_node_groups
+
+if TYPE_CHECKING:
+    from infra.config import PlatformConfig
+    from infra.program import RegionalPlatform
+
+GATEWAY_NS = "gateway"
+MODELS_NS = "models"
+MONITORING_NS = "monitoring"
+RUNBOOK_BASE_URL = "https://github.com/llm-platform/llm-platform/blob/main/docs/runbooks"
+
+
+@dataclass
+class WorkloadInputs:
+    """What other building blocks (data, edge) hand to the workloads; None = that block is not deployed."""
+
+    target_group_arn: pulumi.Input[str] | None = None
+    redis_url: pulumi.Input[str] | None = None
+    redis_cluster: bool = False
+    redis_auth: SecretSource | None = None
+    database: DatabaseSource | None = None
+    admin_token: SecretSource | None = None
+    model_bucket_read_policy: pulumi.Input[str] | None = None
+    secret_kms_key_arns: list[pulumi.Input[str]] = field(default_factory=list)
+
+
+@dataclass
+class Workloads:
+    namespaces: Namespaces
+    addons: ClusterAddons
+    models: ModelServers | None
+    gateway: GatewayWorkload | None
+    observability: Observability
+
+
+def models_yaml(models: Sequence[ModelConfig], namespace: str = MODELS_NS) -> str:
+    """The gateway's models.yaml, checked by the gateway's own loader before it is written."""
+    check_catalog(list(models))
+    data = catalog_data(list(models), namespace)
+    for entry in data["models"]:  # type: ignore[union-attr]
+        assert entry["backends"] == [service_url(entry["name"], namespace)]  # one URL scheme for Service and catalog
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def replica_size(model: ModelConfig, cfg: PlatformConfig) -> tuple[str, str, str]:
+    """CPU request, memory request/limit and /dev/shm for one replica: its share of the smallest node it may land on."""
+    groups = matching_node_groups(model, list(cfg.node_groups))
+    specs = [INSTANCE_SPECS[t] for g in groups for t in g.instance_types]
+    node = min(specs, key=lambda s: (s.memory_gib, s.vcpus))
+    share = model.gpus_per_replica / (node.gpus * model.gpu_share)
+    # Leave one vCPU and a quarter of memory to the kubelet, system reserve and the GPU/monitoring DaemonSets.
+    cpu_milli = max(500, int((node.vcpus - 1) * share * 1000) // 100 * 100)
+    memory_gib = max(2, int(node.memory_gib * 0.75 * share))
+    shm_gib = max(1, min(16, memory_gib // 8))
+    return f"{cpu_milli}m", f"{memory_gib}Gi", f"{shm_gib}Gi"
+
+
+def model_specs(cfg: PlatformConfig) -> list[ModelServerSpec]:
+    specs = []
+    for m in cfg.models:
+        cpu, memory, shm = replica_size(m, cfg)
+        specs.append(ModelServerSpec(
+            name=m.name, kind=m.kind, weights=m.s3_uri or str(m.hf_model), gpu_class=m.gpu,
+            gpus_per_replica=m.gpus_per_replica, gpu_share=m.gpu_share, gpu_memory_utilization=m.gpu_memory_utilization,
+            max_model_len=m.max_model_len, replicas_min=m.replicas.min, replicas_max=m.replicas.max,
+            queue_threshold=m.queue_threshold, startup_seconds=m.startup_seconds, cpu=cpu, memory=memory,
+            shm_size=shm, extra_args=list(m.extra_args),
+        ))
+    return specs
+
+
+def _cores(quantity: str) -> float:
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def inputs_from_platform(platform: RegionalPlatform) -> WorkloadInputs:
+    """Pick up what the data and edge building blocks put on the regional platform (absent ones stay None)."""
+    extras: dict[str, Any] = dict(getattr(platform, "extras", {}) or {})
+    given = extras.get("workload_inputs")
+    return given if isinstance(given, WorkloadInputs) else WorkloadInputs()
+
+
+def build_workloads(cfg: PlatformConfig, platform: RegionalPlatform, inputs: WorkloadInputs | None = None,
+                    depends_on: Sequence[pulumi.Resource] = ()) -> Workloads | None:
+    """Everything on the cluster; None when the stack has no `workloads` section."""
+    if cfg.workloads is None:
+        return None
+    wl = cfg.workloads
+    inputs = inputs or inputs_from_platform(platform)
+    cluster = platform.cluster
+    prefix = platform.prefix
+    opts = pulumi.ResourceOptions(providers=[platform.provider, cluster.k8s_provider])
+    identity = ServiceAccountIdentity(oidc_provider_arn=cluster.oidc_provider_arn, oidc_issuer=cluster.oidc_issuer)
+    tags = {"llm-platform/stack": pulumi.get_stack(), "llm-platform/tier": cfg.tier, **cfg.tags}
+
+    namespaces = Namespaces(f"{prefix}-namespaces", NamespacesArgs(
+        vpc_cidr=platform.network.vpc_cidr, k8s_version=cfg.cluster.version,
+        gateway=GATEWAY_NS, models=MODELS_NS, monitoring=MONITORING_NS,
+    ), opts=opts)
+
+    charts = {name: HelmChart(repo=wl.chart(name).repo, version=wl.chart(name).version) for name in DEFAULT_CHARTS}  # type: ignore[arg-type]
+    addons = ClusterAddons(f"{prefix}-addons", ClusterAddonsArgs(
+        cluster_name=cluster.cluster_name, region=platform.region, vpc_id=platform.network.vpc_id,
+        k8s_version=cfg.cluster.version, identity=identity, charts=charts, monitoring_namespace=MONITORING_NS,
+        target_group_arns=[inputs.target_group_arn] if inputs.target_group_arn is not None else [],
+        gpu_share_ways=sorted({m.gpu_share for m in cfg.models if m.gpu_share > 1}),
+        prometheus_retention_days=wl.prometheus_retention_days, prometheus_storage_gib=wl.prometheus_storage_gib,
+        depends_on=[*namespaces.ready, *depends_on], tags=tags,
+    ), opts=opts)
+    ready = [*namespaces.ready, *addons.ready]
+
+    models: ModelServers | None = None
+    gateway: GatewayWorkload | None = None
+    if cfg.models:
+        hf = SecretSource(arn=wl.hf_token_secret) if wl.hf_token_secret else None
+        models = ModelServers(f"{prefix}-models", ModelServersArgs(
+            namespace=MODELS_NS, image=wl.vllm_image.ref, models=model_specs(cfg), region=platform.region,
+            identity=identity, prometheus_url=addons.prometheus_url,
+            model_bucket_read_policy=inputs.model_bucket_read_policy, hf_token=hf,
+            secret_kms_key_arns=inputs.secret_kms_key_arns, depends_on=ready, tags=tags,
+        ), opts=opts)
+        gw = wl.gateway
+        gateway = GatewayWorkload(f"{prefix}-gateway", GatewayWorkloadArgs(
+            namespace=GATEWAY_NS, image=gw.image.ref, models_yaml=models_yaml(cfg.models), region=platform.region,
+            identity=identity, replicas_min=gw.replicas.min, replicas_max=gw.replicas.max,
+            requests={"cpu": gw.requests.cpu, "memory": gw.requests.memory},
+            limits={"cpu": gw.limits.cpu, "memory": gw.limits.memory},
+            target_cpu_percent=gw.target_cpu_percent, drain_seconds=gw.drain_seconds,
+            redis_url=inputs.redis_url, redis_cluster=inputs.redis_cluster, redis_auth=inputs.redis_auth,
+            database=inputs.database, admin_token=inputs.admin_token, secret_kms_key_arns=inputs.secret_kms_key_arns,
+            target_group_arn=inputs.target_group_arn, depends_on=ready, tags=tags,
+        ), opts=opts)
+
+    observability = Observability(f"{prefix}-observability", ObservabilityArgs(
+        namespace=MONITORING_NS, gateway_namespace=GATEWAY_NS, models_namespace=MODELS_NS,
+        runbook_base_url=RUNBOOK_BASE_URL,
+        always_on_models=[m.name for m in cfg.models if m.replicas.min >= 1],
+        gateway_cpu_limit_cores=_cores(wl.gateway.limits.cpu), depends_on=ready, tags=tags,
+    ), opts=opts)
+    return Workloads(namespaces=namespaces, addons=addons, models=models, gateway=gateway, observability=observability)
