@@ -229,3 +229,77 @@ async def test_org_admin_operations(pool: asyncpg.Pool) -> None:
     assert [o.id for o in await store.list_orgs()] == ["acme"]
     with pytest.raises(ValueError, match="unknown field"):
         await store.update_org("acme", {"id; DROP TABLE orgs": 1})
+
+
+async def _eventually_rejected(store: KeyStore, full_key: str, timeout_s: float = 30.0) -> None:
+    """Poll until the key is refused (a bound against hanging, not a latency assertion)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while await store.authenticate(full_key) is not None:
+        assert asyncio.get_running_loop().time() < deadline, "invalidation never arrived"
+        await asyncio.sleep(0.02)
+
+
+async def _listening(store: KeyStore, timeout_s: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not store.listening:
+        assert asyncio.get_running_loop().time() < deadline, "listener never subscribed"
+        await asyncio.sleep(0.02)
+
+
+async def test_notify_invalidates_other_replicas_before_the_ttl(pool: asyncpg.Pool, pg_control: object) -> None:
+    clock = FakeClock()  # never advanced: only the NOTIFY can make the other replica forget the key
+    admin_replica = KeyStore(pool, cache_ttl_s=3600.0, clock=clock)
+    other_replica = KeyStore(pool, cache_ttl_s=3600.0, clock=clock)
+    await other_replica.start_listener(health_check_s=0.2)
+    try:
+        await _listening(other_replica)
+        await _org(admin_replica)
+        full_key, info = await admin_replica.create_key("acme")
+        assert await other_replica.authenticate(full_key) is not None
+        await admin_replica.revoke_key(info.key_id)
+        await _eventually_rejected(other_replica, full_key)
+
+        second_key, _ = await admin_replica.create_key("acme")
+        assert await other_replica.authenticate(second_key) is not None
+        await admin_replica.update_org("acme", {"status": "suspended"})
+        await _eventually_rejected(other_replica, second_key)
+        await admin_replica.update_org("acme", {"status": "active"})
+
+        # The listener comes back by itself after a Postgres restart.
+        pg_control.stop()  # type: ignore[attr-defined]
+        pg_control.start()  # type: ignore[attr-defined]
+        for _ in range(10):  # the pool discards its connections that died with the old server one by one
+            try:
+                third_key, third = await admin_replica.create_key("acme")
+                break
+            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+                continue
+        await _listening(other_replica)
+        assert await other_replica.authenticate(third_key) is not None
+        await admin_replica.revoke_key(third.key_id)
+        await _eventually_rejected(other_replica, third_key)
+    finally:
+        await other_replica.close()
+    assert not other_replica.listening
+
+
+async def test_lookup_racing_an_invalidation_is_not_cached(pool: asyncpg.Pool) -> None:
+    class GatedPool(CountingPool):
+        gate = asyncio.Event()
+
+        async def fetchrow(self, *args: object, **kw: object) -> object:
+            row = await super().fetchrow(*args, **kw)
+            await self.gate.wait()  # the row is read; the revocation lands before it is used
+            return row
+
+    await _org(KeyStore(pool))
+    full_key, info = await KeyStore(pool).create_key("acme")
+    gated = GatedPool(pool)
+    store = KeyStore(gated)
+    racing = asyncio.ensure_future(store.authenticate(full_key))
+    while gated.queries == 0:
+        await asyncio.sleep(0.01)
+    await store.revoke_key(info.key_id)
+    gated.gate.set()
+    assert await racing is not None  # that request was concurrent with the revocation
+    assert await store.authenticate(full_key) is None  # but its pre-revocation row was never cached

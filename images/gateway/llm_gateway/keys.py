@@ -9,7 +9,9 @@ Authentication cost: a hit in the in-process cache costs one hash and a dict loo
 Entries (positive and negative) live ``cache_ttl_s`` / ``negative_ttl_s``; concurrent misses for the same
 key share one query (single flight). Revocation, limit changes and org suspension therefore
 reach every replica within ``cache_ttl_s``; the replica that performs the change drops its own entries
-at once. Key expiry (``expires_at``) is checked on every hit, so it is exact.
+at once, and with ``start_listener()`` every replica also drops them as soon as Postgres delivers the
+change's NOTIFY (usually milliseconds; ``cache_ttl_s`` stays the bound if the listener is down).
+Key expiry (``expires_at``) is checked on every hit, so it is exact.
 If Postgres is unreachable, a key seen within ``stale_ttl_s`` keeps working (stale entry) so a database
 outage does not log every client out; an unknown key then gets ``ServiceUnavailable`` (503), not 401.
 """
@@ -17,10 +19,12 @@ outage does not log every client out; an unknown key then gets ``ServiceUnavaila
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import hmac
 import logging
+import random
 import re
 import secrets
 import time
@@ -38,6 +42,7 @@ from llm_gateway.errors import GatewayError, NotFound, ServiceUnavailable
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "sk-llmp-"
+INVALIDATION_CHANNEL = "llm_gateway_keys"  # NOTIFY payloads: "key:<key_id>" or "org:<org_id>"
 _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 _MAX_SECRET_LEN = 128
 ORG_LIMIT_FIELDS = ("rpm", "tpm", "daily_tokens", "daily_requests", "monthly_tokens")
@@ -199,6 +204,9 @@ class KeyStore:
         self._touched: set[str] = set()
         self._last_touch_flush = clock()
         self._background: set[asyncio.Task[None]] = set()
+        self._generation = 0  # bumped by every invalidation
+        self._listener: asyncio.Task[None] | None = None
+        self.listening = False  # True while subscribed to other replicas' invalidations
         # Counters for metrics.
         self.cache_hits = 0
         self.cache_misses = 0
@@ -255,12 +263,19 @@ class KeyStore:
 
     async def _load(self, key_id: str, digest: bytes) -> Principal | None:
         self.db_lookups += 1
-        row = await self._pool.fetchrow(_LOOKUP_SQL, key_id)
+        generation = self._generation
+        try:
+            row = await self._pool.fetchrow(_LOOKUP_SQL, key_id)
+        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+            # Once: after a database restart or failover the pool still holds dead connections.
+            row = await self._pool.fetchrow(_LOOKUP_SQL, key_id)
         principal, key_expires_at = self._principal_from_row(row, digest)
         now = self._clock()
         ttl = self.cache_ttl_s if principal is not None else self.negative_ttl_s
         entry = _CacheEntry(principal, now + ttl, now + max(ttl, self.stale_ttl_s), key_expires_at)
-        self._store(digest, entry)
+        if generation == self._generation:
+            # Not cached if an invalidation ran during the query: the row may predate a revocation.
+            self._store(digest, entry)
         if principal is not None:
             self._touch(principal.key_id)
         return self._unexpired(entry)
@@ -294,6 +309,8 @@ class KeyStore:
 
     def invalidate(self, *, key_id: str | None = None, org_id: str | None = None) -> int:
         """Drop this replica's cache entries for a key or a whole org; returns how many were dropped."""
+        self._generation += 1
+        self._inflight.clear()  # later callers must not join a lookup that started before the change
         doomed = [
             digest for digest, entry in self._cache.items()
             if entry.principal is not None
@@ -307,6 +324,62 @@ class KeyStore:
     @property
     def cache_size(self) -> int:
         return len(self._cache)
+
+    # ---- cross-replica invalidation (LISTEN/NOTIFY) ----------------------------------------------
+
+    async def start_listener(self, health_check_s: float = 5.0) -> None:
+        """Listen for other replicas' revocations and org changes; holds one pool connection until ``close()``."""
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen_forever(health_check_s), name="keystore-listener")
+
+    async def close(self) -> None:
+        """Stop the listener (returning its connection to the pool) and finish background writes."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _listen_forever(self, health_check_s: float) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async with self._pool.acquire() as conn:
+                    lost = asyncio.Event()
+                    conn.add_termination_listener(lambda _conn: lost.set())
+                    await conn.add_listener(INVALIDATION_CHANNEL, self._on_notification)
+                    # Changes made while we were not listening were never delivered: start from a clean cache.
+                    self._drop_everything()
+                    self.listening, delay = True, 0.5
+                    try:
+                        while not lost.is_set():
+                            try:
+                                await asyncio.wait_for(lost.wait(), timeout=health_check_s)
+                            except asyncio.TimeoutError:
+                                await conn.fetchval("SELECT 1", timeout=2.0)  # a silently dead connection raises
+                    finally:
+                        self.listening = False
+                        with contextlib.suppress(Exception):
+                            await conn.remove_listener(INVALIDATION_CHANNEL, self._on_notification)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info("key invalidation listener lost (%s); cache TTL still applies", type(exc).__name__)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, 30.0)
+
+    def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        kind, _, ident = payload.partition(":")
+        if kind == "key":
+            self.invalidate(key_id=ident)
+        elif kind == "org":
+            self.invalidate(org_id=ident)
+
+    def _drop_everything(self) -> None:
+        self._generation += 1
+        self._inflight.clear()
+        self._cache.clear()
 
     def _touch(self, key_id: str) -> None:
         """Remember a used key; ``last_used_at`` is written in batches, at most once per interval."""
@@ -371,6 +444,7 @@ class KeyStore:
             if row is None:
                 raise NotFound(f"organization {org_id!r} does not exist", param="org_id")
             await write_audit(conn, actor, "org.update", "org", org_id, changes, remote_addr)
+            await conn.execute("SELECT pg_notify($1, $2)", INVALIDATION_CHANNEL, f"org:{org_id}")  # sent on commit
         self.invalidate(org_id=org_id)
         return _org_from_row(row)
 
@@ -435,6 +509,7 @@ class KeyStore:
             if row is None:
                 raise NotFound(f"API key {key_id!r} does not exist", param="key_id")
             await write_audit(conn, actor, "key.revoke", "api_key", key_id, {"org_id": row["org_id"]}, remote_addr)
+            await conn.execute("SELECT pg_notify($1, $2)", INVALIDATION_CHANNEL, f"key:{key_id}")  # sent on commit
         self.invalidate(key_id=key_id)
         return _key_from_row(row)
 
