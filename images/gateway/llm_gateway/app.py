@@ -71,6 +71,7 @@ class RequestContext:
     fallback_from: str | None = None
     admitted: bool = False
     client_wants_usage: bool = False
+    prompt_estimate: int = 0
 
 
 class Gateway:
@@ -140,7 +141,7 @@ class Gateway:
             entry = self.resolve_model(ctx.principal, body, kinds, endpoint)
             ctx.entry = entry
             ctx.served_model = entry.name
-            reserve, upstream_body = self.validate(entry, endpoint, body)
+            reserve, ctx.prompt_estimate, upstream_body = self.validate(entry, endpoint, body)
             if self.settings.log_prompts:
                 ctx.prompt_log = body.get("messages") or body.get("prompt") or body.get("input") or body.get("query")
             ctx.stream = bool(body.get("stream"))
@@ -247,8 +248,10 @@ class Gateway:
                 param="model", code="wrong_endpoint")
         return entry
 
-    def validate(self, entry: ModelEntry, endpoint: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """``(tokens to reserve, body to send upstream)``; raises ``InvalidRequest`` naming the field."""
+    def validate(self, entry: ModelEntry, endpoint: str,
+                 body: dict[str, Any]) -> tuple[int, int, dict[str, Any]]:
+        """``(tokens to reserve, prompt token estimate, body to send upstream)``; ``InvalidRequest`` naming the
+        field on bad input."""
         upstream = dict(body)
         upstream["model"] = entry.name
         if endpoint in ("chat", "completions"):
@@ -279,11 +282,12 @@ class Gateway:
                 if options is not None and not isinstance(options, dict):
                     raise errors.InvalidRequest("'stream_options' must be an object", param="stream_options")
                 upstream["stream_options"] = {**(options or {}), "include_usage": True}
-            return estimate + asked * n, upstream
+            return estimate + asked * n, estimate, upstream
         if body.get("stream"):
             raise errors.InvalidRequest(f"'stream' is not supported on /v1/{endpoint}", param="stream")
         if endpoint == "embeddings":
-            return _estimate_input(body.get("input"), "input"), upstream
+            estimate = _estimate_input(body.get("input"), "input")
+            return estimate, estimate, upstream
         query = body.get("query")
         if not isinstance(query, str) or not query:
             raise errors.InvalidRequest("'query' must be a non-empty string", param="query")
@@ -292,7 +296,8 @@ class Gateway:
             raise errors.InvalidRequest("'documents' must be a non-empty list", param="documents")
         _check_int(body, "top_n", 1, None)
         doc_chars = sum(len(d) if isinstance(d, str) else len(orjson.dumps(d)) for d in documents)
-        return (len(query) * len(documents) + doc_chars) // 4 + 1, upstream
+        estimate = (len(query) * len(documents) + doc_chars) // 4 + 1
+        return estimate, estimate, upstream
 
     def limit_error(self, decision: Any, reserve: int) -> errors.GatewayError:
         metrics.REJECTIONS.labels(decision.reason).inc()
@@ -490,8 +495,10 @@ class Gateway:
         else:
             self.router.success(backend)
         if not ctx.usage_known:
-            # usage never arrived (client left or stream broke): bill what was generated, one token per chunk
-            ctx.completion_tokens = max(chunks_seen - 1, 0)
+            # usage never arrived (client left or stream broke): bill the prompt estimate and one token per
+            # chunk delivered (vLLM streams one token per chunk)
+            ctx.prompt_tokens = ctx.prompt_estimate
+            ctx.completion_tokens = chunks_seen
         if ctx.status != 499:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
