@@ -310,3 +310,19 @@ def test_orgs_are_isolated_in_limits(gateway: GatewayProcess, make_key) -> None:
     other = make_key("org-big")
     assert [post(gateway, "/v1/chat/completions", CHAT, limited)[0] for _ in range(3)] == [200, 200, 429]
     assert [post(gateway, "/v1/chat/completions", CHAT, other)[0] for _ in range(3)] == [200, 200, 200]
+
+
+def test_admin_and_usage_apis_are_mounted(gateway: GatewayProcess, pg_dsn: str) -> None:
+    admin = {"authorization": f"Bearer {gateway.admin_token}"}
+    status, _, raw = http_request("POST", gateway.base_url + "/admin/orgs", {"id": "acme", "name": "Acme"}, admin)
+    assert status in (200, 201), raw
+    status, _, raw = http_request("POST", gateway.base_url + "/admin/orgs/acme/keys", {"name": "ci"}, admin)
+    assert status in (200, 201), raw
+    key = json.loads(raw)["key"]
+    assert post(gateway, "/v1/chat/completions", CHAT, key)[0] == 200
+    assert http_request("GET", gateway.base_url + "/admin/orgs")[0] == 401  # no admin token
+    assert http_request("GET", gateway.base_url + "/admin/orgs", headers={"authorization": f"Bearer {key}"})[0] == 401
+    usage_rows(pg_dsn, 1)
+    status, _, raw = http_request("GET", gateway.base_url + "/v1/usage", headers={"authorization": f"Bearer {key}"})
+    assert status == 200 and json.loads(raw)["org_id"] == "acme"
+    assert http_request("GET", gateway.base_url + "/v1/usage")[0] == 401

@@ -68,14 +68,12 @@ def redis_client(settings: Settings) -> Any:
 
 async def build(settings: Settings, logger: JsonLogger) -> tuple[Gateway, list[Any]]:
     """The gateway and what to close afterwards (in order)."""
+    # the data layer (asyncpg) is imported here, not at module level, so ``server`` stays cheap to import
+    from llm_gateway.admin import AdminApp
     from llm_gateway.db import create_pool, migrate
     from llm_gateway.keys import KeyStore
     from llm_gateway.metering import UsageMeter
-    try:  # TEMPORARY until GW-DATA lands admin.py/usage.py
-        from llm_gateway.admin import AdminApp
-        from llm_gateway.usage import UsageApp
-    except ImportError:
-        AdminApp = UsageApp = None  # type: ignore
+    from llm_gateway.usage import UsageApp
 
     catalog = load_catalog(settings.models_file)
     dsn = settings.database_dsn()
@@ -84,6 +82,7 @@ async def build(settings: Settings, logger: JsonLogger) -> tuple[Gateway, list[A
     pool = await create_pool(dsn)
     await migrate(pool)
     keystore = KeyStore(pool, cache_ttl_s=settings.key_cache_ttl_s)
+    await keystore.start_listener()  # revocations from any replica reach this one at once (TTL is the bound)
     meter = UsageMeter(dsn, settings.spill_dir)
     await meter.start()
     redis = redis_client(settings)
@@ -97,15 +96,18 @@ async def build(settings: Settings, logger: JsonLogger) -> tuple[Gateway, list[A
     await router.check_once(session)
     router.start_health_checks(session)
     admin_token = settings.read_secret(settings.admin_token_file)
-    admin_app = AdminApp(keystore, pool, admin_token) if admin_token and AdminApp else None
+    public_names = [name for entry in catalog.models for name in (entry.name, *entry.aliases)]
+    admin_app = AdminApp(keystore, pool, admin_token, model_names=lambda: public_names) if admin_token else None
     gateway = Gateway(settings, catalog, keystore, meter, limiter, cache, router, session, logger,
-                      admin_app=admin_app, usage_app=UsageApp(pool) if UsageApp else None, pool=pool)
+                      admin_app=admin_app, usage_app=UsageApp(pool), pool=pool)
 
     async def close_all() -> None:
         await router.close()
         await limiter.close()
         await session.close()
         await meter.close()
+        with contextlib.suppress(Exception):
+            await keystore.close()
         with contextlib.suppress(Exception):
             await keystore.flush_last_used()
         with contextlib.suppress(Exception):
