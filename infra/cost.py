@@ -9,6 +9,7 @@ up as unpriced, so a gap in coverage is visible instead of silently under-counti
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -397,7 +398,7 @@ def estimate(rendering: Rendering, prices: PriceTable | None = None) -> CostEsti
 
 
 def _unwrapped(r: RenderedResource) -> RenderedResource:
-    return RenderedResource(r.urn, r.type, r.name, r.parent, r.provider, unwrap_secrets(r.inputs), r.custom)
+    return dataclasses.replace(r, inputs=unwrap_secrets(r.inputs))
 
 
 def format_estimate(est: CostEstimate, detail: bool = False) -> str:
