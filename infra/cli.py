@@ -18,6 +18,7 @@ from pathlib import Path
 
 from infra.config import ConfigError, PlatformConfig, parse_platform_config
 from infra import diagram, preflight, pricelist
+from infra import manifests as manifests_command
 from infra.cost import estimate, format_estimate
 from infra.pricelist import PriceError
 from infra.render import STACKS_DIR as DEFAULT_STACKS_DIR
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     preflight.register(sub)
     policy_commands.register(sub)
     pricelist.register(sub)
+    manifests_command.register(sub)
     diagram.register(sub)
     return parser
 
