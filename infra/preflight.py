@@ -242,24 +242,17 @@ class EdgeTarget:
 
 
 def edge_targets(cfg: PlatformConfig) -> list[EdgeTarget]:
-    """The hosted zone / certificate / hostname the edge config names, if the stack has an edge section."""
+    """The hosted zone / certificate / API host name of the stack's `edge` section (none if it has no edge)."""
     edge = getattr(cfg, "edge", None)
     if edge is None:
         return []
-
-    def first(*names: str) -> str | None:
-        for name in names:
-            value = getattr(edge, name, None)
-            if value:
-                return str(value)
-        return None
-
-    zone = first("hosted_zone", "zone_name", "route53_zone", "hosted_zone_name", "zone")
-    cert = first("certificate_arn", "acm_certificate_arn")
-    host = first("hostname", "api_hostname", "domain_name", "domain")
-    if zone is None and cert is None:
+    zone = getattr(edge, "hosted_zone", None)
+    cert = getattr(edge, "certificate_arn", None)
+    host = getattr(edge, "domain_name", None)
+    if not zone and not cert:
         return []
-    return [EdgeTarget(r.name, zone, cert, host) for r in cfg.regions]
+    # An existing certificate serves the home region's ALB; other regions get certificates the program requests.
+    return [EdgeTarget(cfg.home_region.name, zone, cert, host)]
 
 
 def _hostname_covered(hostname: str, names: Iterable[str]) -> bool:

@@ -216,8 +216,9 @@ def test_missing_addon_version_fails_and_suggests_the_default(eks: tuple[Any, St
 # --- hosted zone and certificate -----------------------------------------------------------------------------------
 
 def with_edge(cfg: PlatformConfig, **edge: str) -> Any:
-    """The stack config plus an edge section (the shape the edge config uses: zone, certificate ARN, hostname)."""
-    return SimpleNamespace(edge=SimpleNamespace(**edge), regions=cfg.regions, home_region=cfg.home_region)
+    """The stack config plus an edge section (the `llm-platform:edge` fields preflight reads)."""
+    fields = {"hosted_zone": None, "certificate_arn": None, "domain_name": None, **edge}
+    return SimpleNamespace(edge=SimpleNamespace(**fields), regions=cfg.regions, home_region=cfg.home_region)
 
 
 def test_no_edge_section_is_nothing_to_check() -> None:
@@ -233,7 +234,7 @@ def test_zone_and_issued_certificate_pass(monkeypatch: pytest.MonkeyPatch) -> No
     boto3.client("route53").create_hosted_zone(Name="example.com", CallerReference="t1")
     arn = boto3.client("acm", region_name="us-east-1").request_certificate(
         DomainName="api.example.com", ValidationMethod="DNS")["CertificateArn"]
-    cfg = with_edge(stack_config("dev"), hosted_zone="example.com", certificate_arn=arn, hostname="api.example.com")
+    cfg = with_edge(stack_config("dev"), hosted_zone="example.com", certificate_arn=arn, domain_name="api.example.com")
     results = check_edge(cfg, Clients())
     assert [(r.check, r.status) for r in results] == [("dns-zone", "PASS"), ("certificate", "PASS")]
 
@@ -242,7 +243,7 @@ def test_zone_and_issued_certificate_pass(monkeypatch: pytest.MonkeyPatch) -> No
 def test_missing_zone_and_unissued_certificate_fail() -> None:
     arn = boto3.client("acm", region_name="us-east-1").request_certificate(
         DomainName="api.example.com", ValidationMethod="DNS")["CertificateArn"]
-    cfg = with_edge(stack_config("dev"), hosted_zone="example.org", certificate_arn=arn, hostname="api.example.com")
+    cfg = with_edge(stack_config("dev"), hosted_zone="example.org", certificate_arn=arn, domain_name="api.example.com")
     zone, cert = check_edge(cfg, Clients())
     assert zone.status == "FAIL" and "no public Route 53 hosted zone named example.org." in zone.detail
     assert "create-hosted-zone --name example.org" in zone.fix
@@ -257,7 +258,7 @@ def test_certificate_not_covering_the_hostname_or_in_another_region_fails(monkey
     boto3.client("route53").create_hosted_zone(Name="example.com", CallerReference="t2")
     acm = boto3.client("acm", region_name="us-east-1")
     arn = acm.request_certificate(DomainName="www.example.com", ValidationMethod="DNS")["CertificateArn"]
-    results = check_edge(with_edge(stack_config("dev"), hosted_zone="example.com", certificate_arn=arn, hostname="api.example.com"), Clients())
+    results = check_edge(with_edge(stack_config("dev"), hosted_zone="example.com", certificate_arn=arn, domain_name="api.example.com"), Clients())
     assert results[1].status == "FAIL" and "does not cover api.example.com" in results[1].detail
     elsewhere = arn.replace(":us-east-1:", ":eu-west-1:")
     results = check_edge(with_edge(stack_config("dev"), certificate_arn=elsewhere), Clients())
