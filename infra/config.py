@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from infra.instances import GPU_FAMILIES, INSTANCE_SPECS, gpu_class_of
 from infra.workload_config import ModelConfig, WorkloadsConfig, check_models_fit_node_groups
+from infra.data_edge_config import DataConfig, EdgeConfig, ModelStoreConfig, check_edge_fits_regions
 
 PROJECT = "llm-platform"
 
@@ -184,6 +185,14 @@ class PlatformConfig(Strict):
     tags: dict[str, str] = Field(default_factory=dict)
     models: list[ModelConfig] = Field(default_factory=list, description="served model catalog (infra/workload_config.py)")
     workloads: WorkloadsConfig | None = Field(None, description="cluster workloads: images, charts, gateway sizing")
+    data: DataConfig = Field(default_factory=DataConfig, description="Redis and Postgres (infra/data_edge_config.py)")
+    edge: EdgeConfig = Field(description="API domain, TLS, ALB and WAF (infra/data_edge_config.py)")
+    model_store: ModelStoreConfig = Field(default_factory=ModelStoreConfig, description="model-weights bucket")  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _edge_fits_regions(self) -> PlatformConfig:
+        check_edge_fits_regions(self)
+        return self
 
     @model_validator(mode="after")
     def _models_fit_node_groups(self) -> PlatformConfig:

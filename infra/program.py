@@ -17,6 +17,7 @@ from components.kms import EncryptionKey, EncryptionKeyArgs
 from components.network import Network, NetworkArgs
 from components.node_group import NodeGroup, NodeGroupArgs
 from infra.config import ConfigError, PlatformConfig, RegionConfig, parse_platform_config, project_config_from_pulumi
+from infra.data_edge import DataEdge, build_data_edge, export_data_edge
 from infra.instances import INSTANCE_SPECS
 
 AUTOSCALING_SLR = "aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
@@ -32,6 +33,7 @@ class RegionalPlatform:
     network: Network
     cluster: EksCluster
     node_groups: dict[str, NodeGroup]
+    data_edge: DataEdge | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -121,7 +123,9 @@ def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
         )
     cluster.install_compute_addons([ng.node_group for ng in node_groups.values()])
 
-    return RegionalPlatform(region=region.name, prefix=prefix, provider=provider, network=network, cluster=cluster, node_groups=node_groups)
+    platform = RegionalPlatform(region=region.name, prefix=prefix, provider=provider, network=network, cluster=cluster, node_groups=node_groups)
+    platform.data_edge = build_data_edge(cfg, region, platform)
+    return platform
 
 
 def export_region(cfg: PlatformConfig, platform: RegionalPlatform, home: bool) -> None:
@@ -135,6 +139,8 @@ def export_region(cfg: PlatformConfig, platform: RegionalPlatform, home: bool) -
         {name: {"instanceTypes": g.instance_types, "gpu": g.gpu, "min": g.min_size, "max": g.max_size, "capacity": g.capacity}
          for name, g in ((g.name, g) for g in cfg.node_groups)},
     )
+    if platform.data_edge is not None:
+        export_data_edge(platform.data_edge, key)
 
 
 def main() -> None:

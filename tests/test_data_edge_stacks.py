@@ -1,0 +1,238 @@
+"""Data and edge in every stack, rendered through the real program: per-tier shape, outputs, and no clear-text secrets."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import re
+from contextlib import redirect_stdout
+from typing import Any, Callable
+
+import pytest
+
+from infra import cli
+from infra.config import ConfigError, parse_platform_config
+from infra.render import Rendering, is_secret, read_stack_config
+
+RG = "aws:elasticache/replicationGroup:ReplicationGroup"
+DB = "aws:rds/instance:Instance"
+LB = "aws:lb/loadBalancer:LoadBalancer"
+LISTENER = "aws:lb/listener:Listener"
+ACL = "aws:wafv2/webAcl:WebAcl"
+ASSOC = "aws:wafv2/webAclAssociation:WebAclAssociation"
+
+Render = Callable[[str], Rendering]
+
+
+def _listeners(r: Rendering) -> dict[int, dict[str, Any]]:
+    return {int(x.inputs["port"]): x.inputs for x in r.of_type(LISTENER)}
+
+
+def _acl_actions(r: Rendering) -> set[str]:
+    """Every action the WebACL's rules take: 'count'/'block' for own rules, 'count'/'none' for managed groups."""
+    (acl,) = r.of_type(ACL)
+    return {next(iter(rule.get("action") or rule.get("overrideAction"))) for rule in acl.inputs["rules"]}
+
+
+def test_dev_is_minimal_and_counts(rendered: Render) -> None:
+    r = rendered("dev")
+    rg = r.one(RG).inputs
+    assert rg["numCacheClusters"] == 1 and rg["automaticFailoverEnabled"] is False and rg["multiAzEnabled"] is False
+    assert rg["nodeType"] == "cache.t4g.micro"
+    db = r.one(DB).inputs
+    assert db["multiAz"] is False and db["deletionProtection"] is False and db["skipFinalSnapshot"] is True
+    assert db["backupRetentionPeriod"] == 1  # only because the dev stack says allow_short_backup_retention
+    assert _acl_actions(r) == {"count"}
+    assert r.one(LB).inputs["enableDeletionProtection"] is False
+
+
+def test_small_has_a_replica_and_blocks(rendered: Render) -> None:
+    r = rendered("small")
+    rg = r.one(RG).inputs
+    assert rg["numCacheClusters"] == 2 and rg["automaticFailoverEnabled"] is True and rg["multiAzEnabled"] is True
+    db = r.one(DB).inputs
+    assert db["multiAz"] is False and db["backupRetentionPeriod"] >= 7 and db["deletionProtection"] is True
+    assert _acl_actions(r) == {"block", "none"}
+
+
+def test_prod_plan_shows_the_done_when_resources(rendered: Render) -> None:
+    r = rendered("prod")
+    rg = r.one(RG).inputs
+    assert rg["numCacheClusters"] == 3 and rg["clusterMode"] == "disabled"
+    assert rg["transitEncryptionEnabled"] is True and rg["transitEncryptionMode"] == "required"
+    assert rg["atRestEncryptionEnabled"] is True and rg["kmsKeyId"].startswith("arn:aws:kms:us-east-1:")
+    assert rg["automaticFailoverEnabled"] is True and rg["multiAzEnabled"] is True
+    db = r.one(DB).inputs
+    assert db["multiAz"] is True and db["storageEncrypted"] is True and db["deletionProtection"] is True
+    assert db["skipFinalSnapshot"] is False and db["backupRetentionPeriod"] == 14
+    assert db["kmsKeyId"] == rg["kmsKeyId"]
+    lb = r.one(LB)
+    assoc = r.one(ASSOC).inputs
+    assert assoc["webAclArn"].startswith("arn:aws:wafv2:us-east-1:")
+    assert f":loadbalancer/app/{lb.name}/" in assoc["resourceArn"], "the WebACL guards this ALB"
+    listeners = _listeners(r)
+    assert listeners[443]["sslPolicy"].startswith("ELBSecurityPolicy-TLS13-1-")
+    assert listeners[80]["defaultActions"][0]["redirect"]["protocol"] == "HTTPS"
+    assert _acl_actions(r) == {"block", "none"}
+    assert lb.inputs["enableDeletionProtection"] is True
+
+
+def test_prod_data_is_reachable_only_from_the_cluster(rendered: Render) -> None:
+    r = rendered("prod")
+    rules = [x.inputs for x in r.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+             if int(x.inputs.get("fromPort", 0)) in (6379, 5432)]
+    assert len(rules) == 2
+    cluster_sg = {x["referencedSecurityGroupId"] for x in rules}
+    assert len(cluster_sg) == 1 and next(iter(cluster_sg)).startswith("sg-")
+    assert all("cidrIpv4" not in x and x["description"] for x in rules)
+
+
+def test_global_builds_every_region_with_postgres_at_home(rendered: Render) -> None:
+    r = rendered("global")
+    cfg = cli.stack_platform_config("global")
+    regions = [reg.name for reg in cfg.regions]
+    assert sorted(filter(None, (r.region_of(x) for x in r.of_type(RG)))) == sorted(regions)
+    assert all(x.inputs["clusterMode"] == "enabled" and x.inputs["numNodeGroups"] == 2 for x in r.of_type(RG))
+    (db,) = r.of_type(DB)
+    assert r.region_of(db) == regions[0] and db.inputs["multiAz"] is True
+    assert sorted(filter(None, (r.region_of(x) for x in r.of_type(LB)))) == sorted(regions)
+    assert len(r.of_type(ASSOC)) == len(regions)
+    names = {x.inputs["domainName"] for x in r.of_type("aws:acm/certificate:Certificate")}
+    assert names == {cfg.edge.domain_name} | {f"{reg}.{cfg.edge.domain_name}" for reg in regions[1:]}
+    for reg in regions[1:]:
+        assert r.outputs[f"{reg}:apiUrl"] == f"https://{reg}.{cfg.edge.domain_name}"
+
+
+@pytest.mark.parametrize("stack", ["dev", "small", "prod", "global"])
+def test_outputs(rendered: Render, stack: str) -> None:
+    r = rendered(stack)
+    out = r.outputs
+    cfg = cli.stack_platform_config(stack)
+    assert out["redisEndpoint"].startswith(("master.", "clustercfg.")) and out["redisPort"] == 6379
+    assert out["redisAuthSecretArn"].startswith("arn:aws:secretsmanager:")
+    assert out["databaseEndpoint"].endswith(".rds.amazonaws.com") and out["databasePort"] == 5432
+    assert out["databaseSecretArn"].startswith("arn:aws:secretsmanager:")
+    assert out["albDnsName"].endswith(".elb.amazonaws.com")
+    assert out["targetGroupArn"].startswith("arn:aws:elasticloadbalancing:") and ":targetgroup/" in out["targetGroupArn"]
+    assert out["apiUrl"] == f"https://{cfg.edge.domain_name}"
+    assert out["modelBucketName"] and out["modelBucketReadPolicyArn"].startswith("arn:aws:iam::")
+    data_edge_outputs = {k for k in out if k.split(":")[-1] in {
+        "redisEndpoint", "redisPort", "redisAuthSecretArn", "databaseEndpoint", "databasePort", "databaseSecretArn",
+        "albDnsName", "targetGroupArn", "apiUrl", "modelBucketName", "modelBucketReadPolicyArn"}}
+    assert not data_edge_outputs & r.secret_outputs, "these are addresses and ARNs, never secret values"
+
+
+def _plan_json(stack: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Rendering]:
+    """`python -m infra.cli plan <stack> --json` in-process, keeping the rendering whose secrets were generated."""
+    seen: list[Rendering] = []
+    real = cli.render_stack
+
+    def capture(name: str) -> Rendering:
+        seen.append(real(name))
+        return seen[-1]
+
+    monkeypatch.setattr(cli, "render_stack", capture)
+    buffer = io.StringIO()
+    with redirect_stdout(buffer):
+        code = cli.main(["plan", stack, "--json"])
+    assert code in (0, 3), buffer.getvalue()[-500:]
+    return buffer.getvalue(), seen[0]
+
+
+PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_no_secret_in_clear_text_anywhere(stack: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    plan_text, rendering = _plan_json(stack, monkeypatch)
+    assert rendering.generated_secrets, "the Redis AUTH token is generated by pulumi_random"
+    resources_text = json.dumps([r.to_json() for r in rendering.resources], default=str)
+    outputs_text = json.dumps(rendering.public_outputs(), default=str)
+    for secret in rendering.generated_secrets:
+        assert secret not in plan_text, "a generated secret leaked into plan --json"
+        assert secret not in resources_text, "a generated secret leaked into the resources' inputs"
+        assert secret not in outputs_text, "a generated secret leaked into the stack outputs"
+    for text in (plan_text, resources_text, outputs_text):
+        assert not PRIVATE_KEY.search(text)
+    json.loads(plan_text)
+    # The token does reach the resources that need it, as a secret.
+    token = rendering.generated_secrets[0]
+    holders = [r for r in rendering.resources if token in json.dumps(r.inputs, default=str)]
+    assert {r.type for r in holders} == {RG, "aws:secretsmanager/secretVersion:SecretVersion"}
+    for r in holders:
+        assert all(is_secret(v) for v in r.inputs.values() if token in json.dumps(v, default=str))
+    # No password reaches RDS at all: RDS generates and rotates it in Secrets Manager.
+    assert all("password" not in r.inputs for r in rendering.of_type(DB))
+
+
+def _raw(stack: str) -> dict[str, Any]:
+    return {k.split(":", 1)[1]: v for k, v in copy.deepcopy(read_stack_config(stack)).items() if k.startswith("llm-platform:")}
+
+
+def _error(raw: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_platform_config(raw, source="stacks/Pulumi.test.yaml")
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_config_errors_name_key_value_and_allowed() -> None:
+    raw = _raw("dev")
+    raw["data"]["postgres"]["allow_short_backup_retention"] = False
+    msg = _error(raw)
+    assert "llm-platform:data.postgres" in msg and "backup_retention_days: got 1" in msg and "allow_short_backup_retention" in msg
+
+    raw = _raw("prod")
+    raw["data"]["redis"]["engine_version"] = "6.2"
+    msg = _error(raw)
+    assert "llm-platform:data.redis" in msg and "'6.2'" in msg and "8.0" in msg
+
+    raw = _raw("prod")
+    raw["edge"]["ssl_policy"] = "ELBSecurityPolicy-2016-08"
+    msg = _error(raw)
+    assert "llm-platform:edge.ssl_policy" in msg and "ELBSecurityPolicy-TLS13-1-2-2021-06" in msg
+
+    raw = _raw("prod")
+    raw["edge"]["waf"]["mode"] = "off"
+    msg = _error(raw)
+    assert "llm-platform:edge.waf.mode" in msg and '"off"' in msg and "'block'" in msg
+
+    raw = _raw("prod")
+    raw["edge"]["domain_name"] = "api.other.org"
+    assert "domain_name: got 'api.other.org'" in _error(raw)
+
+    raw = _raw("prod")
+    del raw["edge"]["hosted_zone"]
+    assert "llm-platform:edge" in _error(raw) and "certificate_arn" in _error(raw)
+
+    raw = _raw("prod")
+    raw["edge"]["certificate_arn"] = "arn:aws:acm:eu-west-1:123456789012:certificate/12345678-1234-1234-1234-123456789012"
+    msg = _error(raw)
+    assert "edge.certificate_arn: got a certificate in eu-west-1" in msg and "us-east-1" in msg
+
+    raw = _raw("prod")
+    raw["data"]["redis"]["shards"] = 3
+    assert "shards: got 3" in _error(raw)
+
+    raw = _raw("prod")
+    raw["edge"]["waf"]["common_rules_to_count"] = []
+    assert "SizeRestrictions_BODY" in _error(raw)
+
+
+def test_existing_certificate_instead_of_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from infra.render import render
+
+    raw = copy.deepcopy(read_stack_config("small"))
+    cert = "arn:aws:acm:us-east-1:123456789012:certificate/12345678-1234-1234-1234-123456789012"
+    raw["llm-platform:edge"] = {"domain_name": "api.small.llm.example.com", "certificate_arn": cert}
+    r = render("small", config=raw)
+    assert not r.of_type("aws:acm/certificate:Certificate") and not r.of_type("aws:route53/record:Record")
+    assert _listeners(r)[443]["certificateArn"] == cert
+
+
+def test_tls_allowlists_agree() -> None:
+    from components.edge import TLS_POLICIES
+    from infra.data_edge_config import ALB_TLS_POLICIES
+
+    assert TLS_POLICIES == ALB_TLS_POLICIES
