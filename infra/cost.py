@@ -101,7 +101,8 @@ FREE_TYPE_PREFIXES = (
     "aws:elasticache/parameterGroup:", "aws:elasticache/user", "aws:rds/subnetGroup:", "aws:rds/parameterGroup:",
     "aws:rds/clusterParameterGroup:", "aws:ecr/lifecyclePolicy:", "aws:ecr/repositoryPolicy:",
     "aws:ecr/replicationConfiguration:", "aws:cloudwatch/logResourcePolicy:", "aws:servicequotas/",
-    "aws:elasticache/globalReplicationGroup:", "aws:autoscaling/tag:",
+    "aws:elasticache/globalReplicationGroup:", "aws:autoscaling/tag:", "aws:ec2/vpcPeeringConnection",
+    "aws:ecr/repositoryCreationTemplate:", "aws:rds/globalCluster:",
 )
 # Bucket types carry a cost line; their sub-resources (policies, encryption, versioning...) are free.
 BUCKET_TYPES = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
@@ -119,7 +120,20 @@ class _Context:
         return self.prices.hours_per_month
 
     def region_prices(self, resource: RenderedResource) -> RegionPrices:
-        return self.prices.region(self.rendering.region_of(resource) or DEFAULT_REGION)
+        return self.prices.region(self.region_name(resource))
+
+    def region_name(self, resource: RenderedResource) -> str:
+        region = self.rendering.region_of(resource)
+        if region:
+            return region
+        # Kubernetes objects reach AWS through a cluster, not an AWS provider: the region named in their
+        # provider (e.g. `k8s-eu-west-1`), else the home region.
+        regions = [str(r.inputs["region"]) for r in self.rendering.resources
+                   if r.type == "pulumi:providers:aws" and r.inputs.get("region")]
+        for name in regions:
+            if resource.provider and name in resource.provider:
+                return name
+        return regions[0] if regions else DEFAULT_REGION
 
     def children_of(self, urn: str | None) -> list[RenderedResource]:
         return [r for r in self.rendering.resources if r.parent == urn]
@@ -219,7 +233,7 @@ def _vpc_endpoint(r: RenderedResource, ctx: _Context) -> Iterable[tuple[float, f
         return _flat(0.0, "gateway endpoint (no charge)")
     azs = max(1, len(r.inputs.get("subnetIds") or []))
     rate = ctx.region_prices(r).rate("vpc_interface_endpoint_az_hour")
-    region = ctx.rendering.region_of(r) or DEFAULT_REGION
+    region = ctx.region_name(r)
     service = str(r.inputs.get("serviceName") or r.name).removeprefix(f"com.amazonaws.{region}.")
     return _flat(azs * rate * ctx.hours, f"interface endpoint {service} in {azs} AZ(s) @ ${rate:.3f}/h each")
 
@@ -322,6 +336,25 @@ def _ecr_repository(r: RenderedResource, ctx: _Context) -> Iterable[tuple[float,
     return _flat(gb * rate, f"assumed {gb:g} GB of images @ ${rate:.2f}/GB-month")
 
 
+_QUANTITY_GIB = {"Ki": 1 / 1024**2, "Mi": 1 / 1024, "Gi": 1.0, "Ti": 1024.0, "K": 1e3 / 1024**3, "M": 1e6 / 1024**3,
+                 "G": 1e9 / 1024**3, "T": 1e12 / 1024**3}
+
+
+def _gib(quantity: Any) -> float:
+    text = str(quantity)
+    for suffix in sorted(_QUANTITY_GIB, key=len, reverse=True):
+        if text.endswith(suffix):
+            return _num(text[: -len(suffix)]) * _QUANTITY_GIB[suffix]
+    return _num(text) / 1024**3
+
+
+def _persistent_volume_claim(r: RenderedResource, ctx: _Context) -> Iterable[tuple[float, float, str]]:
+    spec = r.inputs.get("spec") or {}
+    gib = _gib(((spec.get("resources") or {}).get("requests") or {}).get("storage", "0"))
+    rate = ctx.region_prices(r).rate("ebs_gb_month", "gp3")
+    return _flat(gib * rate, f"{gib:g} GiB EBS volume (gp3) @ ${rate:.3f}/GB-month")
+
+
 def _per_month(key: str, what: str) -> Rule:
     def rule(r: RenderedResource, ctx: _Context) -> Iterable[tuple[float, float, str]]:
         rate = ctx.region_prices(r).rate(key)
@@ -350,6 +383,7 @@ RULES: dict[str, Rule] = {
     "aws:route53/zone:Zone": _per_month("route53_zone_month", "hosted zone"),
     "aws:route53/healthCheck:HealthCheck": _per_month("route53_health_check_month", "health check"),
     "aws:cloudwatch/metricAlarm:MetricAlarm": _per_month("cloudwatch_alarm_month", "alarm"),
+    "kubernetes:core/v1:PersistentVolumeClaim": _persistent_volume_claim,
 }
 
 
@@ -379,7 +413,7 @@ def estimate(rendering: Rendering, prices: PriceTable | None = None) -> CostEsti
             if r.custom and not r.type.startswith(FREE_TYPE_PREFIXES) and r.type not in unpriced:
                 unpriced.append(r.type)
             continue
-        region = plain.region_of(r) or DEFAULT_REGION
+        region = ctx.region_name(r)
         regions.add(region)
         component = _component_of(r, by_urn)
         for desired, maximum, detail in rule(r, ctx):

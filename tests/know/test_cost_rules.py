@@ -230,3 +230,24 @@ def test_repo_price_table_covers_every_instance_type() -> None:
         prices = table.region(region)
         for itype in INSTANCE_SPECS:
             assert prices.rate("ec2_hour", itype) > 0, (region, itype)
+
+
+def test_persistent_volume_claims_are_priced_as_gp3_in_the_clusters_region(table: PriceTable) -> None:
+    import pulumi_kubernetes as k8s
+
+    def program() -> None:
+        aws.Provider("aws-eu-west-1", region="eu-west-1")
+        provider = k8s.Provider("k8s-eu-west-1", kubeconfig="{}")
+        k8s.core.v1.PersistentVolumeClaim(
+            "prometheus",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name="prometheus", namespace="monitoring"),
+            spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
+                access_modes=["ReadWriteOnce"], storage_class_name="gp3",
+                resources=k8s.core.v1.VolumeResourceRequirementsArgs(requests={"storage": "50Gi"})),
+            opts=pulumi.ResourceOptions(provider=provider),
+        )
+
+    est = estimate(render_function(program), table)
+    (line,) = est.lines
+    assert line.region == "eu-west-1"
+    assert line.monthly_desired == pytest.approx(50 * 0.08 * 1.5)
