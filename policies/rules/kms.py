@@ -28,7 +28,7 @@ RULES = [
         id="kms-key-rotation",
         controls=("FSBP KMS.4", "CKV_AWS_7"),
         summary="Symmetric KMS keys rotate their key material yearly",
-        remediation="Set enableKeyRotation=true.",
+        remediation="Set enableKeyRotation=true (AWS rotates the key material yearly; old ciphertexts stay readable).",
         enforcement=MANDATORY, types=(KEY,), checks=(rotation,), policies_md=(36,),
     ),
     Rule(

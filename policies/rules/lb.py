@@ -119,7 +119,7 @@ RULES = [
         id="lb-deletion-protection",
         controls=("FSBP ELB.6", "CKV_AWS_150"),
         summary="Load balancers have deletion protection where the tier requires it (policy config `required`)",
-        remediation="Set enableDeletionProtection=true.",
+        remediation="Set enableDeletionProtection=true (turn it off explicitly before an intended delete).",
         enforcement=MANDATORY, types=LOAD_BALANCERS, checks=(deletion_protection,), policies_md=(30,),
         config={"required": {"type": "boolean", "default": True}},
     ),
