@@ -185,19 +185,31 @@ async def test_postgres_outage_serves_known_keys_stale_and_503s_unknown(
     pool: asyncpg.Pool, pg_control: object
 ) -> None:
     clock = FakeClock()
-    store = KeyStore(pool, cache_ttl_s=5.0, stale_ttl_s=300.0, clock=clock)
+    counting = CountingPool(pool)
+    store = KeyStore(counting, cache_ttl_s=5.0, stale_ttl_s=300.0, db_retry_s=1.0, clock=clock)
     await _org(store)
     full_key, _ = await store.create_key("acme")
     assert await store.authenticate(full_key) is not None
     pg_control.stop()  # type: ignore[attr-defined]
     clock.now += 60
     assert await store.authenticate(full_key) is not None  # stale but known: keeps working
+    before = counting.queries
     with pytest.raises(ServiceUnavailable):
         await store.authenticate(f"{KEY_PREFIX}{'2' * 16}_{'z' * 43}")
+    assert await store.authenticate(full_key) is not None
+    assert counting.queries == before  # within db_retry_s of the failure: Postgres is not asked again
     clock.now += 600
     with pytest.raises(ServiceUnavailable):
         await store.authenticate(full_key)  # past stale_ttl_s
+    assert counting.queries == before + 1
     pg_control.start()  # type: ignore[attr-defined]
+    clock.now += 2
+    for _ in range(10):  # the pool drops connections that died with the old server
+        try:
+            assert await store.authenticate(full_key) is not None
+            break
+        except ServiceUnavailable:
+            clock.now += 2
 
 
 async def test_pepper_changes_the_stored_hash(pool: asyncpg.Pool) -> None:

@@ -194,8 +194,9 @@ async def test_memory_is_bounded_by_spilling_to_disk(dsn: str, tmp_path: Path) -
         meter.record(record)
         if i % 200 == 0:
             await asyncio.sleep(0)
-    await wait_until(lambda: meter.memory_depth <= 100)
-    assert meter.depth == 3000 and meter.disk_depth >= 2900
+    assert meter.depth == 3000  # memory + being written + on disk: never more, never less
+    await wait_until(lambda: meter.memory_depth + meter.disk_depth == 3000)  # no write still in flight
+    assert meter.memory_depth <= 100 and meter.disk_depth >= 2900 and meter.depth == 3000
     assert len(list((tmp_path / "spill").glob("usage-*.jsonl"))) > 1  # segments rotate
     await meter.start()
     await wait_until(lambda: meter.depth == 0)
@@ -262,3 +263,20 @@ async def test_record_never_raises_and_keeps_naive_timestamps_as_utc(dsn: str, t
 def test_record_round_trips_through_json() -> None:
     record = make_records(1)[0]
     assert UsageRecord.from_json(record.to_json()) == record
+
+
+async def test_records_arriving_after_close_go_to_disk_and_are_replayed(dsn: str, tmp_path: Path) -> None:
+    spill = tmp_path / "spill"
+    meter = UsageMeter(dsn, spill)
+    await meter.start()
+    records = make_records(3)
+    meter.record(records[0])
+    await meter.close()
+    meter.record(records[1])  # e.g. a request that finished during shutdown
+    meter.record(records[2])
+    assert len(list(spill.glob("usage-*.jsonl"))) == 2
+    successor = UsageMeter(dsn, spill)
+    await successor.start()  # the straggler files did not keep the spill dir locked
+    await wait_until(lambda: successor.depth == 0)
+    await successor.close()
+    await assert_exactly_in_postgres(dsn, records)

@@ -187,7 +187,7 @@ class AdminApp:
             await send_error(send, exc.status, exc.message, exc.type, exc.param, exc.code, exc.headers)
             return
         except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
-                asyncpg.exceptions.OperatorInterventionError, TimeoutError) as exc:
+                asyncpg.exceptions.OperatorInterventionError, asyncpg.InternalClientError, TimeoutError) as exc:
             error = ServiceUnavailable(f"database unavailable ({type(exc).__name__}); retry shortly")
             await send_error(send, error.status, error.message, error.type, None, error.code)
             return

@@ -14,6 +14,8 @@ change's NOTIFY (usually milliseconds; ``cache_ttl_s`` stays the bound if the li
 Key expiry (``expires_at``) is checked on every hit, so it is exact.
 If Postgres is unreachable, a key seen within ``stale_ttl_s`` keeps working (stale entry) so a database
 outage does not log every client out; an unknown key then gets ``ServiceUnavailable`` (503), not 401.
+After a failed lookup, misses skip Postgres for ``db_retry_s``: an outage costs one timeout per
+second, not one per request.
 """
 
 from __future__ import annotations
@@ -189,6 +191,8 @@ class KeyStore:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         last_used_interval_s: float = 60.0,
+        lookup_timeout_s: float = 2.0,
+        db_retry_s: float = 1.0,
     ) -> None:
         self._pool = pool
         self.cache_ttl_s = cache_ttl_s
@@ -201,6 +205,9 @@ class KeyStore:
         self._cache: OrderedDict[bytes, _CacheEntry] = OrderedDict()
         self._inflight: dict[bytes, asyncio.Future[Principal | None]] = {}
         self._last_used_interval_s = last_used_interval_s
+        self._lookup_timeout_s = lookup_timeout_s
+        self._db_retry_s = db_retry_s  # after a failed lookup, misses skip Postgres for this long
+        self._db_retry_at = 0.0
         self._touched: set[str] = set()
         self._last_touch_flush = clock()
         self._background: set[asyncio.Task[None]] = set()
@@ -235,6 +242,8 @@ class KeyStore:
             self.cache_hits += 1
             return self._unexpired(entry)
         self.cache_misses += 1
+        if now < self._db_retry_at:
+            return self._stale_or_unavailable(entry, now, None)  # Postgres just failed: don't pile on
         lookup = self._inflight.get(digest)
         if lookup is None:
             lookup = asyncio.ensure_future(self._load(parsed[0], digest))
@@ -243,12 +252,17 @@ class KeyStore:
         try:
             # shield: one caller being cancelled (client went away) must not cancel the shared lookup.
             return await asyncio.shield(lookup)
-        except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError) as exc:
-            if entry is not None and entry.principal is not None and now < entry.stale_until:
-                self.stale_served += 1
-                return self._unexpired(entry)
+        except Exception as exc:  # refused, timed out, connection broken mid-query (asyncpg raises several kinds)
             log.warning("key lookup failed: %s", type(exc).__name__)
-            raise ServiceUnavailable("API key store temporarily unavailable; retry shortly") from exc
+            self._db_retry_at = self._clock() + self._db_retry_s
+            return self._stale_or_unavailable(entry, now, exc)
+
+    def _stale_or_unavailable(self, entry: _CacheEntry | None, now: float, exc: BaseException | None) -> Principal | None:
+        """During a Postgres outage: a recently valid key keeps working; any other key gets a 503, not a 401."""
+        if entry is not None and entry.principal is not None and now < entry.stale_until:
+            self.stale_served += 1
+            return self._unexpired(entry)
+        raise ServiceUnavailable("API key store temporarily unavailable; retry shortly") from exc
 
     def _lookup_done(self, key: bytes, done: asyncio.Future[Principal | None]) -> None:
         if self._inflight.get(key) is done:
@@ -265,10 +279,10 @@ class KeyStore:
         self.db_lookups += 1
         generation = self._generation
         try:
-            row = await self._pool.fetchrow(_LOOKUP_SQL, key_id)
-        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+            row = await asyncio.wait_for(self._pool.fetchrow(_LOOKUP_SQL, key_id), self._lookup_timeout_s)
+        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.InternalClientError):
             # Once: after a database restart or failover the pool still holds dead connections.
-            row = await self._pool.fetchrow(_LOOKUP_SQL, key_id)
+            row = await asyncio.wait_for(self._pool.fetchrow(_LOOKUP_SQL, key_id), self._lookup_timeout_s)
         principal, key_expires_at = self._principal_from_row(row, digest)
         now = self._clock()
         ttl = self.cache_ttl_s if principal is not None else self.negative_ttl_s

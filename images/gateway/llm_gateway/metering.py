@@ -115,12 +115,13 @@ class SpillStore:
         self._active: IO[bytes] | None = None
         self._active_path: Path | None = None
         self._counts: dict[Path, int] = {}  # records per segment, active one included
-        self.count = 0
         self.corrupt_lines = 0
 
-    def open(self) -> None:
+    def open(self) -> int:
+        """Take the dir lock; returns how many records the existing segments hold."""
         with self._lock:
             self._open_locked()
+            return sum(self._counts.values())
 
     def _open_locked(self) -> None:
         if self._opened:
@@ -138,7 +139,6 @@ class SpillStore:
         for path in self._segments():
             self._counts[path] = _count_lines(path)
             self._next_seq = max(self._next_seq, self._seq(path) + 1)
-        self.count = sum(self._counts.values())
         self._opened = True
 
     def _seq(self, path: Path) -> int:
@@ -149,9 +149,10 @@ class SpillStore:
     def _segments(self) -> list[Path]:
         return sorted(p for p in self.directory.iterdir() if self._SEGMENT.match(p.name))
 
-    def append(self, records: list[UsageRecord]) -> None:
+    def append(self, records: list[UsageRecord]) -> int:
+        """Returns how many records are now durably on disk (all of them, or it raises)."""
         if not records:
-            return
+            return 0
         lines = [record.to_json() + b"\n" for record in records]
         with self._lock:
             self._open_locked()
@@ -173,10 +174,28 @@ class SpillStore:
                 self._active.flush()
                 os.fsync(self._active.fileno())
                 self._counts[self._active_path] += end - start
-                self.count += end - start
                 if self._active.tell() >= self.segment_max_bytes or end < len(lines):
                     self._seal_locked()
                 start = end
+        return len(records)
+
+    def append_detached(self, records: list[UsageRecord]) -> Path:
+        """A new segment for records that arrive after ``close()``, written without taking the dir lock."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        seq = max((self._seq(p) for p in self._segments()), default=0) + 1
+        while True:
+            path = self.directory / f"usage-{seq:012d}.jsonl"
+            try:
+                out = open(path, "xb")
+            except FileExistsError:
+                seq += 1
+                continue
+            with out:
+                out.write(b"".join(record.to_json() + b"\n" for record in records))
+                out.flush()
+                os.fsync(out.fileno())
+            _fsync_dir(self.directory)
+            return path
 
     def reject(self, records: list[UsageRecord]) -> Path:
         """Dead-letter file for rows Postgres refuses; kept for an operator, never replayed."""
@@ -215,11 +234,12 @@ class SpillStore:
                     log.warning("skipping unreadable line %d of usage spill segment %s", number, path.name)
         return records
 
-    def remove(self, path: Path) -> None:
+    def remove(self, path: Path) -> int:
+        """Delete a replayed segment; returns how many records it held."""
         with self._lock:
             path.unlink(missing_ok=True)
             _fsync_dir(self.directory)
-            self.count -= self._counts.pop(path, 0)
+            return self._counts.pop(path, 0)
 
     def close(self) -> None:
         with self._lock:
@@ -230,7 +250,6 @@ class SpillStore:
                 self._lock_file = None
             self._opened = False
             self._counts.clear()
-            self.count = 0
 
 
 def _count_lines(path: Path) -> int:
@@ -274,6 +293,8 @@ class UsageMeter:
         self._disk = SpillStore(Path(spill_dir), segment_max_bytes)
         self._memory: deque[UsageRecord] = deque()
         self._in_flight = 0  # taken from memory, not yet in Postgres or on disk
+        # Updated only on the event loop, in the same step as _in_flight, so depth never counts a record twice.
+        self._disk_count = 0
         self._wake = asyncio.Event()
         self._drain_lock = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None
@@ -299,7 +320,7 @@ class UsageMeter:
             if rec.created_at.tzinfo is None:
                 rec.created_at = rec.created_at.replace(tzinfo=timezone.utc)
             if self._closed:
-                self._disk.append([rec])  # a straggler after close(): rare, so a blocking write is fine
+                self._disk.append_detached([rec])  # a straggler after close(): rare, so blocking is fine
                 return
             self._memory.append(rec)
             depth = len(self._memory)
@@ -313,7 +334,7 @@ class UsageMeter:
     @property
     def depth(self) -> int:
         """Records not yet in Postgres: in memory, being written, and on disk."""
-        return len(self._memory) + self._in_flight + self._disk.count
+        return len(self._memory) + self._in_flight + self._disk_count
 
     @property
     def memory_depth(self) -> int:
@@ -321,13 +342,13 @@ class UsageMeter:
 
     @property
     def disk_depth(self) -> int:
-        return self._disk.count
+        return self._disk_count
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open the spill dir (its records count towards ``depth``) and start the writer, which replays them."""
-        await asyncio.to_thread(self._disk.open)
+        self._disk_count = await asyncio.to_thread(self._disk.open)
         self._closing = self._closed = False
         self._writer = asyncio.create_task(self._run(), name="usage-meter-writer")
         self._wake.set()
@@ -359,6 +380,7 @@ class UsageMeter:
                 await self._conn.close(timeout=2.0)
                 self._conn = None
             await asyncio.to_thread(self._disk.close)
+            self._disk_count = 0  # what is on disk now belongs to the next process using this dir
         self._closed = True
 
     # ---- writer ----------------------------------------------------------------------------------
@@ -431,14 +453,14 @@ class UsageMeter:
         self.duplicates_total += attempted - inserted
 
     async def _replay_disk(self, conn: asyncpg.Connection) -> bool:
-        if self._disk.count == 0:
+        if self._disk_count == 0:
             return True
         for segment in await asyncio.to_thread(self._disk.sealed_segments):
             records = await asyncio.to_thread(self._disk.read, segment)
             for start in range(0, len(records), self._batch_size):
                 if not await self._insert(conn, records[start:start + self._batch_size]):
                     return False  # the segment stays; rows already written are skipped on the next replay
-            await asyncio.to_thread(self._disk.remove, segment)
+            self._disk_count -= await asyncio.to_thread(self._disk.remove, segment)
             self.replayed_total += len(records)
         return True
 
@@ -447,7 +469,7 @@ class UsageMeter:
             return
         self._in_flight += len(records)
         try:
-            await asyncio.to_thread(self._disk.append, records)
+            self._disk_count += await asyncio.to_thread(self._disk.append, records)
             self.spilled_total += len(records)
         except Exception:
             # Disk full or unwritable: keep them in memory (at the front, in order) rather than lose them.

@@ -70,7 +70,7 @@ class UsageApp:
             await send_error(send, exc.status, exc.message, exc.type, exc.param, exc.code, exc.headers)
             return
         except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
-                asyncpg.exceptions.OperatorInterventionError, TimeoutError) as exc:
+                asyncpg.exceptions.OperatorInterventionError, asyncpg.InternalClientError, TimeoutError) as exc:
             error = ServiceUnavailable(f"usage data temporarily unavailable ({type(exc).__name__}); retry shortly")
             await send_error(send, error.status, error.message, error.type, None, error.code)
             return
