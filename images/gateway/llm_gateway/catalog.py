@@ -104,8 +104,8 @@ class Catalog(BaseModel):
                     )
                 if canonical[fallback].kind != entry.kind:
                     raise ValueError(
-                        f"model {entry.name!r}: fallback {fallback!r} is a {canonical[fallback].kind} "
-                        f"model, not {entry.kind}"
+                        f"model {entry.name!r}: fallback {fallback!r} has kind {canonical[fallback].kind}, "
+                        f"it must have the same kind ({entry.kind})"
                     )
         for entry in self.models:
             _reject_cycle(entry.name, canonical, [])

@@ -1,8 +1,8 @@
 """Prometheus metrics of the gateway, served on their own port (9090) from ``REGISTRY``.
 
-``METRIC_NAMES`` lists every metric family the gateway exports (the infra dashboards and alert rules are
-checked against it). Histograms and counters also expose the usual ``_bucket``/``_sum``/``_count``/``_total``
-series under these family names. Only prometheus_client is imported here (the infra code imports this module).
+``METRIC_NAMES`` lists every metric family the gateway exports, spelled as in the ``# TYPE`` lines of the
+exposition (counters end in ``_total``; histograms also expose ``<name>_bucket``, ``_sum`` and ``_count``). The
+infra dashboards and alert rules are checked against it. Only prometheus_client is imported here (the infra code imports this module).
 """
 
 from __future__ import annotations
