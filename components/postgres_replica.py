@@ -1,0 +1,198 @@
+"""`PostgresReplica`: a cross-region RDS for PostgreSQL read replica of the usage ledger, ready to be promoted.
+
+Why RDS cross-region replicas rather than Aurora Global Database: the regional tiers already run RDS for PostgreSQL
+(`PostgresDatabase`), so the ledger keeps one engine, one parameter set and one migration path; a replica is added
+to the existing primary without a data migration. Aurora Global would give a lower RPO (typically < 1 s) and
+managed switchover, but means moving every tier's database to Aurora; it remains an option for later.
+
+The replica carries the primary's hardening: private subnets, a security group open only to its cluster, storage
+and Performance Insights encrypted with a customer-managed key of its own region (cross-region replicas cannot use
+the source's key), TLS forced by its parameter group, IAM authentication, enhanced monitoring, log exports to
+pre-created encrypted log groups, deletion protection, Multi-AZ and automated backups (so a promoted replica is a
+complete primary at once).
+
+Promotion is a config change: `promote=True` drops `replicate_source_db`, which makes the provider promote the
+replica to a standalone primary on the next `pulumi up`; RDS then manages a master-user secret in this region,
+encrypted with this region's key (the primary's secret lives in the home region and may be unreachable).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import pulumi
+import pulumi_aws as aws
+
+POSTGRES_PORT = 5432
+LOG_EXPORTS = ("postgresql", "upgrade")
+MONITORING_INTERVALS = (1, 5, 10, 15, 30, 60)
+
+
+@dataclass
+class PostgresReplicaArgs:
+    identifier: str
+    """DB instance identifier in this region (lowercase); also names its log groups."""
+    source_db_arn: pulumi.Input[str]
+    """ARN of the primary in another region (cross-region replicas must name the source by ARN)."""
+    engine_version: str
+    """The primary's PostgreSQL version (major or major.minor): selects the parameter group family."""
+    vpc_id: pulumi.Input[str]
+    subnet_ids: Sequence[pulumi.Input[str]]
+    """Private subnets in at least two AZs of this region."""
+    allowed_security_group_ids: Sequence[pulumi.Input[str]]
+    """Security groups that may connect (this region's EKS cluster security group)."""
+    kms_key_arn: pulumi.Input[str]
+    """KMS key of THIS region: storage, snapshots, Performance Insights, and the master secret once promoted."""
+    log_kms_key_arn: pulumi.Input[str]
+    """KMS key of the log groups (its policy must admit `logs.<region>.amazonaws.com`)."""
+    instance_class: str = "db.t4g.medium"
+    max_allocated_storage_gib: int = 100
+    multi_az: bool = True
+    deletion_protection: bool = True
+    backup_retention_days: int = 7
+    """Automated backups of the replica itself (PostgreSQL replicas support them), so a promoted replica has them."""
+    backup_window: str = "03:00-04:00"
+    maintenance_window: str = "sun:05:00-sun:06:00"
+    performance_insights_retention_days: int = 7
+    monitoring_interval_seconds: int = 60
+    log_retention_days: int = 30
+    final_snapshot: bool = True
+    promote: bool = False
+    """True: stop replicating and become a standalone primary (failover); see the module docstring."""
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", self.identifier) or "--" in self.identifier or self.identifier.endswith("-"):
+            raise ValueError(f"identifier: got {self.identifier!r}; allowed: 1-63 lowercase letters, digits, single hyphens, starting with a letter")
+        if not re.fullmatch(r"(1[4-8])(\.\d+)?", self.engine_version):
+            raise ValueError(f"engine_version: got {self.engine_version!r}; allowed: 14 to 18, optionally with a minor")
+        if not 1 <= self.backup_retention_days <= 35:
+            raise ValueError(f"backup_retention_days: got {self.backup_retention_days}; allowed: 1 to 35")
+        if self.monitoring_interval_seconds not in MONITORING_INTERVALS:
+            raise ValueError(f"monitoring_interval_seconds: got {self.monitoring_interval_seconds}; allowed: {', '.join(map(str, MONITORING_INTERVALS))}")
+        pi = self.performance_insights_retention_days
+        if not (pi == 7 or (pi % 31 == 0 and 31 <= pi <= 731)):
+            raise ValueError(f"performance_insights_retention_days: got {pi}; allowed: 7 or a multiple of 31 up to 731")
+
+
+class PostgresReplica(pulumi.ComponentResource):
+    """Cross-region read replica with its own subnet group, parameter group, security group, monitoring and logs."""
+
+    instance: aws.rds.Instance
+    address: pulumi.Output[str]
+    arn: pulumi.Output[str]
+    security_group_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: PostgresReplicaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llm-platform:global:PostgresReplica", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = args.tags
+        partition = aws.get_partition_output(opts=pulumi.InvokeOutputOptions(parent=self))
+
+        security_group = aws.ec2.SecurityGroup(
+            f"{name}-sg",
+            vpc_id=args.vpc_id,
+            description=f"RDS replica {args.identifier}: PostgreSQL (TLS only) from the EKS cluster only",
+            tags={**tags, "Name": f"{args.identifier}-postgres"},
+            opts=child,
+        )
+        for index, source_sg in enumerate(args.allowed_security_group_ids):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-from-cluster-{index}",
+                security_group_id=security_group.id,
+                description="PostgreSQL (TLS enforced by rds.force_ssl) from the EKS cluster nodes and pods",
+                ip_protocol="tcp",
+                from_port=POSTGRES_PORT,
+                to_port=POSTGRES_PORT,
+                referenced_security_group_id=source_sg,
+                tags=tags,
+                opts=child,
+            )
+        subnet_group = aws.rds.SubnetGroup(
+            f"{name}-subnets", description=f"{args.identifier}: private subnets", subnet_ids=list(args.subnet_ids), tags=tags, opts=child
+        )
+        parameter_group = aws.rds.ParameterGroup(
+            f"{name}-params",
+            family=f"postgres{args.engine_version.split('.')[0]}",
+            description=f"{args.identifier}: TLS required, connections logged",
+            parameters=[
+                {"name": "rds.force_ssl", "value": "1"},
+                {"name": "log_connections", "value": "1"},
+                {"name": "log_disconnections", "value": "1"},
+            ],
+            tags=tags,
+            opts=child,
+        )
+        monitoring_role = aws.iam.Role(
+            f"{name}-monitoring",
+            description=f"RDS enhanced monitoring for {args.identifier}",
+            assume_role_policy=json.dumps(
+                {"Version": "2012-10-17",
+                 "Statement": [{"Effect": "Allow", "Principal": {"Service": "monitoring.rds.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+            ),
+            tags=tags,
+            opts=child,
+        )
+        monitoring_attachment = aws.iam.RolePolicyAttachment(
+            f"{name}-monitoring",
+            role=monitoring_role.name,
+            policy_arn=partition.partition.apply(lambda p: f"arn:{p}:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"),
+            opts=child,
+        )
+        log_groups = [
+            aws.cloudwatch.LogGroup(
+                f"{name}-log-{export}",
+                name=f"/aws/rds/instance/{args.identifier}/{export}",
+                retention_in_days=args.log_retention_days,
+                kms_key_id=args.log_kms_key_arn,
+                tags=tags,
+                opts=child,
+            )
+            for export in LOG_EXPORTS
+        ]
+
+        self.instance = aws.rds.Instance(
+            f"{name}-db",
+            identifier=args.identifier,
+            # Engine, version, database name and master user come from the source while replicating.
+            replicate_source_db=None if args.promote else args.source_db_arn,
+            manage_master_user_password=True if args.promote else None,
+            master_user_secret_kms_key_id=args.kms_key_arn if args.promote else None,
+            instance_class=args.instance_class,
+            storage_type="gp3",
+            max_allocated_storage=args.max_allocated_storage_gib,
+            storage_encrypted=True,
+            kms_key_id=args.kms_key_arn,
+            db_subnet_group_name=subnet_group.name,
+            vpc_security_group_ids=[security_group.id],
+            publicly_accessible=False,
+            parameter_group_name=parameter_group.name,
+            port=POSTGRES_PORT,
+            multi_az=args.multi_az,
+            deletion_protection=args.deletion_protection,
+            backup_retention_period=args.backup_retention_days,
+            backup_window=args.backup_window,
+            maintenance_window=args.maintenance_window,
+            iam_database_authentication_enabled=True,
+            skip_final_snapshot=not args.final_snapshot,
+            final_snapshot_identifier=f"{args.identifier}-final" if args.final_snapshot else None,
+            delete_automated_backups=False,
+            copy_tags_to_snapshot=True,
+            auto_minor_version_upgrade=True,
+            performance_insights_enabled=True,
+            performance_insights_kms_key_id=args.kms_key_arn,
+            performance_insights_retention_period=args.performance_insights_retention_days,
+            monitoring_interval=args.monitoring_interval_seconds,
+            monitoring_role_arn=monitoring_role.arn,
+            enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
+            tags={**tags, "llm-platform/ledger-role": "promoted-primary" if args.promote else "replica"},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring_attachment, *log_groups]),
+        )
+
+        self.address = self.instance.address
+        self.arn = self.instance.arn
+        self.security_group_id = security_group.id
+        self.register_outputs({"address": self.address, "arn": self.arn, "security_group_id": self.security_group_id})

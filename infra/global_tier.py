@@ -1,0 +1,251 @@
+"""Config -> args for the cross-region layer of a multi-region stack (`llm-platform:global`).
+
+Called from `infra.program.main()` once every region's platform exists (home region first), only when the stack has
+several regions. Reads what it needs from each `RegionalPlatform` (network, cluster security group, data keys,
+Redis, Postgres, ALB, model bucket) and adds:
+- `GlobalRouting`: the one API hostname (latency records + health checks, optional geolocation residency) and an
+  ACM certificate for it on every region's HTTPS listener;
+- `RegionPeering` (home <-> each other region) and data-port rules on the home Redis and Postgres for the peers' CIDRs;
+- `GlobalDatastore` (shared_state: global_datastore) over the home region's Redis;
+- `PostgresReplica` of the ledger in every other region (the promoted one, after a failover, first);
+- `ArtifactReplication`: ECR replication (replicated repositories encrypted with a key it creates in each region)
+  and model-bucket cross-region replication re-encrypting with each destination bucket's key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pulumi
+import pulumi_aws as aws
+
+from components.global_datastore import GlobalDatastore, GlobalDatastoreArgs, SecondaryMember
+from components.global_routing import GlobalRouting, GlobalRoutingArgs, HealthCheckSettings, RegionalEndpoint, ResidencyPin
+from components.postgres_replica import PostgresReplica, PostgresReplicaArgs
+from components.region_peering import PeeredVpc, RegionPeering, RegionPeeringArgs
+from components.replication import ArtifactReplication, ArtifactReplicationArgs, ReplicaRegion
+from infra.config import ConfigError, PlatformConfig
+from infra.global_config import GlobalConfig, split_weights
+
+if TYPE_CHECKING:
+    from infra.data_edge import DataEdge
+    from infra.program import RegionalPlatform
+
+REDIS_PORT = 6379
+POSTGRES_PORT = 5432
+
+
+@dataclass
+class GlobalTier:
+    routing: GlobalRouting
+    peerings: dict[str, RegionPeering]
+    datastore: GlobalDatastore | None
+    ledger_replicas: dict[str, PostgresReplica]
+    replication: ArtifactReplication
+    ledger_write_region: str
+
+
+def _data_edge(cfg: PlatformConfig, platform: RegionalPlatform) -> DataEdge:
+    if platform.data_edge is None:
+        raise ConfigError(
+            f"stacks/Pulumi.{pulumi.get_stack()}.yaml: llm-platform:global: region {platform.region} has no data/edge layer; "
+            "allowed: a global section only with edge and data configured"
+        )
+    return platform.data_edge
+
+
+def build_global_tier(cfg: PlatformConfig, platforms: list[RegionalPlatform]) -> GlobalTier:
+    g: GlobalConfig | None = cfg.global_
+    if g is None or len(platforms) < 2:
+        raise ConfigError(f"stacks/Pulumi.{pulumi.get_stack()}.yaml: llm-platform:global: got nothing; allowed: a global section with 2+ regions")
+    home, others = platforms[0], platforms[1:]
+    home_de = _data_edge(cfg, home)
+    others_de = {p.region: _data_edge(cfg, p) for p in others}
+    # Regional names are llmp-<stack>-<region>-*; cross-region ones drop the region.
+    prefix = f"llmp-{pulumi.get_stack()}"
+    tags = {"llm-platform/layer": "global"}
+    at_home = pulumi.ResourceOptions(provider=home.provider)
+
+    zone = aws.route53.get_zone_output(name=g.route53_zone, private_zone=False, opts=pulumi.InvokeOutputOptions(provider=home.provider))
+    hc = g.health_check
+    routing = GlobalRouting(
+        f"{prefix}-dns",
+        GlobalRoutingArgs(
+            zone_id=zone.zone_id,
+            api_hostname=g.api_hostname,
+            endpoints=[
+                RegionalEndpoint(
+                    region=p.region,
+                    alb_dns_name=de.edge.alb_dns_name,
+                    alb_zone_id=de.edge.alb_zone_id,
+                    provider=p.provider,
+                    https_listener_arn=de.edge.https_listener.arn,
+                )
+                for p, de in [(home, home_de), *((p, others_de[p.region]) for p in others)]
+            ],
+            health_check=HealthCheckSettings(
+                path=hc.path,
+                request_interval_seconds=hc.request_interval_seconds,
+                failure_threshold=hc.failure_threshold,
+                search_string=hc.search_string,
+                checker_regions=list(hc.checker_regions) if hc.checker_regions else None,
+            ),
+            residency=[
+                ResidencyPin(region=r.region, countries=list(r.countries), continents=list(r.continents), on_region_failure=r.on_region_failure)
+                for r in g.data_residency
+            ],
+            tags=tags,
+        ),
+        opts=at_home,
+    )
+
+    peerings: dict[str, RegionPeering] = {}
+    if g.peering:
+        home_vpc = PeeredVpc(home.region, home.provider, home.network.vpc_id, home.network.vpc_cidr, home.network.private_route_table_ids)
+        for p in others:
+            peerings[p.region] = RegionPeering(
+                f"{prefix}-peer-{p.region}",
+                RegionPeeringArgs(
+                    home=home_vpc,
+                    peer=PeeredVpc(p.region, p.provider, p.network.vpc_id, p.network.vpc_cidr, p.network.private_route_table_ids),
+                    tags=tags,
+                ),
+                opts=at_home,
+            )
+            # Gateways of the peer region write limits to the Global Datastore primary and usage to the ledger.
+            for what, port, sg in (("redis", REDIS_PORT, home_de.redis.security_group_id),
+                                   ("postgres", POSTGRES_PORT, home_de.postgres.security_group_id if home_de.postgres else None)):
+                if sg is None:
+                    continue
+                aws.vpc.SecurityGroupIngressRule(
+                    f"{prefix}-{what}-from-{p.region}",
+                    security_group_id=sg,
+                    description=f"{what} (TLS) from the {p.region} VPC over the inter-region peering",
+                    ip_protocol="tcp",
+                    from_port=port,
+                    to_port=port,
+                    cidr_ipv4=p.network.vpc_cidr,
+                    tags=tags,
+                    opts=pulumi.ResourceOptions(provider=home.provider, parent=peerings[p.region]),
+                )
+
+    datastore: GlobalDatastore | None = None
+    if g.shared_state == "global_datastore":
+        r = cfg.data.redis
+        datastore = GlobalDatastore(
+            f"{prefix}-shared-redis",
+            GlobalDatastoreArgs(
+                suffix=f"llmp-{pulumi.get_stack()}",
+                primary_replication_group_id=home_de.redis.replication_group.id,
+                primary_endpoint=home_de.redis.endpoint,
+                auth_token=home_de.redis.auth_token,
+                home_kms_key_arn=home_de.data_key.arn,
+                node_type=r.node_type,
+                secondaries=[
+                    SecondaryMember(
+                        region=p.region,
+                        provider=p.provider,
+                        vpc_id=p.network.vpc_id,
+                        subnet_ids=p.network.private_subnet_ids,
+                        allowed_security_group_ids=[p.cluster.cluster_security_group_id],
+                        kms_key_arn=others_de[p.region].data_key.arn,
+                    )
+                    for p in others
+                ],
+                replicas_per_secondary=g.redis_secondary_replicas,
+                cluster_mode=r.cluster_mode,
+                snapshot_retention_days=r.snapshot_retention_days,
+                tags=tags,
+            ),
+            opts=at_home,
+        )
+
+    ledger_write_region = g.ledger_primary_region or home.region
+    ledger_replicas: dict[str, PostgresReplica] = {}
+    if home_de.postgres is not None:
+        pg = cfg.data.postgres
+        # The promoted replica (after a failover) is built first: the remaining replicas follow it.
+        ordered = sorted(others, key=lambda p: p.region != ledger_write_region)
+        source_arn: pulumi.Input[str] = home_de.postgres.instance.arn
+        for p in ordered:
+            promote = p.region == ledger_write_region
+            replica = PostgresReplica(
+                f"{p.prefix}-pg-replica",
+                PostgresReplicaArgs(
+                    identifier=f"{p.prefix}-pg",
+                    source_db_arn=home_de.postgres.instance.arn if promote else source_arn,
+                    engine_version=pg.engine_version,
+                    vpc_id=p.network.vpc_id,
+                    subnet_ids=p.network.private_subnet_ids,
+                    allowed_security_group_ids=[p.cluster.cluster_security_group_id],
+                    kms_key_arn=others_de[p.region].data_key.arn,
+                    log_kms_key_arn=p.cluster.logs_key_arn,
+                    instance_class=g.ledger_replica_instance_class or pg.instance_class,
+                    max_allocated_storage_gib=pg.max_allocated_storage_gib,
+                    multi_az=g.ledger_replica_multi_az,
+                    deletion_protection=pg.deletion_protection,
+                    backup_retention_days=pg.backup_retention_days,
+                    backup_window=pg.backup_window,
+                    maintenance_window=pg.maintenance_window,
+                    performance_insights_retention_days=pg.performance_insights_retention_days,
+                    monitoring_interval_seconds=pg.monitoring_interval_seconds,
+                    log_retention_days=pg.log_retention_days,
+                    final_snapshot=pg.final_snapshot,
+                    promote=promote,
+                    tags=tags,
+                ),
+                opts=pulumi.ResourceOptions(provider=p.provider),
+            )
+            ledger_replicas[p.region] = replica
+            if promote:
+                source_arn = replica.arn
+
+    replication = ArtifactReplication(
+        f"{prefix}-artifacts",
+        ArtifactReplicationArgs(
+            home_region=home.region,
+            destinations=[
+                ReplicaRegion(
+                    region=p.region,
+                    provider=p.provider,
+                    bucket_arn=others_de[p.region].model_bucket.bucket_arn if g.replicate_model_bucket else None,
+                    bucket_kms_key_arn=others_de[p.region].model_key.arn,
+                )
+                for p in others
+            ],
+            ecr_repository_prefix=g.ecr_repository_prefix,
+            source_bucket_id=home_de.model_bucket.bucket.id if g.replicate_model_bucket else None,
+            source_bucket_arn=home_de.model_bucket.bucket_arn if g.replicate_model_bucket else None,
+            source_kms_key_arn=home_de.model_key.arn if g.replicate_model_bucket else None,
+            source_dependencies=[home_de.model_bucket, *(others_de[p.region].model_bucket for p in others)],
+            tags=tags,
+        ),
+        opts=at_home,
+    )
+
+    return GlobalTier(
+        routing=routing,
+        peerings=peerings,
+        datastore=datastore,
+        ledger_replicas=ledger_replicas,
+        replication=replication,
+        ledger_write_region=ledger_write_region,
+    )
+
+
+def export_global_tier(cfg: PlatformConfig, tier: GlobalTier) -> None:
+    """Stack outputs under `global:` (no secret values: the AUTH token stays in the replicated secret)."""
+    g = cfg.global_
+    assert g is not None
+    pulumi.export("global:apiUrl", tier.routing.api_url)
+    pulumi.export("global:healthCheckIds", tier.routing.health_check_ids)
+    pulumi.export("global:sharedState", g.shared_state)
+    pulumi.export("global:limitShares", split_weights(cfg))
+    if tier.datastore is not None:
+        pulumi.export("global:redisGlobalDatastoreId", tier.datastore.global_replication_group_id)
+        pulumi.export("global:redisWriteEndpoint", tier.datastore.write_endpoint)
+        pulumi.export("global:redisReaderEndpoints", tier.datastore.reader_endpoints)
+        pulumi.export("global:redisAuthSecretArn", tier.datastore.secret_arn)
+    pulumi.export("global:ledgerWriteRegion", tier.ledger_write_region)
+    pulumi.export("global:ledgerReplicaEndpoints", {region: r.address for region, r in tier.ledger_replicas.items()})

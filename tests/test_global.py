@@ -1,0 +1,464 @@
+"""The global tier: three full regions in one stack, one API hostname with health-checked latency routing,
+shared state (Global Datastore), ledger replicas, image/weight replication, all with region-local KMS keys."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import pulumi
+import pytest
+import yaml
+
+from components.global_datastore import GlobalDatastore, GlobalDatastoreArgs, SecondaryMember
+from components.global_routing import GlobalRouting, GlobalRoutingArgs, HealthCheckSettings, RegionalEndpoint, ResidencyPin
+from components.postgres_replica import PostgresReplica, PostgresReplicaArgs
+from components.replication import ArtifactReplication, ArtifactReplicationArgs, ReplicaRegion
+from infra.config import ConfigError, parse_platform_config
+from infra.render import STACKS_DIR, Rendering, RenderedResource, is_secret, render, render_function
+
+GLOBAL_RESOURCE_PREFIX = "llm-platform:global:"
+HEALTH_CHECK = "aws:route53/healthCheck:HealthCheck"
+RECORD = "aws:route53/record:Record"
+KMS_KEY = "aws:kms/key:Key"
+REPLICATION_GROUP = "aws:elasticache/replicationGroup:ReplicationGroup"
+RDS_INSTANCE = "aws:rds/instance:Instance"
+
+
+def stack_config(stack: str = "global") -> dict[str, Any]:
+    return dict(yaml.safe_load((STACKS_DIR / f"Pulumi.{stack}.yaml").read_text())["config"])
+
+
+def project_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith("llm-platform:")}
+
+
+def descendants_of(rendering: Rendering, type_prefix: str) -> set[str]:
+    """URNs of every resource under a component whose type starts with `type_prefix` (the components included)."""
+    children: dict[str, list[RenderedResource]] = {}
+    for r in rendering.resources:
+        if r.parent:
+            children.setdefault(r.parent, []).append(r)
+    found: set[str] = set()
+    stack = [r for r in rendering.resources if r.type.startswith(type_prefix)]
+    while stack:
+        r = stack.pop()
+        if r.urn not in found:
+            found.add(r.urn)
+            stack.extend(children.get(r.urn, []))
+    return found
+
+
+def key_arns_by_region(rendering: Rendering) -> dict[str, str]:
+    """KMS key ARN (as the mocks assign it) -> region of the provider the key was created with."""
+    out: dict[str, str] = {}
+    for key in rendering.of_type(KMS_KEY):
+        region = rendering.region_of(key)
+        assert region is not None
+        key_id = str(key.id)
+        out[f"arn:aws:kms:{region}:123456789012:key/{key_id}"] = region
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The whole global stack
+# --------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def global_stack(rendered: Callable[[str], Rendering]) -> Rendering:
+    return rendered("global")
+
+
+@pytest.fixture(scope="module")
+def regions() -> list[str]:
+    return [r["name"] for r in stack_config()["llm-platform:regions"]]
+
+
+def test_three_regions_each_with_its_own_provider(global_stack: Rendering, regions: list[str]) -> None:
+    providers = [r for r in global_stack.of_type("pulumi:providers:aws")]
+    assert sorted(str(p.inputs["region"]) for p in providers) == sorted(regions)
+    assert len(regions) == 3
+    for vpc in global_stack.of_type("aws:ec2/vpc:Vpc"):
+        region = global_stack.region_of(vpc)
+        assert region in regions and region in vpc.name
+
+
+def test_vpc_cidrs_distinct_and_as_configured(global_stack: Rendering) -> None:
+    configured = {r["name"]: r["vpc_cidr"] for r in stack_config()["llm-platform:regions"]}
+    seen = {global_stack.region_of(v): v.inputs["cidrBlock"] for v in global_stack.of_type("aws:ec2/vpc:Vpc")}
+    assert seen == configured
+    assert len(set(seen.values())) == 3
+
+
+def test_every_region_runs_a_full_regional_platform(global_stack: Rendering, regions: list[str]) -> None:
+    """Same resources per region for the regional parts (the ledger primary is home-only by design)."""
+    excluded = descendants_of(global_stack, GLOBAL_RESOURCE_PREFIX) | descendants_of(global_stack, "llm-platform:data:PostgresDatabase")
+    per_region: dict[str, Counter[str]] = {name: Counter() for name in regions}
+    for r in global_stack.resources:
+        region = global_stack.region_of(r)
+        if r.custom and region is not None and r.urn not in excluded:
+            per_region[region][r.type] += 1
+    home = per_region[regions[0]]
+    for must_have in ("aws:ec2/vpc:Vpc", "aws:eks/cluster:Cluster", "aws:eks/nodeGroup:NodeGroup", REPLICATION_GROUP,
+                      "aws:lb/loadBalancer:LoadBalancer", "aws:wafv2/webAcl:WebAcl", "aws:s3/bucket:Bucket"):
+        assert home[must_have] >= 1, must_have
+    assert home["aws:eks/nodeGroup:NodeGroup"] == len(stack_config()["llm-platform:node_groups"])
+    for name in regions[1:]:
+        assert per_region[name] == home, f"{name} differs from {regions[0]}: {(per_region[name] - home) + (home - per_region[name])}"
+    # Kubernetes objects go through one provider per cluster: as many providers as regions.
+    assert len(global_stack.of_type("pulumi:providers:kubernetes")) in (0, len(regions))
+
+
+def test_health_check_per_region_on_its_alb(global_stack: Rendering, regions: list[str]) -> None:
+    hc_cfg = stack_config()["llm-platform:global"]["health_check"]
+    checks = global_stack.of_type(HEALTH_CHECK)
+    assert len(checks) == len(regions)
+    albs = {global_stack.region_of(lb): lb for lb in global_stack.of_type("aws:lb/loadBalancer:LoadBalancer")}
+    for check in checks:
+        region = next(r for r in regions if check.name.endswith(r))
+        i = check.inputs
+        assert i["type"] in ("HTTPS", "HTTPS_STR_MATCH")
+        assert i["port"] == 443 and i["resourcePath"] == hc_cfg["path"] == "/health/ready"
+        assert i["requestInterval"] == hc_cfg["request_interval_seconds"]
+        assert i["failureThreshold"] == hc_cfg["failure_threshold"]
+        assert region in str(i["fqdn"]) and str(i["fqdn"]).endswith(".elb.amazonaws.com")
+        assert albs[region].inputs.get("name") is None or albs[region].inputs["name"] in str(i["fqdn"])
+
+
+def test_latency_records_one_per_region_with_its_health_check(global_stack: Rendering, regions: list[str]) -> None:
+    g = stack_config()["llm-platform:global"]
+    checks = {r: c for c in global_stack.of_type(HEALTH_CHECK) for r in regions if c.name.endswith(r)}
+    latency = [r for r in global_stack.of_type(RECORD) if r.inputs.get("latencyRoutingPolicies")]
+    assert len(latency) == len(regions)
+    for record in latency:
+        region = record.inputs["latencyRoutingPolicies"][0]["region"]
+        assert record.inputs["setIdentifier"] == region
+        assert record.inputs["healthCheckId"] == checks[region].id
+        alias = record.inputs["aliases"][0]
+        assert alias["evaluateTargetHealth"] is True and region in alias["name"]
+        # Residency rules are configured: the latency pool sits under latency.<api_hostname>.
+        assert record.inputs["name"] == f"latency.{g['api_hostname']}"
+
+
+def test_residency_pins_and_default_fallback(global_stack: Rendering) -> None:
+    g = stack_config()["llm-platform:global"]
+    geo = [r for r in global_stack.of_type(RECORD) if r.inputs.get("geolocationRoutingPolicies")]
+    assert all(r.inputs["name"] == g["api_hostname"] for r in geo)
+    default = [r for r in geo if r.inputs["geolocationRoutingPolicies"][0].get("country") == "*"]
+    assert len(default) == 1 and default[0].inputs["aliases"][0]["name"] == f"latency.{g['api_hostname']}"
+    eu = [r for r in geo if r.inputs["geolocationRoutingPolicies"][0].get("continent") == "EU"]
+    assert len(eu) == 1
+    assert "eu-west-1" in eu[0].inputs["aliases"][0]["name"]
+    # on_region_failure: refuse -> no health check, so EU clients never leave eu-west-1.
+    assert eu[0].inputs.get("healthCheckId") is None and eu[0].inputs["aliases"][0]["evaluateTargetHealth"] is False
+
+
+def test_api_hostname_certificate_on_every_listener(global_stack: Rendering, regions: list[str]) -> None:
+    g = stack_config()["llm-platform:global"]
+    certs = [c for c in global_stack.of_type("aws:acm/certificate:Certificate") if c.inputs["domainName"] == g["api_hostname"]]
+    assert sorted(global_stack.region_of(c) or "" for c in certs) == sorted(regions)
+    attached = global_stack.of_type("aws:lb/listenerCertificate:ListenerCertificate")
+    assert sorted(global_stack.region_of(a) or "" for a in attached) == sorted(regions)
+
+
+def test_global_datastore_secondaries_with_region_local_keys(global_stack: Rendering, regions: list[str]) -> None:
+    grg = global_stack.one("aws:elasticache/globalReplicationGroup:GlobalReplicationGroup")
+    home_rg = next(r for r in global_stack.of_type(REPLICATION_GROUP)
+                   if global_stack.region_of(r) == regions[0] and not r.inputs.get("globalReplicationGroupId"))
+    assert grg.inputs["primaryReplicationGroupId"] == home_rg.id
+    secondaries = [r for r in global_stack.of_type(REPLICATION_GROUP) if r.inputs.get("globalReplicationGroupId")]
+    assert sorted(global_stack.region_of(s) or "" for s in secondaries) == sorted(regions[1:])
+    keys = key_arns_by_region(global_stack)
+    for s in secondaries:
+        assert s.inputs["globalReplicationGroupId"] == grg.id
+        assert keys[s.inputs["kmsKeyId"]] == global_stack.region_of(s)
+        assert s.inputs["multiAzEnabled"] is True and s.inputs["automaticFailoverEnabled"] is True
+    secret = global_stack.one("aws:secretsmanager/secret:Secret", "shared-redis-auth")
+    assert keys[secret.inputs["kmsKeyId"]] == regions[0]
+    replicas = {r["region"]: r["kmsKeyId"] for r in secret.inputs["replicas"]}
+    assert sorted(replicas) == sorted(regions[1:])
+    assert all(keys[arn] == region for region, arn in replicas.items())
+
+
+def test_ledger_replicas_cross_region_encrypted_and_hardened(global_stack: Rendering, regions: list[str]) -> None:
+    primary = next(r for r in global_stack.of_type(RDS_INSTANCE) if not r.inputs.get("replicateSourceDb"))
+    assert global_stack.region_of(primary) == regions[0]
+    primary_arn = f"arn:aws:rds:{regions[0]}:123456789012:db:{primary.inputs['identifier']}"
+    replicas = [r for r in global_stack.of_type(RDS_INSTANCE) if r.inputs.get("replicateSourceDb")]
+    assert sorted(global_stack.region_of(r) or "" for r in replicas) == sorted(regions[1:])
+    keys = key_arns_by_region(global_stack)
+    for r in replicas:
+        i = r.inputs
+        assert i["replicateSourceDb"] == primary_arn
+        assert i["storageEncrypted"] is True and keys[i["kmsKeyId"]] == global_stack.region_of(r)
+        assert keys[i["performanceInsightsKmsKeyId"]] == global_stack.region_of(r)
+        assert i["publiclyAccessible"] is False and i["iamDatabaseAuthenticationEnabled"] is True
+        assert i["multiAz"] is True and i["deletionProtection"] is True and i["backupRetentionPeriod"] >= 7
+        assert "dbName" not in i and "username" not in i  # inherited from the source
+
+
+def test_image_and_weight_replication_with_region_local_keys(global_stack: Rendering, regions: list[str]) -> None:
+    keys = key_arns_by_region(global_stack)
+    ecr = global_stack.one("aws:ecr/replicationConfiguration:ReplicationConfiguration")
+    assert global_stack.region_of(ecr) == regions[0]
+    rule = ecr.inputs["replicationConfiguration"]["rules"][0]
+    assert sorted(d["region"] for d in rule["destinations"]) == sorted(regions[1:])
+    assert rule["repositoryFilters"] == [{"filter": "llm-platform", "filterType": "PREFIX_MATCH"}]
+    templates = global_stack.of_type("aws:ecr/repositoryCreationTemplate:RepositoryCreationTemplate")
+    assert sorted(global_stack.region_of(t) or "" for t in templates) == sorted(regions[1:])
+    for t in templates:
+        enc = t.inputs["encryptionConfigurations"][0]
+        assert enc["encryptionType"] == "KMS" and keys[enc["kmsKey"]] == global_stack.region_of(t)
+        assert t.inputs["appliedFors"] == ["REPLICATION"] and t.inputs["imageTagMutability"] == "IMMUTABLE"
+
+    crr = global_stack.one("aws:s3/bucketReplicationConfig:BucketReplicationConfig")
+    assert global_stack.region_of(crr) == regions[0]
+    buckets = {b.id: global_stack.region_of(b) for b in global_stack.of_type("aws:s3/bucket:Bucket")}
+    assert buckets[crr.inputs["bucket"]] == regions[0]
+    dest_regions = []
+    for rule in crr.inputs["rules"]:
+        dest = rule["destination"]
+        bucket_name = dest["bucket"].removeprefix("arn:aws:s3:::")
+        dest_regions.append(buckets[bucket_name])
+        assert keys[dest["encryptionConfiguration"]["replicaKmsKeyId"]] == buckets[bucket_name]
+        assert rule["sourceSelectionCriteria"]["sseKmsEncryptedObjects"]["status"] == "Enabled"
+        assert rule["deleteMarkerReplication"]["status"] == "Enabled"
+    assert sorted(d or "" for d in dest_regions) == sorted(regions[1:])
+
+
+def test_peering_routes_and_data_ports_for_peer_cidrs(global_stack: Rendering, regions: list[str]) -> None:
+    cidrs = {r["name"]: r["vpc_cidr"] for r in stack_config()["llm-platform:regions"]}
+    peerings = global_stack.of_type("aws:ec2/vpcPeeringConnection:VpcPeeringConnection")
+    assert sorted(p.inputs["peerRegion"] for p in peerings) == sorted(regions[1:])
+    assert all(global_stack.region_of(p) == regions[0] for p in peerings)
+    accepters = global_stack.of_type("aws:ec2/vpcPeeringConnectionAccepter:VpcPeeringConnectionAccepter")
+    assert sorted(global_stack.region_of(a) or "" for a in accepters) == sorted(regions[1:])
+    routes = [r for r in global_stack.of_type("aws:ec2/route:Route") if r.inputs.get("vpcPeeringConnectionId")]
+    for region in regions[1:]:
+        assert any(r.inputs["destinationCidrBlock"] == cidrs[region] and global_stack.region_of(r) == regions[0] for r in routes)
+        assert any(r.inputs["destinationCidrBlock"] == cidrs[regions[0]] and global_stack.region_of(r) == region for r in routes)
+    rules = [r for r in global_stack.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+             if r.inputs.get("cidrIpv4") in cidrs.values() and r.inputs["fromPort"] in (6379.0, 5432.0)]
+    assert sorted((r.inputs["cidrIpv4"], r.inputs["fromPort"]) for r in rules) == sorted(
+        (cidrs[region], port) for region in regions[1:] for port in (6379.0, 5432.0))
+
+
+def test_global_outputs_hold_no_secret_values(global_stack: Rendering) -> None:
+    outputs = json.dumps(global_stack.public_outputs(), default=str)
+    assert "global:apiUrl" in global_stack.outputs
+    for secret in global_stack.generated_secrets:
+        assert secret not in outputs
+    doc = json.dumps([r.to_json() for r in global_stack.resources], default=str)
+    for secret in global_stack.generated_secrets:
+        assert secret not in doc
+
+
+def test_every_mandatory_policy_passes(global_stack: Rendering) -> None:
+    from policies.offline import evaluate, mandatory
+
+    violations = mandatory(evaluate(global_stack, "global"))
+    assert violations == [], "\n".join(map(str, violations))
+
+
+def test_global_components_pass_every_policy(global_stack: Rendering) -> None:
+    """What this tier adds must be clean on its own, whatever the regional layers still owe."""
+    from policies.offline import evaluate
+
+    ours = descendants_of(global_stack, GLOBAL_RESOURCE_PREFIX)
+    found = [v for v in evaluate(global_stack, "global") if v.urn in ours and v.rule != "secrets-rotation"]
+    assert found == [], "\n".join(map(str, found))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------------------------
+
+def _global_raw(**changes: Any) -> dict[str, Any]:
+    raw = project_keys(stack_config())
+    raw["global"] = {**raw["global"], **changes}
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"api_hostname": "api.other.com"}, "llm-platform:global: api_hostname: got 'api.other.com'; allowed: a name under route53_zone"),
+        ({"data_residency": [{"region": "us-west-2", "countries": ["DE"]}]}, "global.data_residency[0].region: got 'us-west-2'; allowed: us-east-1, eu-west-1, ap-northeast-1"),
+        ({"data_residency": [{"region": "eu-west-1"}]}, "countries: got none and no continents"),
+        ({"ledger_primary_region": "sa-east-1"}, "global.ledger_primary_region: got 'sa-east-1'"),
+        ({"shared_state": "eventual"}, "llm-platform:global.shared_state: got \"eventual\""),
+        ({"health_check": {"failure_threshold": 0}}, "llm-platform:global.health_check.failure_threshold: got 0"),
+        ({"regional_split_weights": {"us-east-1": 1.0}}, "regional_split_weights: got {'us-east-1': 1.0}; allowed only with shared_state: regional_split"),
+        ({"shared_state": "regional_split", "regional_split_weights": {"us-east-1": 0.5, "eu-west-1": 0.3, "ap-northeast-1": 0.1}},
+         "global.regional_split_weights: got a sum of 0.9; allowed: shares summing to 1"),
+    ],
+)
+def test_bad_global_config_is_one_clear_line(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_platform_config(_global_raw(**changes), source="stacks/Pulumi.global.yaml")
+    text = str(err.value)
+    assert "\n" not in text and text.startswith("stacks/Pulumi.global.yaml: llm-platform:")
+    assert message in text, text
+
+
+def test_global_datastore_needs_a_supported_node_type() -> None:
+    raw = _global_raw()
+    raw["data"] = {**raw["data"], "redis": {**raw["data"]["redis"], "node_type": "cache.t4g.small"}}
+    with pytest.raises(ConfigError, match=r"data.redis.node_type: got 'cache.t4g.small' with global.shared_state global_datastore"):
+        parse_platform_config(raw)
+
+
+def test_global_section_required_with_several_regions_and_refused_with_one() -> None:
+    raw = project_keys(stack_config())
+    del raw["global"]
+    with pytest.raises(ConfigError, match=r"global: got nothing with 3 regions"):
+        parse_platform_config(raw)
+    single = project_keys(stack_config("prod"))
+    single["global"] = project_keys(stack_config())["global"]
+    with pytest.raises(ConfigError, match=r"only in a stack with 2 or more regions"):
+        parse_platform_config(single)
+
+
+def test_overlapping_cidrs_rejected() -> None:
+    raw = project_keys(stack_config())
+    raw["regions"] = [dict(r) for r in raw["regions"]]
+    raw["regions"][2]["vpc_cidr"] = "10.40.128.0/17"
+    with pytest.raises(ConfigError, match=r"overlaps"):
+        parse_platform_config(raw)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Components alone
+# --------------------------------------------------------------------------------------------------------------
+
+def _endpoints() -> list[RegionalEndpoint]:
+    return [RegionalEndpoint(region=r, alb_dns_name=f"alb-{r}.{r}.elb.amazonaws.com", alb_zone_id="Z35SXDOTRQ7X7K")
+            for r in ("us-east-1", "eu-west-1", "ap-northeast-1")]
+
+
+def test_routing_without_residency_puts_latency_records_on_the_api_hostname() -> None:
+    def program() -> None:
+        GlobalRouting("r", GlobalRoutingArgs(zone_id="ZONE", api_hostname="api.example.com", endpoints=_endpoints(),
+                                             health_check=HealthCheckSettings(request_interval_seconds=30, failure_threshold=2,
+                                                                              search_string="ready", checker_regions=["us-east-1", "eu-west-1", "ap-northeast-1"])))
+
+    out = render_function(program)
+    records = out.of_type(RECORD)
+    assert len(records) == 3 and all(r.inputs["name"] == "api.example.com" and r.inputs["latencyRoutingPolicies"] for r in records)
+    for check in out.of_type(HEALTH_CHECK):
+        assert check.inputs["type"] == "HTTPS_STR_MATCH" and check.inputs["searchString"] == "ready"
+        assert check.inputs["requestInterval"] == 30 and check.inputs["failureThreshold"] == 2
+        assert check.inputs["regions"] == ["us-east-1", "eu-west-1", "ap-northeast-1"]
+    assert out.of_type("aws:acm/certificate:Certificate") == []
+
+
+def test_routing_fallback_pin_carries_the_region_health_check() -> None:
+    def program() -> None:
+        GlobalRouting("r", GlobalRoutingArgs(zone_id="ZONE", api_hostname="api.example.com", endpoints=_endpoints(),
+                                             residency=[ResidencyPin(region="ap-northeast-1", countries=["JP"], on_region_failure="fallback")]))
+
+    out = render_function(program)
+    jp = out.one(RECORD, "geo-country-jp")
+    check = out.one(HEALTH_CHECK, "ap-northeast-1")
+    assert jp.inputs["healthCheckId"] == check.id and jp.inputs["aliases"][0]["evaluateTargetHealth"] is True
+    assert jp.inputs["geolocationRoutingPolicies"] == [{"country": "JP"}]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"api_hostname": "API.example.com"}, "api_hostname: got 'API.example.com'"),
+        ({"residency": [ResidencyPin(region="eu-west-1", continents=["EUROPE"])]}, "residency[0].continents: got 'EUROPE'"),
+        ({"residency": [ResidencyPin(region="eu-west-1", countries=["de"])]}, "residency[0].countries: got 'de'"),
+    ],
+)
+def test_routing_args_reject_bad_values(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        GlobalRoutingArgs(**{"zone_id": "Z", "api_hostname": "api.example.com", "endpoints": _endpoints(), **kwargs})
+    assert message in str(err.value)
+
+
+def test_health_check_settings_reject_bad_values() -> None:
+    with pytest.raises(ValueError, match=r"request_interval_seconds: got 15; allowed: 10, 30"):
+        HealthCheckSettings(request_interval_seconds=15)
+    with pytest.raises(ValueError, match=r"checker_regions: got \['us-east-1'\]; allowed: at least 3 regions"):
+        HealthCheckSettings(checker_regions=["us-east-1"])
+
+
+def test_postgres_replica_promotion_drops_the_source_and_manages_a_regional_secret() -> None:
+    key = "arn:aws:kms:eu-west-1:123456789012:key/abc"
+
+    def program() -> None:
+        for promote in (False, True):
+            PostgresReplica(f"r{int(promote)}", PostgresReplicaArgs(
+                identifier=f"ledger-{int(promote)}", source_db_arn="arn:aws:rds:us-east-1:123456789012:db:ledger",
+                engine_version="17", vpc_id="vpc-1", subnet_ids=["s-1", "s-2"], allowed_security_group_ids=["sg-1"],
+                kms_key_arn=key, log_kms_key_arn=key, promote=promote))
+
+    out = render_function(program)
+    replica, promoted = out.one(RDS_INSTANCE, "r0"), out.one(RDS_INSTANCE, "r1")
+    assert replica.inputs["replicateSourceDb"] == "arn:aws:rds:us-east-1:123456789012:db:ledger"
+    assert "manageMasterUserPassword" not in replica.inputs
+    assert "replicateSourceDb" not in promoted.inputs
+    assert promoted.inputs["manageMasterUserPassword"] is True and promoted.inputs["masterUserSecretKmsKeyId"] == key
+    params = out.of_type("aws:rds/parameterGroup:ParameterGroup")
+    assert all({"name": "rds.force_ssl", "value": "1"} in p.inputs["parameters"] for p in params)
+    assert all(p.inputs["family"] == "postgres17" for p in params)
+
+
+def test_postgres_replica_args_reject_bad_values() -> None:
+    with pytest.raises(ValueError, match=r"engine_version: got '9.6'"):
+        PostgresReplicaArgs(identifier="x", source_db_arn="a", engine_version="9.6", vpc_id="v", subnet_ids=[],
+                            allowed_security_group_ids=[], kms_key_arn="k", log_kms_key_arn="k")
+
+
+def test_global_datastore_args_enforce_aws_limits() -> None:
+    provider_free = SecondaryMember(region="eu-west-1", provider=None, vpc_id="v", subnet_ids=[], allowed_security_group_ids=[], kms_key_arn="k")  # type: ignore[arg-type]
+    base = dict(suffix="llmp", primary_replication_group_id="rg", primary_endpoint="e", auth_token="t", home_kms_key_arn="k")
+    with pytest.raises(ValueError, match=r"node_type: got 'cache.t4g.small'"):
+        GlobalDatastoreArgs(**base, node_type="cache.t4g.small", secondaries=[provider_free])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"secondaries: got 3; allowed: 1 to 2"):
+        GlobalDatastoreArgs(**base, node_type="cache.r7g.large", secondaries=[provider_free] * 3)  # type: ignore[arg-type]
+
+
+def test_global_datastore_secret_is_secret_and_replicated() -> None:
+    def program() -> None:
+        import pulumi_aws as aws
+
+        eu = aws.Provider("aws-eu-west-1", region="eu-west-1")
+        token = pulumi.Output.secret("generated-" + __import__("secrets").token_hex(8))
+        ds = GlobalDatastore("ds", GlobalDatastoreArgs(
+            suffix="llmp", primary_replication_group_id="home-rg", primary_endpoint="master.home", auth_token=token,
+            home_kms_key_arn="arn:aws:kms:us-east-1:123456789012:key/home", node_type="cache.r7g.large",
+            secondaries=[SecondaryMember(region="eu-west-1", provider=eu, vpc_id="vpc-eu", subnet_ids=["s-1"],
+                                         allowed_security_group_ids=["sg-eu"], kms_key_arn="arn:aws:kms:eu-west-1:123456789012:key/eu")]))
+        pulumi.export("secret", ds.secret_arn)
+
+    out = render_function(program)
+    version = out.one("aws:secretsmanager/secretVersion:SecretVersion")
+    assert is_secret(version.inputs["secretString"])
+    member = out.one(REPLICATION_GROUP)
+    assert out.region_of(member) == "eu-west-1" and member.inputs["kmsKeyId"].startswith("arn:aws:kms:eu-west-1")
+    grg = out.one("aws:elasticache/globalReplicationGroup:GlobalReplicationGroup")
+    assert grg.inputs["primaryReplicationGroupId"] == "home-rg"
+
+
+def test_artifact_replication_args_need_other_regions() -> None:
+    with pytest.raises(ValueError, match=r"destinations: got regions \['us-east-1'\]"):
+        ArtifactReplicationArgs(home_region="us-east-1", destinations=[ReplicaRegion(region="us-east-1", provider=None, kms_key_arn="k")])  # type: ignore[arg-type]
+
+
+def test_promoting_a_replica_through_stack_config(regions: list[str]) -> None:
+    """Failover step of the runbook: ledger_primary_region names a replica's region -> it is promoted, the other
+    replica follows it."""
+    raw = stack_config()
+    raw["llm-platform:global"] = {**raw["llm-platform:global"], "ledger_primary_region": "eu-west-1"}
+    out = render("global", config=raw)
+    instances = {out.region_of(r): r for r in out.of_type(RDS_INSTANCE)}
+    assert "replicateSourceDb" not in instances["eu-west-1"].inputs
+    assert instances["eu-west-1"].inputs["manageMasterUserPassword"] is True
+    assert instances["ap-northeast-1"].inputs["replicateSourceDb"] == (
+        f"arn:aws:rds:eu-west-1:123456789012:db:{instances['eu-west-1'].inputs['identifier']}")
+    assert out.outputs["global:ledgerWriteRegion"] == "eu-west-1"
