@@ -174,3 +174,33 @@ async def test_database_outage_is_a_503_not_a_traceback(
     response = await client.get("/admin/orgs")
     assert_error(response, 503, None, "database unavailable")
     pg_control.start()  # type: ignore[attr-defined]
+
+
+async def test_update_key_takes_effect_at_once_on_this_replica(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, keystore: KeyStore
+) -> None:
+    await client.post("/admin/orgs", json={"id": "acme", "name": "Acme"})
+    created = (await client.post("/admin/orgs/acme/keys", json={"allowed_models": ["chat-7b"]})).json()
+    full_key, key_id = created["key"], created["id"]
+    before = await keystore.authenticate(full_key)
+    assert before is not None and before.key_limits.tpm is None
+    patched = await client.patch(f"/admin/keys/{key_id}", json={"tpm": 900, "allowed_models": ["sql-7b", "chat-7b"],
+                                                                 "name": "renamed"})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["allowed_models"] == ["chat-7b", "sql-7b"] and patched.json()["name"] == "renamed"
+    after = await keystore.authenticate(full_key)
+    assert after is not None and after.key_limits.tpm == 900 and after.allowed_models == frozenset({"chat-7b", "sql-7b"})
+    everything = await client.patch(f"/admin/keys/{key_id}", json={"allowed_models": None, "tpm": None})
+    assert everything.json()["allowed_models"] is None and everything.json()["tpm"] is None
+    principal = await keystore.authenticate(full_key)
+    assert principal is not None and principal.allowed_models is None
+
+    assert_error(await client.patch(f"/admin/keys/{key_id}", json={"allowed_models": ["gpt-9"]}), 400,
+                 "allowed_models", "gpt-9")
+    assert_error(await client.patch(f"/admin/keys/{key_id}", json={}), 400, None, "nothing to update")
+    assert_error(await client.patch("/admin/keys/0000000000000000", json={"tpm": 5}), 404, "key_id", "does not exist")
+    await client.post(f"/admin/keys/{key_id}/revoke")
+    assert_error(await client.patch(f"/admin/keys/{key_id}", json={"tpm": 5}), 409, "key_id", "revoked")
+    actions = [r["action"] for r in await pool.fetch("SELECT action FROM audit_log WHERE target_id = $1 ORDER BY id",
+                                                     key_id)]
+    assert actions == ["key.create", "key.update", "key.update", "key.revoke"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from llm_gateway.db import MIGRATIONS_DIR, MigrationError, load_migrations, migrate
+from llm_gateway.db import MIGRATION_LOCK_KEY, MIGRATIONS_DIR, MigrationError, load_migrations, migrate
 
 
 async def _tables(dsn: str) -> set[str]:
@@ -95,3 +95,14 @@ def test_badly_named_or_duplicate_migration_files_are_refused(tmp_path: Path) ->
     (tmp_path / "2-bad name.sql").write_text("SELECT 1;")
     with pytest.raises(MigrationError, match="NNNN_lowercase_name.sql"):
         load_migrations(tmp_path)
+
+
+async def test_a_stuck_lock_holder_gives_a_clear_error_not_a_hang(pg_dsn: str) -> None:
+    holder = await asyncpg.connect(pg_dsn)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        with pytest.raises(MigrationError, match="held the migration lock"):
+            await migrate(pg_dsn, lock_timeout_s=0.5)
+    finally:
+        await holder.close()  # the lock goes with the session
+    assert await migrate(pg_dsn)

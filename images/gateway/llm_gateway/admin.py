@@ -11,12 +11,14 @@ holds a key, a secret or a hash. Endpoints (bodies are JSON; errors use OpenAI's
     PATCH  /admin/orgs/{org}              change name, tier, status, limits, quotas (null = unlimited)
     POST   /admin/orgs/{org}/keys         create a key: the full key is in this response only
     GET    /admin/orgs/{org}/keys         list keys (never the secret or its hash)
+    PATCH  /admin/keys/{key_id}           change a key's name, models, tier, limits, expiry
     POST   /admin/keys/{key_id}/revoke    revoke a key (DELETE /admin/keys/{key_id} does the same)
     GET    /admin/audit?limit=&target_id= latest audit entries
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import re
@@ -106,6 +108,27 @@ class KeyCreate(_Strict):
         return self.expires_at
 
 
+class KeyUpdate(_Strict):
+    name: Annotated[str, Field(max_length=200)] | None = None
+    allowed_models: Annotated[list[ModelName], Field(max_length=1000)] | None = None  # null = every model
+    tier: Tier | None = None  # null = the org's tier
+    rpm: RateLimit | None = None
+    tpm: RateLimit | None = None
+    burst: RateLimit | None = None
+    max_inflight: RateLimit | None = None
+    expires_at: AwareDatetime | None = None  # null = never
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> KeyUpdate:
+        if not self.model_fields_set:
+            raise ValueError(f"nothing to update; send at least one of: {', '.join(KeyUpdate.model_fields)}")
+        if "name" in self.model_fields_set and self.name is None:
+            raise ValueError("name cannot be null")
+        if self.expires_at is not None and self.expires_at <= datetime.now(timezone.utc):
+            raise ValueError(f"expires_at {self.expires_at.isoformat()} is in the past; it must be in the future")
+        return self
+
+
 Handler = Callable[["_Request"], Awaitable[tuple[int, object]]]
 
 
@@ -164,6 +187,7 @@ class AdminApp:
         self._keys = keys
         self._pool = pool
         self._token = admin_token.encode()
+        self._token_digest = hashlib.sha256(self._token).digest()
         self._model_names = model_names  # when given, allowed_models must name catalog models
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("POST", re.compile(r"^/orgs$"), self._create_org),
@@ -174,6 +198,7 @@ class AdminApp:
             ("GET", re.compile(r"^/orgs/([^/]+)/keys$"), self._list_keys),
             ("POST", re.compile(r"^/keys/([^/]+)/revoke$"), self._revoke_key),
             ("DELETE", re.compile(r"^/keys/([^/]+)$"), self._revoke_key),
+            ("PATCH", re.compile(r"^/keys/([^/]+)$"), self._update_key),
             ("GET", re.compile(r"^/audit$"), self._audit),
         ]
 
@@ -205,7 +230,8 @@ class AdminApp:
             given = credentials.strip() if scheme.lower() == b"bearer" else b""
         if not self._token:
             raise Unauthorized("the admin API is disabled: no admin token is configured", code="admin_disabled")
-        if not given or not hmac.compare_digest(given, self._token):
+        # Comparing digests keeps the check constant-time even when the lengths differ.
+        if not given or not hmac.compare_digest(hashlib.sha256(given).digest(), self._token_digest):
             raise Unauthorized("missing or invalid admin token", code="invalid_admin_token")
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> tuple[int, object]:
@@ -250,12 +276,7 @@ class AdminApp:
 
     async def _create_key(self, request: _Request) -> tuple[int, object]:
         body: KeyCreate = await request.json(KeyCreate)
-        if body.allowed_models is not None and self._model_names is not None:
-            known = set(self._model_names())
-            unknown = sorted(set(body.allowed_models) - known)
-            if unknown:
-                raise InvalidRequest(f"invalid allowed_models: {unknown} are not in the model catalog; "
-                                     f"allowed: {sorted(known)}", param="allowed_models")
+        self._check_models(body.allowed_models)
         limits = {field: getattr(body, field) for field in ("rpm", "tpm", "burst", "max_inflight")}
         full_key, info = await self._keys.create_key(
             request.params[0], name=body.name, allowed_models=body.allowed_models, tier=body.tier,
@@ -263,6 +284,23 @@ class AdminApp:
             actor=request.actor, remote_addr=request.remote_addr,
         )
         return 201, {**info.to_json(), "key": full_key}
+
+    async def _update_key(self, request: _Request) -> tuple[int, object]:
+        body: KeyUpdate = await request.json(KeyUpdate)
+        self._check_models(body.allowed_models)
+        changes = {field: getattr(body, field) for field in body.model_fields_set}
+        info = await self._keys.update_key(request.params[0], changes, actor=request.actor,
+                                           remote_addr=request.remote_addr)
+        return 200, info.to_json()
+
+    def _check_models(self, models: list[str] | None) -> None:
+        if models is None or self._model_names is None:
+            return
+        known = set(self._model_names())
+        unknown = sorted(set(models) - known)
+        if unknown:
+            raise InvalidRequest(f"invalid allowed_models: {unknown} are not in the model catalog; "
+                                 f"allowed: {sorted(known)}", param="allowed_models")
 
     async def _list_keys(self, request: _Request) -> tuple[int, object]:
         keys = await self._keys.list_keys(request.params[0])

@@ -9,8 +9,10 @@ an error instead of silently drifting.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,21 +67,38 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return migrations
 
 
-async def migrate(dsn_or_pool: str | asyncpg.Pool, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply every migration not yet recorded; returns the file names applied by this call (often none)."""
+async def migrate(
+    dsn_or_pool: str | asyncpg.Pool, directory: Path = MIGRATIONS_DIR, *, lock_timeout_s: float = 300.0,
+) -> list[str]:
+    """Apply every migration not yet recorded; returns the file names applied by this call (often none).
+
+    Waits at most ``lock_timeout_s`` for another replica's migration run to finish.
+    """
     migrations = load_migrations(directory)
     if isinstance(dsn_or_pool, str):
         conn: asyncpg.Connection = await asyncpg.connect(dsn_or_pool, timeout=10.0)
         try:
-            return await _migrate_on(conn, migrations)
+            return await _migrate_on(conn, migrations, lock_timeout_s)
         finally:
             await conn.close()
     async with dsn_or_pool.acquire() as pooled:
-        return await _migrate_on(pooled, migrations)
+        return await _migrate_on(pooled, migrations, lock_timeout_s)
 
 
-async def _migrate_on(conn: asyncpg.Connection, migrations: list[Migration]) -> list[str]:
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+async def _acquire_lock(conn: asyncpg.Connection, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK_KEY):
+        if time.monotonic() >= deadline:
+            raise MigrationError(
+                f"another process has held the migration lock for over {timeout_s:.0f}s; if no migration is "
+                f"running, find the session with: SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
+                f"AND objid = {MIGRATION_LOCK_KEY & 0xFFFFFFFF}"
+            )
+        await asyncio.sleep(0.2)
+
+
+async def _migrate_on(conn: asyncpg.Connection, migrations: list[Migration], lock_timeout_s: float) -> list[str]:
+    await _acquire_lock(conn, lock_timeout_s)
     try:
         await conn.execute(
             """

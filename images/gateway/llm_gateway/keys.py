@@ -504,6 +504,33 @@ class KeyStore:
             )
         return full_key, _key_from_row(row)
 
+    async def update_key(
+        self, key_id: str, changes: Mapping[str, Any], *, actor: str = "system", remote_addr: str | None = None,
+    ) -> KeyInfo:
+        """Change a key's name, allowed_models, tier, limits or expiry (``None`` = unlimited / never / all)."""
+        changes = dict(changes)
+        _only(changes, ("name", "allowed_models", "tier", "expires_at", *KEY_LIMIT_FIELDS))
+        if changes.get("allowed_models") is not None:
+            changes["allowed_models"] = sorted(set(changes["allowed_models"]))
+        async with self._pool.acquire() as conn, conn.transaction():
+            status = await conn.fetchval("SELECT status FROM api_keys WHERE key_id = $1 FOR UPDATE", key_id)
+            if status is None:
+                raise NotFound(f"API key {key_id!r} does not exist", param="key_id")
+            if status != "active":
+                raise Conflict(f"API key {key_id!r} is {status}; create a new key instead", param="key_id")
+            if changes:
+                assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(changes, start=2))
+                row = await conn.fetchrow(
+                    f"UPDATE api_keys SET {assignments} WHERE key_id = $1 RETURNING {_KEY_COLUMNS}",
+                    key_id, *changes.values())
+            else:
+                row = await conn.fetchrow(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_id = $1", key_id)
+            await write_audit(conn, actor, "key.update", "api_key", key_id, {"org_id": row["org_id"], **changes},
+                              remote_addr)
+            await conn.execute("SELECT pg_notify($1, $2)", INVALIDATION_CHANNEL, f"key:{key_id}")
+        self.invalidate(key_id=key_id)
+        return _key_from_row(row)
+
     async def list_keys(self, org_id: str) -> list[KeyInfo]:
         async with self._pool.acquire() as conn:
             if await conn.fetchval("SELECT 1 FROM orgs WHERE id = $1", org_id) is None:
