@@ -280,3 +280,31 @@ async def test_records_arriving_after_close_go_to_disk_and_are_replayed(dsn: str
     await wait_until(lambda: successor.depth == 0)
     await successor.close()
     await assert_exactly_in_postgres(dsn, records)
+
+
+async def test_disk_full_during_an_outage_keeps_records_in_memory(
+    dsn: str, tmp_path: Path, pg_control: object
+) -> None:
+    meter = UsageMeter(dsn, tmp_path / "spill", max_buffer=50, batch_size=20, flush_interval_s=0.05,
+                       backoff_initial_s=0.05, backoff_max_s=0.2)
+    await meter.start()
+    healthy_append = meter._disk.append
+
+    def disk_full(records: list[UsageRecord]) -> int:
+        raise OSError(28, "No space left on device")
+
+    meter._disk.append = disk_full  # type: ignore[method-assign]
+    pg_control.stop()  # type: ignore[attr-defined]
+    records = make_records(400)
+    for i, record in enumerate(records):
+        meter.record(record)
+        if i % 50 == 0:
+            await asyncio.sleep(0.01)
+    await wait_until(lambda: meter.spill_failures_total >= 2)
+    assert meter.depth == 400 and meter.disk_depth == 0  # nowhere to go, so nothing leaves memory
+    meter._disk.append = healthy_append  # type: ignore[method-assign]
+    await wait_until(lambda: meter.disk_depth == 400)
+    pg_control.start()  # type: ignore[attr-defined]
+    await wait_until(lambda: meter.depth == 0)
+    await meter.close()
+    await assert_exactly_in_postgres(dsn, records)

@@ -19,6 +19,7 @@ One process owns a spill dir at a time (``flock`` on ``spill_dir/.lock``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -312,6 +313,8 @@ class UsageMeter:
         self.replayed_total = 0
         self.rejected_total = 0
         self.write_failures_total = 0  # failed connects or writes (each one triggers a spill)
+        self.spill_failures_total = 0  # failed disk writes (records then stay in memory)
+        self._spill_retry_at = 0.0
 
     # ---- hot path --------------------------------------------------------------------------------
 
@@ -377,11 +380,19 @@ class UsageMeter:
                 conn = self._conn
             await self._spill(self._take(len(self._memory)))
             if self._conn is not None:
-                await self._conn.close(timeout=2.0)
+                with contextlib.suppress(Exception):
+                    await self._conn.close(timeout=2.0)
                 self._conn = None
             await asyncio.to_thread(self._disk.close)
             self._disk_count = 0  # what is on disk now belongs to the next process using this dir
-        self._closed = True
+            self._closed = True  # from here on record() writes straight to disk
+            late = self._take(len(self._memory))  # arrived during the awaits above
+            if late:
+                try:
+                    self._disk.append_detached(late)
+                except OSError:
+                    log.error("could not write %d usage records to %s during shutdown: they are lost",
+                              len(late), self._disk.directory)
 
     # ---- writer ----------------------------------------------------------------------------------
 
@@ -434,10 +445,14 @@ class UsageMeter:
             return True
         except _POISON_ERRORS:
             if len(records) == 1:
-                await asyncio.to_thread(self._disk.reject, records)
                 self.rejected_total += 1
-                log.error("usage record %s rejected by Postgres; kept in the spill dir's rejected-*.jsonl",
-                          records[0].request_id)
+                try:
+                    await asyncio.to_thread(self._disk.reject, records)
+                    log.error("usage record %s rejected by Postgres; kept in the spill dir's rejected-*.jsonl",
+                              records[0].request_id)
+                except OSError:
+                    log.error("usage record rejected by Postgres and not writable to disk: %s",
+                              records[0].to_json().decode())  # the log line is then its only copy
                 return True
             for record in records:  # isolate the bad rows; the good ones still go in
                 if not await self._insert(conn, [record]):
@@ -464,27 +479,35 @@ class UsageMeter:
             self.replayed_total += len(records)
         return True
 
-    async def _spill(self, records: list[UsageRecord]) -> None:
+    async def _spill(self, records: list[UsageRecord]) -> bool:
         if not records:
-            return
+            return True
         self._in_flight += len(records)
         try:
             self._disk_count += await asyncio.to_thread(self._disk.append, records)
             self.spilled_total += len(records)
+            return True
         except Exception:
-            # Disk full or unwritable: keep them in memory (at the front, in order) rather than lose them.
+            # Disk full or unwritable: keep them in memory (at the front, in order) rather than lose them;
+            # with both Postgres and the disk failing, memory is the last resort and max_buffer is exceeded.
             log.exception("usage spill to %s failed; keeping %d records in memory", self._disk.directory,
                           len(records))
+            self.spill_failures_total += 1
+            self._spill_retry_at = time.monotonic() + 1.0
             self._memory.extendleft(reversed(records))
+            return False
         finally:
             self._in_flight -= len(records)
 
     async def _spill_overflow(self) -> None:
         """Bring memory back to ``max_buffer`` by moving the newest records to disk."""
         while (excess := len(self._memory) - self._max_buffer) > 0:  # records keep arriving while we write
+            if time.monotonic() < self._spill_retry_at:
+                return  # the disk just failed: don't spin on it
             newest = [self._memory.pop() for _ in range(excess)]
             newest.reverse()
-            await self._spill(newest)
+            if not await self._spill(newest):
+                return
 
     # ---- connection ------------------------------------------------------------------------------
 
