@@ -12,11 +12,14 @@ grace period covers both plus a margin, so Kubernetes never kills a draining gat
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
 
 from components.irsa import ServiceAccountIdentity
 from components.kube import RESTRICTED_CONTAINER_SECURITY, Manifest, apply_manifest, metadata, pod_security
@@ -68,6 +71,9 @@ class GatewayWorkloadArgs:
     redis_auth: SecretSource | None = None
     database: DatabaseSource | None = None
     admin_token: SecretSource | None = None
+    """Existing admin-token secret; None with `admin_token_kms_key_arn` set = generate one."""
+    admin_token_kms_key_arn: pulumi.Input[str] | None = None
+    """CMK for a generated admin-token secret (Secrets Manager); the value never leaves Pulumi's encrypted state."""
     secret_kms_key_arns: Sequence[pulumi.Input[str]] = ()
     """CMKs encrypting those secrets (the reader may decrypt through Secrets Manager only)."""
     target_group_arn: pulumi.Input[str] | None = None
@@ -224,6 +230,9 @@ def manifests(args: GatewayWorkloadArgs, secret_keys: Sequence[str]) -> list[Man
 class GatewayWorkload(pulumi.ComponentResource):
     def __init__(self, name: str, args: GatewayWorkloadArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:workloads:GatewayWorkload", name, None, opts)
+        self.admin_token_secret_arn: pulumi.Output[str] | None = None
+        if args.admin_token is None and args.admin_token_kms_key_arn is not None:
+            args = dataclasses.replace(args, admin_token=self._generated_admin_token(name, args))
         data, template = secret_files(args)
         secret_objects: list[pulumi.Resource] = []
         if data:
@@ -238,4 +247,19 @@ class GatewayWorkload(pulumi.ComponentResource):
             depends = [*args.depends_on, *secret_objects] if obj["kind"] == "Deployment" else list(args.depends_on)
             apply_manifest(f"{name}-{obj['kind'].lower()}", obj, pulumi.ResourceOptions(parent=self, depends_on=depends))
         self.service_url = f"http://{APP}.{args.namespace}.svc:{GATEWAY_PORT}"
-        self.register_outputs({"service_url": self.service_url})
+        self.register_outputs({"service_url": self.service_url, "admin_token_secret_arn": self.admin_token_secret_arn})
+
+    def _generated_admin_token(self, name: str, args: GatewayWorkloadArgs) -> SecretSource:
+        token = random.RandomPassword(f"{name}-admin-token", length=48, special=False, opts=pulumi.ResourceOptions(parent=self))
+        secret = aws.secretsmanager.Secret(
+            f"{name}-admin-token",
+            description="llm-platform gateway admin API token (read it with aws secretsmanager get-secret-value)",
+            kms_key_id=args.admin_token_kms_key_arn,
+            recovery_window_in_days=7,
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        aws.secretsmanager.SecretVersion(f"{name}-admin-token-value", secret_id=secret.id,
+                                         secret_string=pulumi.Output.secret(token.result), opts=pulumi.ResourceOptions(parent=secret))
+        self.admin_token_secret_arn = secret.arn
+        return SecretSource(arn=secret.arn)

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from components.kube import is_kubernetes_object, manifest_from_inputs
-from infra.render import RenderedResource, Rendering, mask_secrets
+from infra.render import SECRET_MARK, RenderedResource, Rendering, mask_secrets, unwrap_secrets
 
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 HEADER = "# Rendered offline by `python -m infra.cli manifests` (Pulumi mocks; ARNs/endpoints are mock values).\n"
@@ -49,7 +49,15 @@ def _plain(value: Any) -> Any:
 
 def kubernetes_objects(rendering: Rendering) -> list[tuple[RenderedResource, dict[str, Any]]]:
     """(resource, object) for every plain Kubernetes object of the rendering, secrets masked."""
-    return [(r, _plain(mask_secrets(manifest_from_inputs(r.inputs)))) for r in rendering.resources if r.custom and is_kubernetes_object(r.type)]
+    out = []
+    for r in rendering.resources:
+        if r.custom and is_kubernetes_object(r.type):
+            obj = manifest_from_inputs(r.inputs)
+            if obj.get("kind") == "Secret":
+                # Keep the keys (a reviewer needs them), never the values: every value is masked, secret-marked or not.
+                obj = {**obj, **{f: {k: SECRET_MARK for k in (unwrap_secrets(obj[f]) or {})} for f in ("data", "stringData") if f in obj}}
+            out.append((r, _plain(mask_secrets(obj))))
+    return out
 
 
 def helm_releases(rendering: Rendering) -> list[tuple[RenderedResource, dict[str, Any]]]:

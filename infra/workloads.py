@@ -7,7 +7,7 @@ namespaces → add-ons (CRDs, controllers) → model servers, gateway, alert rul
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import pulumi
 import yaml
@@ -42,6 +42,7 @@ class WorkloadInputs:
     redis_auth: SecretSource | None = None
     database: DatabaseSource | None = None
     admin_token: SecretSource | None = None
+    admin_token_kms_key_arn: pulumi.Input[str] | None = None
     model_bucket_read_policy: pulumi.Input[str] | None = None
     secret_kms_key_arns: list[pulumi.Input[str]] = field(default_factory=list)
 
@@ -95,11 +96,27 @@ def _cores(quantity: str) -> float:
     return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
 
 
-def inputs_from_platform(platform: RegionalPlatform) -> WorkloadInputs:
-    """Pick up what the data and edge building blocks put on the regional platform (absent ones stay None)."""
-    extras: dict[str, Any] = dict(getattr(platform, "extras", {}) or {})
-    given = extras.get("workload_inputs")
-    return given if isinstance(given, WorkloadInputs) else WorkloadInputs()
+def inputs_from_platform(cfg: PlatformConfig, platform: RegionalPlatform) -> WorkloadInputs:
+    """What the data and edge building blocks of this region hand over (absent ones stay None)."""
+    de = getattr(platform, "data_edge", None)
+    if de is None:
+        return WorkloadInputs()
+    redis, postgres = de.redis, de.postgres
+    redis_url = pulumi.Output.all(redis.endpoint, redis.port).apply(lambda v: f"rediss://{v[0]}:{int(v[1])}/0")
+    database = None
+    if postgres is not None:
+        database = DatabaseSource(secret=SecretSource(arn=postgres.secret_arn), host=postgres.address,
+                                  port=postgres.port, database=postgres.database_name)
+    return WorkloadInputs(
+        target_group_arn=de.edge.target_group_arn,
+        redis_url=redis_url,
+        redis_cluster=bool(cfg.data.redis.cluster_mode),
+        redis_auth=SecretSource(arn=redis.auth_secret_arn, property="auth_token"),
+        database=database,
+        admin_token_kms_key_arn=de.data_key.arn,
+        model_bucket_read_policy=de.model_bucket.read_policy_json,
+        secret_kms_key_arns=[de.data_key.arn],
+    )
 
 
 def build_workloads(cfg: PlatformConfig, platform: RegionalPlatform, inputs: WorkloadInputs | None = None,
@@ -108,7 +125,7 @@ def build_workloads(cfg: PlatformConfig, platform: RegionalPlatform, inputs: Wor
     if cfg.workloads is None:
         return None
     wl = cfg.workloads
-    inputs = inputs or inputs_from_platform(platform)
+    inputs = inputs or inputs_from_platform(cfg, platform)
     cluster = platform.cluster
     prefix = platform.prefix
     opts = pulumi.ResourceOptions(providers=[platform.provider, cluster.k8s_provider])
@@ -149,7 +166,8 @@ def build_workloads(cfg: PlatformConfig, platform: RegionalPlatform, inputs: Wor
             limits={"cpu": gw.limits.cpu, "memory": gw.limits.memory},
             target_cpu_percent=gw.target_cpu_percent, drain_seconds=gw.drain_seconds,
             redis_url=inputs.redis_url, redis_cluster=inputs.redis_cluster, redis_auth=inputs.redis_auth,
-            database=inputs.database, admin_token=inputs.admin_token, secret_kms_key_arns=inputs.secret_kms_key_arns,
+            database=inputs.database, admin_token=inputs.admin_token, admin_token_kms_key_arn=inputs.admin_token_kms_key_arn,
+            secret_kms_key_arns=inputs.secret_kms_key_arns,
             target_group_arn=inputs.target_group_arn, depends_on=ready, tags=tags,
         ), opts=opts)
 
@@ -160,3 +178,15 @@ def build_workloads(cfg: PlatformConfig, platform: RegionalPlatform, inputs: Wor
         gateway_cpu_limit_cores=_cores(wl.gateway.limits.cpu), depends_on=ready, tags=tags,
     ), opts=opts)
     return Workloads(namespaces=namespaces, addons=addons, models=models, gateway=gateway, observability=observability)
+
+
+def export_workloads(workloads: Workloads, key: str = "") -> None:
+    """Stack outputs a user needs next: where the gateway answers inside the cluster, how to reach Grafana."""
+    if workloads.gateway is not None:
+        pulumi.export(f"{key}gatewayServiceUrl", workloads.gateway.service_url)
+        if workloads.gateway.admin_token_secret_arn is not None:
+            pulumi.export(f"{key}adminTokenSecretArn", workloads.gateway.admin_token_secret_arn)
+    if workloads.models is not None:
+        pulumi.export(f"{key}modelBackends", workloads.models.backends)
+    pulumi.export(f"{key}grafana", f"kubectl -n {MONITORING_NS} port-forward svc/kube-prometheus-stack-grafana 3000:80")
+    pulumi.export(f"{key}helmReleases", {name: r.version for name, r in workloads.addons.releases.items()})

@@ -44,6 +44,8 @@ def _strict(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return schema
     out = {k: _strict(v) for k, v in schema.items() if not k.startswith("x-kubernetes-")}
+    if isinstance(out.get("pattern"), str):
+        out["pattern"] = out["pattern"].replace("(?i)", "")  # Go's inline flag; Python only allows it at the start
     if schema.get("x-kubernetes-int-or-string"):
         out.pop("type", None)
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
@@ -67,7 +69,7 @@ def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
 
 def validate_custom(obj: dict[str, Any]) -> None:
     """Raise jsonschema.ValidationError when the object does not fit its CRD's published schema."""
-    jsonschema.validate(obj, crd_schema(obj["apiVersion"], obj["kind"]), cls=jsonschema.Draft7Validator)
+    jsonschema.Draft7Validator(crd_schema(obj["apiVersion"], obj["kind"])).validate(obj)
 
 
 # --- PromQL ------------------------------------------------------------------------------------------------------
@@ -86,13 +88,12 @@ def metric_names(expr: str) -> set[str]:
     text = re.sub(r"\{[^}]*\}", " ", text)
     text = re.sub(r"\[[^\]]*\]", " ", text)
     text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    text = re.sub(r"(?<![\w:])\d+(\.\d+)?([eE][-+]?\d+)?(?![\w:])", " ", text)  # number literals such as 1e-9
     names = set()
     for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
         token = match.group(0)
         following = text[match.end():].lstrip()[:1]
-        if token in PROMQL_WORDS or following == "(" or re.fullmatch(r"\d+(e\d+)?", token):
-            continue
-        if re.fullmatch(r"e\d+", token):  # exponent of a float literal like 1e-9
+        if token in PROMQL_WORDS or following == "(":
             continue
         names.add(token)
     return names
