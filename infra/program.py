@@ -19,6 +19,7 @@ from components.node_group import NodeGroup, NodeGroupArgs
 from infra.config import ConfigError, PlatformConfig, RegionConfig, parse_platform_config, project_config_from_pulumi
 from infra.data_edge import DataEdge, build_data_edge, export_data_edge
 from infra.instances import INSTANCE_SPECS
+from infra.workloads import Workloads, build_workloads, export_workloads
 
 AUTOSCALING_SLR = "aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
 
@@ -34,6 +35,7 @@ class RegionalPlatform:
     cluster: EksCluster
     node_groups: dict[str, NodeGroup]
     data_edge: DataEdge | None = None
+    workloads: Workloads | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -125,6 +127,7 @@ def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
 
     platform = RegionalPlatform(region=region.name, prefix=prefix, provider=provider, network=network, cluster=cluster, node_groups=node_groups)
     platform.data_edge = build_data_edge(cfg, region, platform)
+    platform.workloads = build_workloads(cfg, platform, depends_on=[ng.node_group for ng in node_groups.values()])
     return platform
 
 
@@ -141,6 +144,8 @@ def export_region(cfg: PlatformConfig, platform: RegionalPlatform, home: bool) -
     )
     if platform.data_edge is not None:
         export_data_edge(platform.data_edge, key)
+    if platform.workloads is not None:
+        export_workloads(platform.workloads, key)
 
 
 def main() -> None:
