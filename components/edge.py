@@ -203,6 +203,7 @@ class Edge(pulumi.ComponentResource):
 
     load_balancer: aws.lb.LoadBalancer
     target_group: aws.lb.TargetGroup
+    https_listener: aws.lb.Listener
     web_acl: aws.wafv2.WebAcl
     alb_dns_name: pulumi.Output[str]
     alb_zone_id: pulumi.Output[str]
@@ -318,7 +319,8 @@ class Edge(pulumi.ComponentResource):
         certificate_arn = self._certificate(name, args) if args.certificate_arn is None else pulumi.Output.from_input(args.certificate_arn)
         self.certificate_arn = certificate_arn
 
-        aws.lb.Listener(
+        # Kept: the global tier attaches its API-hostname certificate to this listener (SNI).
+        self.https_listener = aws.lb.Listener(
             f"{name}-https",
             load_balancer_arn=lb.arn,
             port=443,
