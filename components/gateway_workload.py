@@ -260,6 +260,6 @@ class GatewayWorkload(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         aws.secretsmanager.SecretVersion(f"{name}-admin-token-value", secret_id=secret.id,
-                                         secret_string=pulumi.Output.secret(token.result), opts=pulumi.ResourceOptions(parent=secret))
+                                         secret_string=token.result, opts=pulumi.ResourceOptions(parent=secret))
         self.admin_token_secret_arn = secret.arn
         return SecretSource(arn=secret.arn)

@@ -153,7 +153,7 @@ class Namespaces(pulumi.ComponentResource):
             namespace(args.keda, "baseline", "restricted", v),
             namespace(args.external_secrets, "baseline", "restricted", v),
         ]
-        created = [apply_manifest(f"{name}-ns-{ns['metadata']['name']}", ns, pulumi.ResourceOptions(parent=self)) for ns in namespaces]
+        created: list[pulumi.Resource] = [apply_manifest(f"{name}-ns-{ns['metadata']['name']}", ns, pulumi.ResourceOptions(parent=self)) for ns in namespaces]
         after_ns = pulumi.ResourceOptions(parent=self, depends_on=created)
         created += [
             apply_manifest(f"{name}-netpol-{p['metadata']['namespace']}-{p['metadata']['name']}", p, after_ns) for p in policies(args)

@@ -76,7 +76,7 @@ class ModelConfig(_Strict):
     max_model_len: Annotated[int, Field(ge=128, le=1_048_576)]
     max_tokens_cap: Annotated[int | None, Field(ge=1)] = None
     extra_args: list[str] = Field(default_factory=list, description="more vLLM CLI arguments, e.g. [--dtype, bfloat16]")
-    prices: ModelPrices = Field(default_factory=ModelPrices)  # type: ignore[arg-type]
+    prices: ModelPrices = Field(default_factory=ModelPrices)
     fallbacks: list[str] = Field(default_factory=list)
     aliases: list[str] = Field(default_factory=list)
     queue_threshold: Annotated[int, Field(ge=1, le=10_000, description="waiting requests per replica before KEDA adds one")] = 5

@@ -20,7 +20,7 @@ from components.namespaces import Namespaces, NamespacesArgs
 from components.observability import Observability, ObservabilityArgs
 from components.secrets_sync import SecretSource
 from infra.instances import INSTANCE_SPECS
-from infra.workload_config import DEFAULT_CHARTS, ModelConfig, catalog_data, check_catalog, matching_node_groups
+from infra.workload_config import DEFAULT_CHARTS, ModelConfig, catalog_data, check_catalog, default_backend_url, matching_node_groups
 
 if TYPE_CHECKING:
     from infra.config import PlatformConfig
@@ -60,8 +60,9 @@ def models_yaml(models: Sequence[ModelConfig], namespace: str = MODELS_NS) -> st
     """The gateway's models.yaml, checked by the gateway's own loader before it is written."""
     check_catalog(list(models))
     data = catalog_data(list(models), namespace)
-    for entry in data["models"]:  # type: ignore[union-attr]
-        assert entry["backends"] == [service_url(entry["name"], namespace)]  # one URL scheme for Service and catalog
+    for model in models:
+        if default_backend_url(model.name, namespace) != service_url(model.name, namespace):
+            raise AssertionError("catalog backend URLs and model Service URLs disagree")  # one URL scheme for both
     return yaml.safe_dump(data, sort_keys=False)
 
 
