@@ -1,0 +1,195 @@
+"""Gateway benchmark: latency the gateway adds, max sustained RPS, streaming first-byte delay.
+
+Starts real Redis and Postgres, the fake upstream and the gateway (auth, limits, metering on) on loopback, then
+drives both the upstream directly and the gateway with the same open-loop load. Everything shares this machine's
+cores, so the figures that matter are the differences and ratios measured in one run.
+
+    .venv/bin/python bench/gateway_bench.py [--rate 300] [--seconds 10] [--concurrency 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "images" / "gateway")]
+
+import aiohttp  # noqa: E402
+import uvloop  # noqa: E402
+
+from tests.gateway.services import (  # noqa: E402
+    FakeUpstream, GatewayProcess, PostgresServer, RedisServer, create_api_key, usage_rows,
+)
+
+BODY = {"model": "bench-chat", "messages": [{"role": "user", "content": "Say something short."}], "max_tokens": 5}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def open_loop(session: aiohttp.ClientSession, url: str, headers: dict[str, str], rate: float,
+                    seconds: float, body: dict[str, object]) -> tuple[list[float], int]:
+    """Fixed-rate arrivals; latency is measured from each request's scheduled start (no coordinated omission)."""
+    latencies: list[float] = []
+    errors = 0
+
+    async def one(scheduled: float) -> None:
+        nonlocal errors
+        try:
+            async with session.post(url, json=body, headers=headers) as response:
+                await response.read()
+                if response.status != 200:
+                    errors += 1
+                    return
+        except aiohttp.ClientError:
+            errors += 1
+            return
+        latencies.append(time.perf_counter() - scheduled)
+
+    start = time.perf_counter() + 0.05
+    tasks = []
+    for index in range(int(rate * seconds)):
+        scheduled = start + index / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(scheduled)))
+    await asyncio.gather(*tasks)
+    return latencies, errors
+
+
+async def closed_loop(session: aiohttp.ClientSession, url: str, headers: dict[str, str], concurrency: int,
+                      seconds: float) -> float:
+    """Requests per second with ``concurrency`` clients back to back (the saturation throughput)."""
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            async with session.post(url, json=BODY, headers=headers) as response:
+                await response.read()
+                if response.status == 200:
+                    done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.perf_counter() - started)
+
+
+async def first_byte(session: aiohttp.ClientSession, url: str, headers: dict[str, str], count: int) -> list[float]:
+    delays = []
+    body = {**BODY, "stream": True}
+    for _ in range(count):
+        started = time.perf_counter()
+        async with session.post(url, json=body, headers=headers) as response:
+            await response.content.readany()
+            delays.append(time.perf_counter() - started)
+            await response.read()
+        await asyncio.sleep(0.005)
+    return delays
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:7.3f} ms"
+
+
+async def run(args: argparse.Namespace, upstream_url: str, gateway_url: str, key: str) -> dict[str, float]:
+    direct_url = upstream_url + "/v1/chat/completions"
+    gw_url = gateway_url + "/v1/chat/completions"
+    auth = {"authorization": f"Bearer {key}"}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        # warm up connections, caches and JITs on both paths
+        await open_loop(session, direct_url, {}, 200, 1, BODY)
+        await open_loop(session, gw_url, auth, 200, 1, BODY)
+
+        direct, gateway = [], []
+        direct_errors = gateway_errors = 0
+        for _ in range(2):  # interleave halves so background noise hits both paths alike
+            lat, err = await open_loop(session, direct_url, {}, args.rate, args.seconds / 2, BODY)
+            direct += lat
+            direct_errors += err
+            lat, err = await open_loop(session, gw_url, auth, args.rate, args.seconds / 2, BODY)
+            gateway += lat
+            gateway_errors += err
+
+        fb_direct = await first_byte(session, direct_url, {}, 200)
+        fb_gateway = await first_byte(session, gw_url, auth, 200)
+
+        rps_direct = await closed_loop(session, direct_url, {}, args.concurrency, 5)
+        rps_gateway = await closed_loop(session, gw_url, auth, args.concurrency, 5)
+
+    results = {
+        "direct_p50": statistics.median(direct), "direct_p99": percentile(direct, 0.99),
+        "gateway_p50": statistics.median(gateway), "gateway_p99": percentile(gateway, 0.99),
+        "fb_direct_p50": statistics.median(fb_direct), "fb_gateway_p50": statistics.median(fb_gateway),
+        "fb_direct_p99": percentile(fb_direct, 0.99), "fb_gateway_p99": percentile(fb_gateway, 0.99),
+        "rps_direct": rps_direct, "rps_gateway": rps_gateway,
+        "direct_errors": direct_errors, "gateway_errors": gateway_errors, "requests": len(gateway),
+    }
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=300.0, help="open-loop requests per second")
+    parser.add_argument("--seconds", type=float, default=10.0, help="open-loop duration per path")
+    parser.add_argument("--concurrency", type=int, default=64, help="closed-loop clients for max RPS")
+    args = parser.parse_args()
+
+    redis, postgres, fake = RedisServer(), PostgresServer(), FakeUpstream(1)
+    gateway = None
+    try:
+        redis.start()
+        postgres.start()
+        dsn = postgres.create_database("bench")
+        catalog = {"models": [{"name": "bench-chat", "kind": "chat", "backends": [fake.url(0)],
+                               "prices": {"prompt_per_1k": 0.5, "completion_per_1k": 1.5}}]}
+        gateway = GatewayProcess(catalog, redis.url, dsn, {"GATEWAY_HEALTH_INTERVAL_S": "5",
+                                                           "GATEWAY_LOG_LEVEL": "warning"}).start()
+        key, _ = asyncio.run(create_api_key(dsn, "bench-org", key_limits={"rpm": 10_000_000, "tpm": 1_000_000_000,
+                                                                        "max_inflight": 10_000},
+                                            org_limits={"rpm": 10_000_000, "tpm": 1_000_000_000,
+                                                        "daily_requests": 100_000_000,
+                                                        "daily_tokens": 10_000_000_000,
+                                                        "monthly_tokens": 100_000_000_000}))
+        r = uvloop.run(run(args, fake.url(0), gateway.base_url, key))
+        metered = len(usage_rows(dsn, 1, timeout_s=5))
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        fake.close()
+        redis.close()
+        postgres.close()
+
+    added_p50 = r["gateway_p50"] - r["direct_p50"]
+    added_p99 = r["gateway_p99"] - r["direct_p99"]
+    print(f"\nGateway benchmark: {args.rate:.0f} RPS open loop, {r['requests']:.0f} requests per path, "
+          f"auth + limits (Redis) + metering (Postgres) on; all processes share this machine")
+    print(f"{'':28}{'direct':>12}{'gateway':>12}{'added':>12}{'ratio':>8}")
+    print(f"{'latency p50':28}{ms(r['direct_p50'])}{ms(r['gateway_p50'])}{ms(added_p50)}"
+          f"{r['gateway_p50'] / r['direct_p50']:8.2f}")
+    print(f"{'latency p99':28}{ms(r['direct_p99'])}{ms(r['gateway_p99'])}{ms(added_p99)}"
+          f"{r['gateway_p99'] / r['direct_p99']:8.2f}")
+    print(f"{'stream first byte p50':28}{ms(r['fb_direct_p50'])}{ms(r['fb_gateway_p50'])}"
+          f"{ms(r['fb_gateway_p50'] - r['fb_direct_p50'])}{r['fb_gateway_p50'] / r['fb_direct_p50']:8.2f}")
+    print(f"{'stream first byte p99':28}{ms(r['fb_direct_p99'])}{ms(r['fb_gateway_p99'])}"
+          f"{ms(r['fb_gateway_p99'] - r['fb_direct_p99'])}{r['fb_gateway_p99'] / r['fb_direct_p99']:8.2f}")
+    print(f"{'max sustained RPS':28}{r['rps_direct']:12.0f}{r['rps_gateway']:12.0f}{'':12}"
+          f"{r['rps_gateway'] / r['rps_direct']:8.2f}")
+    print(f"errors: direct {r['direct_errors']:.0f}, gateway {r['gateway_errors']:.0f}; "
+          f"usage rows written: {metered}")
+    print(f"targets: added p50 <= 1 ms: {'MET' if added_p50 <= 0.001 else 'MISSED'}; "
+          f"added p99 <= 5 ms: {'MET' if added_p99 <= 0.005 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
