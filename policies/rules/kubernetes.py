@@ -402,7 +402,8 @@ RULES = [
         config={"approved_chart_repositories": {"type": "array", "items": {"type": "string"}, "default": [
             "https://aws.github.io/eks-charts", "https://nvidia.github.io/*", "https://kubernetes.github.io/*",
             "https://prometheus-community.github.io/helm-charts", "https://grafana.github.io/helm-charts",
-            "https://kedacore.github.io/charts", "https://kubernetes-sigs.github.io/*", "oci://*",
+            "https://kedacore.github.io/charts", "https://kubernetes-sigs.github.io/*", "https://charts.external-secrets.io",
+            "oci://*",
         ]}},
     ),
     Rule(

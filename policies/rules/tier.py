@@ -50,7 +50,7 @@ def gpu_budget(subject: Res, stack: Stack, s: Settings) -> Iterator[str]:
             # Reported once: on the first group that takes the running total over the budget.
             if total > s["max_gpu_nodes"] and total - size <= s["max_gpu_nodes"]:
                 yield (f"GPU node groups can scale to {total:g} nodes ({', '.join(parts)}); "
-                       f"this tier's budget is {s['max_gpu_nodes']}")
+                       f"this tier's budget is {s['max_gpu_nodes']} (policy config max_gpu_nodes)")
             return
 
 
@@ -60,7 +60,8 @@ def allowed_types(subject: Res, stack: Stack, s: Settings) -> Iterator[str]:
         yield "instance type is not declared (instanceTypes or launch template instanceType)"
     for t in types:
         if not any(fnmatch.fnmatchcase(t, p) for p in s["allowed_instance_types"]):
-            yield f"instance type {t} is not allowed in this tier ({', '.join(s['allowed_instance_types'])})"
+            allowed = ", ".join(s["allowed_instance_types"]) or "none: set allowed_instance_types in the stack's policy config"
+            yield f"instance type {t} is not allowed in this tier ({allowed})"
 
 
 def spot(r: Res, s: Settings) -> Iterator[str]:
