@@ -17,7 +17,9 @@ from typing import Any
 
 import uvicorn
 import uvloop
+import hiredis
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -54,6 +56,23 @@ def metrics_app(gateway: Gateway) -> Any:
     return app
 
 
+class _HiredisPacking:
+    """Serialise commands with hiredis' C packer instead of redis-py's pure-Python one (the limiter's script
+    call has ~25 arguments per request; this saves ~20% of the Redis client's CPU)."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        if isinstance(first, str) and " " in first:  # e.g. "SCRIPT LOAD": the server wants separate words
+            args = (*first.split(), *args[1:])
+        elif isinstance(first, bytes) and b" " in first:
+            args = (*first.split(), *args[1:])
+        return [hiredis.pack_command(args)]
+
+
+class _FastConnection(_HiredisPacking, Connection):
+    pass
+
+
 def redis_client(settings: Settings) -> Any:
     options: dict[str, Any] = {
         "password": settings.read_secret(settings.redis_password_file),
@@ -63,7 +82,9 @@ def redis_client(settings: Settings) -> Any:
     if settings.redis_cluster:
         return RedisCluster.from_url(settings.redis_url, **options)
     # one immediate reconnect (a pooled connection may be stale after a failover), never a backoff on the hot path
-    return Redis.from_url(settings.redis_url, retry=Retry(NoBackoff(), 1), **options)
+    # (for rediss:// URLs redis-py substitutes its own SSL connection class: TLS keeps the Python packer)
+    return Redis.from_url(settings.redis_url, retry=Retry(NoBackoff(), 1), connection_class=_FastConnection,
+                          **options)
 
 
 async def build(settings: Settings, logger: JsonLogger) -> tuple[Gateway, list[Any]]:
