@@ -62,12 +62,26 @@ class CostEstimate:
         return round(sum(line.monthly_max for line in self.lines), 2)
 
     def by_component(self) -> list[tuple[str, float, float]]:
-        totals: dict[str, list[float]] = {}
+        return [(name, d, m) for _, name, d, m in self.by_region_component()]
+
+    def by_region_component(self) -> list[tuple[str, str, float, float]]:
+        """(region, component, desired, max), home region first, components in reading order within a region."""
+        totals: dict[tuple[str, str], list[float]] = {}
+        region_order: list[str] = []
         for line in self.lines:
-            acc = totals.setdefault(line.component, [0.0, 0.0])
+            if line.region not in region_order:
+                region_order.append(line.region)
+            acc = totals.setdefault((line.region, line.component), [0.0, 0.0])
             acc[0] += line.monthly_desired
             acc[1] += line.monthly_max
-        return [(name, round(d, 2), round(m, 2)) for name, (d, m) in totals.items()]
+
+        def order(key: tuple[str, str]) -> tuple[int, int, str]:
+            region, component = key
+            kind = component.split(" ", 1)[0]
+            rank = COMPONENT_ORDER.index(kind) if kind in COMPONENT_ORDER else len(COMPONENT_ORDER)
+            return region_order.index(region), rank, component
+
+        return [(region, name, round(d, 2), round(m, 2)) for (region, name), (d, m) in sorted(totals.items(), key=lambda kv: order(kv[0]))]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,7 +91,8 @@ class CostEstimate:
             "total_monthly_desired": self.total_desired,
             "total_monthly_max": self.total_max,
             "components": [
-                {"component": name, "monthly_desired": d, "monthly_max": m} for name, d, m in self.by_component()
+                {"region": region, "component": name, "monthly_desired": d, "monthly_max": m}
+                for region, name, d, m in self.by_region_component()
             ],
             "lines": [line.to_json() for line in self.lines],
             "price_table": {"source": self.price_source, "retrieved": self.price_retrieved, "version": self.price_version},
@@ -86,6 +101,10 @@ class CostEstimate:
             "unpriced": self.unpriced,
         }
 
+
+# Reading order of components in the printed estimate: traffic path first, then compute, data, the rest.
+COMPONENT_ORDER = ["GlobalRouting", "Edge", "Network", "EksCluster", "NodeGroup", "GatewayWorkload", "RedisCache",
+                   "GlobalDatastore", "PostgresDatabase", "PostgresReplica", "ModelBucket", "EncryptionKey"]
 
 # Types that have no charge of their own (or whose charge is carried by another line, e.g. flow logs by the log group).
 FREE_TYPE_PREFIXES = (
@@ -436,15 +455,24 @@ def _unwrapped(r: RenderedResource) -> RenderedResource:
 
 
 def format_estimate(est: CostEstimate, detail: bool = False) -> str:
-    """The estimate as a text table: per component at desired and at max size, and the totals."""
-    width = max([len(name) for name, _, _ in est.by_component()] + [len("TOTAL (USD/month)")])
+    """The estimate as a text table: per component at desired and at max size, region subtotals, the totals."""
+    rows = est.by_region_component()
+    regions = list(dict.fromkeys(region for region, _, _, _ in rows))
+    indent = "    " if len(regions) > 1 else "  "
+    width = max([len(name) + len(indent) - 2 for _, name, _, _ in rows] + [len("TOTAL (USD/month)")])
     out = [f"Estimated monthly cost ({est.hours_per_month:g} h/month, USD)",
            f"  {'component':<{width}}  {'desired':>11}  {'all at max':>11}"]
-    for name, desired, maximum in est.by_component():
-        out.append(f"  {name:<{width}}  {desired:>11,.2f}  {maximum:>11,.2f}")
-        if detail:
-            for line in (ln for ln in est.lines if ln.component == name):
-                out.append(f"      - {line.resource_name}: {line.detail}  [{line.monthly_desired:,.2f} / {line.monthly_max:,.2f}]")
+    for region in regions:
+        in_region = [row for row in rows if row[0] == region]
+        if len(regions) > 1:
+            desired = sum(d for _, _, d, _ in in_region)
+            maximum = sum(m for _, _, _, m in in_region)
+            out.append(f"  {'region ' + region:<{width}}  {desired:>11,.2f}  {maximum:>11,.2f}")
+        for _, name, desired, maximum in in_region:
+            out.append(f"{indent}{name:<{width - len(indent) + 2}}  {desired:>11,.2f}  {maximum:>11,.2f}")
+            if detail:
+                for line in (ln for ln in est.lines if ln.component == name and ln.region == region):
+                    out.append(f"{indent}    - {line.resource_name}: {line.detail}  [{line.monthly_desired:,.2f} / {line.monthly_max:,.2f}]")
     out.append(f"  {'TOTAL (USD/month)':<{width}}  {est.total_desired:>11,.2f}  {est.total_max:>11,.2f}")
     out.append(f"  prices: table {est.price_version} ({est.price_retrieved}); {'; '.join(est.region_bases)}")
     if est.unpriced:

@@ -16,7 +16,7 @@ from moto import mock_aws
 
 from infra import preflight
 from infra.cli import main as cli_main
-from infra.config import PlatformConfig
+from infra.config import NodeGroupConfig, PlatformConfig
 from infra.preflight import (
     check_edge, check_eks_versions, check_instance_offerings, check_quotas, load_stack_config, report, required_vcpus,
 )
@@ -34,9 +34,23 @@ def offline_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
+def group(name: str, types: list[str], max_size: int, capacity: str = "ON_DEMAND", gpu: str | None = None) -> NodeGroupConfig:
+    return NodeGroupConfig(name=name, gpu=gpu, instance_types=types, capacity=capacity, min_size=0, desired_size=0, max_size=max_size)
+
+
+# Fixed node groups, so these tests keep their meaning when the tier files are retuned.
+DEV_GROUPS = [group("system", ["t3.large"], 3), group("gpu-a10g", ["g5.xlarge", "g5.2xlarge"], 2, "SPOT", "a10g")]
+PROD_GROUPS = [group("system", ["m6i.xlarge"], 9), group("gpu-a10g", ["g5.2xlarge"], 12, gpu="a10g"),
+               group("gpu-a100", ["p4d.24xlarge"], 2, gpu="a100")]
+
+
 def stack_config(stack: str, **changes: Any) -> PlatformConfig:
+    """The stack's config with the fixed node groups above and no edge section, unless changed."""
     cfg = load_stack_config(stack)
-    return cfg.model_copy(update=changes) if changes else cfg
+    update: dict[str, Any] = {"node_groups": DEV_GROUPS if stack == "dev" else PROD_GROUPS}
+    if "edge" in PlatformConfig.model_fields:
+        update["edge"] = None
+    return cfg.model_copy(update={**update, **changes})
 
 
 class Clients:
@@ -281,19 +295,26 @@ def test_cli_without_credentials_exits_2_with_one_line(monkeypatch: pytest.Monke
 @mock_aws
 def test_cli_runs_every_check_and_exits_1_on_a_failure(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                                        quotas: tuple[Any, Stubber], eks: tuple[Any, Stubber]) -> None:
+    """The real dev stack file end to end: the first quota is 0, everything else is in place."""
     q_client, q_stub = quotas
     e_client, e_stub = eks
-    cfg = stack_config("dev")
-    q_stub.add_response("get_service_quota", quota_response("L-3819A6DF", 0.0))
-    q_stub.add_response("get_service_quota", quota_response("L-1216C47A", 64.0))
-    e_stub.add_response("describe_cluster_versions", {"clusterVersions": [{"clusterVersion": "1.33", "versionStatus": "STANDARD_SUPPORT"}]})
+    cfg = load_stack_config("dev")
+    needed = sorted(required_vcpus(cfg))
+    for i, key in enumerate(needed):
+        q_stub.add_response("get_service_quota", quota_response(preflight.QUOTAS[key].code, 0.0 if i == 0 else 10_000.0))
+    e_stub.add_response("describe_cluster_versions", {"clusterVersions": [{"clusterVersion": cfg.cluster.version, "versionStatus": "STANDARD_SUPPORT"}]})
     _stub_all_addons(e_stub, cfg)
+    edge = getattr(cfg, "edge", None)
+    if edge is not None and edge.hosted_zone:
+        boto3.client("route53").create_hosted_zone(Name=edge.hosted_zone, CallerReference="cli")
     monkeypatch.setattr(preflight, "session_clients", lambda profile=None: Clients(**{"service-quotas": q_client, "eks": e_client}))
     assert cli_main(["preflight", "dev"]) == 1
     out = capsys.readouterr().out
-    assert "FAIL  quota" in out and "fix: aws service-quotas request-service-quota-increase" in out
-    assert "PASS  az-offering" in out and "PASS  eks-addon" in out and "PASS  dns-cert" in out
-    assert out.strip().splitlines()[-1] == "11 checks: 10 passed, 0 warnings, 1 failed"
+    assert f"FAIL  quota        us-east-1      {preflight.QUOTAS[needed[0]].name}" in out
+    assert f"fix: aws service-quotas request-service-quota-increase --service-code ec2 --quota-code {preflight.QUOTAS[needed[0]].code}" in out
+    assert "PASS  az-offering" in out and "PASS  eks-addon" in out
+    checks = len(needed) + len(cfg.node_groups) + 1 + len(cfg.cluster.addons) + 1
+    assert out.strip().splitlines()[-1] == f"{checks} checks: {checks - 1} passed, 0 warnings, 1 failed"
 
 
 def test_cli_bad_stack_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
