@@ -186,3 +186,23 @@ def test_inflight_slots_of_a_dead_replica_expire(gateway_factory, upstream: Fake
     while post(survivor, key)[0] != 200 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert post(survivor, key)[0] == 200  # ...until it expires
+
+
+def test_burst_and_monthly_token_quota(gateway: GatewayProcess, make_key) -> None:
+    bursty = make_key("org-burst", key_limits={"rpm": 600, "burst": 3})
+    url = f"{gateway.base_url}/v1/chat/completions"
+    started = time.monotonic()
+    statuses = [status for status, _, _ in asyncio.run(fire([url] * 8, bursty, CHAT))]
+    elapsed = time.monotonic() - started
+    # the bucket holds 3, then refills one every 0.1 s: all 8 at once get 3, plus what refilled meanwhile
+    assert 3 <= statuses.count(200) <= 3 + int(elapsed / 0.1), (statuses, elapsed)
+    assert statuses.count(429) >= 1
+
+    monthly = make_key("org-month", org_limits={"monthly_tokens": 20})
+    assert post(gateway, monthly, {**CHAT, "max_tokens": 5})[0] == 200
+    time.sleep(0.2)
+    assert post(gateway, monthly, {**CHAT, "max_tokens": 5})[0] == 200  # 16 used < 20
+    time.sleep(0.2)
+    status, headers, payload = post(gateway, monthly)
+    assert status == 429 and payload["error"]["code"] == "insufficient_quota"
+    assert "monthly token quota" in payload["error"]["message"] and headers["x-should-retry"] == "false"

@@ -188,3 +188,15 @@ def test_backoff_has_jitter_and_a_ceiling() -> None:
     assert all(0 <= delay <= 1.0 for delay in delays)
     first = [backoff_delay(0, 0.1, 1.0) for _ in range(50)]
     assert all(0.05 <= delay <= 0.1 for delay in first) and len(set(first)) > 1
+
+
+def test_request_timeout_and_stream_idle_timeout(gateway_factory, upstream: FakeUpstream, make_key) -> None:
+    gateway = gateway_factory(request_timeout_s="1", stream_idle_timeout_s="0.5", max_retries="0")
+    key = make_key()
+    upstream.control(2, latency_s=3)
+    status, _, raw = post(gateway, key, chat("chat-b"))
+    assert status == 504 and json.loads(raw)["error"]["code"] == "upstream_timeout"
+    upstream.control(2, latency_s=0, stream_chunks=3, chunk_delay_s=2)
+    status, _, raw = post(gateway, key, chat("chat-b", stream=True))
+    assert status == 200 and b"tok0" in raw and b"tok1" not in raw
+    assert b"idle timeout" in raw and b'"code":"stream_interrupted"' in raw
