@@ -264,12 +264,14 @@ class ClusterAddons(pulumi.ComponentResource):
     def _release(self, chart: str, namespace: str, values: dict[str, Any],
                  extra_depends: Sequence[pulumi.Resource] = ()) -> k8s.helm.v3.Release:
         pin = self._args.charts[chart]
+        oci = pin.repo.startswith("oci://")
         release = k8s.helm.v3.Release(
             f"{self._name}-{chart}",
             name=chart,
-            chart=chart,
+            # An OCI chart is addressed by its full reference; a classic repository by name + repository URL.
+            chart=f"{pin.repo.rstrip('/')}/{chart}" if oci else chart,
             version=pin.version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=pin.repo),
+            repository_opts=None if oci else k8s.helm.v3.RepositoryOptsArgs(repo=pin.repo),
             namespace=namespace,
             create_namespace=False,
             values=values,

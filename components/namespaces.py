@@ -134,6 +134,23 @@ def policies(args: NamespacesArgs) -> list[Manifest]:
             "podSelector": {"matchLabels": {"app": "kube-prometheus-stack-operator"}}, "policyTypes": ["Ingress"],
             "ingress": [{"from": [vpc], "ports": tcp(10250)}],
         }),
+        # Add-on namespaces: ingress closed except the API server's calls (webhooks, KEDA's external-metrics
+        # APIService; the control plane's ENIs sit in the VPC), their own pods and Prometheus.
+        *addon_policies(args.keda, mon, vpc, (6443, 9443)),
+        *addon_policies(args.external_secrets, mon, vpc, (10250,)),
+    ]
+
+
+def addon_policies(ns: str, monitoring: str, vpc: dict[str, Any], api_ports: tuple[int, ...]) -> list[Manifest]:
+    return [
+        default_deny(ns, egress=False),
+        network_policy("allow-internal-and-metrics", ns, {
+            "podSelector": {}, "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {}}, from_namespace(monitoring)]}],
+        }),
+        network_policy("allow-apiserver", ns, {
+            "podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [vpc], "ports": tcp(*api_ports)}],
+        }),
     ]
 
 

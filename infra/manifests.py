@@ -68,7 +68,7 @@ def helm_releases(rendering: Rendering) -> list[tuple[RenderedResource, dict[str
             "releaseName": i.get("name", r.name),
             "chart": i.get("chart"),
             "version": i.get("version"),
-            "repository": (i.get("repositoryOpts") or {}).get("repo"),
+            "repository": (i.get("repositoryOpts") or {}).get("repo") or "(OCI: see chart)",
             "namespace": i.get("namespace"),
             "values": i.get("values") or {},
         }))))

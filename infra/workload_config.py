@@ -156,7 +156,7 @@ class GatewayWorkloadConfig(_Strict):
 
 
 class ChartPin(_Strict):
-    repo: Annotated[str, Field(pattern=r"^https://[\w./-]+$")]
+    repo: Annotated[str, Field(pattern=r"^(https|oci)://[\w./-]+$", description="https:// chart repository or oci:// registry path")]
     version: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+$", description="exact chart version, no ranges")]
 
 
@@ -169,7 +169,8 @@ DEFAULT_CHARTS: dict[str, ChartPin] = {
     "metrics-server": ChartPin(repo="https://kubernetes-sigs.github.io/metrics-server", version="3.13.0"),
     "keda": ChartPin(repo="https://kedacore.github.io/charts", version="2.18.0"),
     "kube-prometheus-stack": ChartPin(repo="https://prometheus-community.github.io/helm-charts", version="78.3.0"),
-    "external-secrets": ChartPin(repo="https://charts.external-secrets.io", version="0.20.4"),
+    # The project's OCI registry: the policy pack approves oci:// chart sources, not charts.external-secrets.io.
+    "external-secrets": ChartPin(repo="oci://ghcr.io/external-secrets/charts", version="0.20.4"),
 }
 
 

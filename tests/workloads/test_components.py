@@ -97,9 +97,12 @@ def test_every_addon_is_a_pinned_helm_release_with_an_explicit_name(rendering: R
     releases = {r.inputs["name"]: r.inputs for r in rendering.of_type("kubernetes:helm.sh/v3:Release")}
     assert set(releases) == set(DEFAULT_CHARTS)
     for name, inputs in releases.items():
-        assert inputs["chart"] == name
-        assert inputs["version"] == DEFAULT_CHARTS[name].version  # type: ignore[index]
-        assert inputs["repositoryOpts"]["repo"] == DEFAULT_CHARTS[name].repo  # type: ignore[index]
+        pin = DEFAULT_CHARTS[name]  # type: ignore[index]
+        assert inputs["version"] == pin.version
+        if pin.repo.startswith("oci://"):
+            assert inputs["chart"] == f"{pin.repo}/{name}" and "repositoryOpts" not in inputs
+        else:
+            assert inputs["chart"] == name and inputs["repositoryOpts"]["repo"] == pin.repo
         assert inputs["namespace"] not in ("default", "", None)
 
 
