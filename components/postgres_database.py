@@ -60,6 +60,10 @@ class PostgresDatabaseArgs:
     monitoring_interval_seconds: int = 60
     log_retention_days: int = 30
     apply_immediately: bool = False
+    master_password: pulumi.Input[str] | None = None
+    """None: RDS generates and rotates the master password in its own secret. Given (a Pulumi secret): the instance
+    uses it and the component keeps it in a KMS-encrypted secret of the same shape. Needed for read replicas: RDS
+    refuses to create one when the source's password is RDS-managed (the global tier's ledger replicas)."""
     tags: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -181,8 +185,9 @@ class PostgresDatabase(pulumi.ComponentResource):
             instance_class=args.instance_class,
             db_name=args.database_name,
             username=args.master_username,
-            manage_master_user_password=True,
-            master_user_secret_kms_key_id=args.kms_key_arn,
+            manage_master_user_password=True if args.master_password is None else None,
+            master_user_secret_kms_key_id=args.kms_key_arn if args.master_password is None else None,
+            password=args.master_password,
             iam_database_authentication_enabled=True,
             port=POSTGRES_PORT,
             storage_type="gp3",
@@ -219,8 +224,29 @@ class PostgresDatabase(pulumi.ComponentResource):
         self.security_group_id = security_group.id
         self.address = self.instance.address
         self.port = self.instance.port
-        self.secret_arn = self.instance.master_user_secrets.apply(lambda secrets: str(secrets[0].secret_arn))
+        if args.master_password is None:
+            self.secret_arn = self.instance.master_user_secrets.apply(lambda secrets: str(secrets[0].secret_arn))
+        else:
+            self.secret_arn = self._own_secret(name, args)
         self.database_name = args.database_name
         self.register_outputs(
             {"address": self.address, "port": self.port, "secret_arn": self.secret_arn, "security_group_id": self.security_group_id}
         )
+
+    def _own_secret(self, name: str, args: PostgresDatabaseArgs) -> pulumi.Output[str]:
+        """The caller-provided master password in a secret shaped like RDS's own (`username`, `password`)."""
+        child = pulumi.ResourceOptions(parent=self)
+        secret = aws.secretsmanager.Secret(
+            f"{name}-master",
+            description=f"Master credentials of RDS {args.identifier} (password set by the stack, not RDS-managed)",
+            kms_key_id=args.kms_key_arn,
+            tags=args.tags,
+            opts=child,
+        )
+        document: pulumi.Output[str] = pulumi.Output.secret(
+            pulumi.Output.all(args.master_username, args.master_password).apply(
+                lambda v: json.dumps({"username": v[0], "password": v[1]})
+            )
+        )
+        aws.secretsmanager.SecretVersion(f"{name}-master-value", secret_id=secret.id, secret_string=document, opts=child)
+        return secret.arn

@@ -12,8 +12,9 @@ pre-created encrypted log groups, deletion protection, Multi-AZ and automated ba
 complete primary at once).
 
 Promotion is a config change: `promote=True` drops `replicate_source_db`, which makes the provider promote the
-replica to a standalone primary on the next `pulumi up`; RDS then manages a master-user secret in this region,
-encrypted with this region's key (the primary's secret lives in the home region and may be unreachable).
+replica to a standalone primary on the next `pulumi up`. The master user and password are the source's (they are
+replicated with the data), so the credentials every region already holds keep working against the promoted one.
+The source must not use an RDS-managed master password: RDS refuses replicas of such a source.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class PostgresReplicaArgs:
     allowed_security_group_ids: Sequence[pulumi.Input[str]]
     """Security groups that may connect (this region's EKS cluster security group)."""
     kms_key_arn: pulumi.Input[str]
-    """KMS key of THIS region: storage, snapshots, Performance Insights, and the master secret once promoted."""
+    """KMS key of THIS region: storage, snapshots and Performance Insights."""
     log_kms_key_arn: pulumi.Input[str]
     """KMS key of the log groups (its policy must admit `logs.<region>.amazonaws.com`)."""
     instance_class: str = "db.t4g.medium"
@@ -159,8 +160,6 @@ class PostgresReplica(pulumi.ComponentResource):
             identifier=args.identifier,
             # Engine, version, database name and master user come from the source while replicating.
             replicate_source_db=None if args.promote else args.source_db_arn,
-            manage_master_user_password=True if args.promote else None,
-            master_user_secret_kms_key_id=args.kms_key_arn if args.promote else None,
             instance_class=args.instance_class,
             storage_type="gp3",
             max_allocated_storage=args.max_allocated_storage_gib,

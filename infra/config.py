@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from infra.instances import GPU_FAMILIES, INSTANCE_SPECS, gpu_class_of
 from infra.workload_config import ModelConfig, WorkloadsConfig, check_models_fit_node_groups
 from infra.data_edge_config import DataConfig, EdgeConfig, ModelStoreConfig, check_edge_fits_regions
+from infra.global_config import GlobalConfig, check_global_fits_regions
 
 PROJECT = "llm-platform"
 
@@ -188,6 +189,14 @@ class PlatformConfig(Strict):
     data: DataConfig = Field(default_factory=DataConfig, description="Redis and Postgres (infra/data_edge_config.py)")
     edge: EdgeConfig = Field(description="API domain, TLS, ALB and WAF (infra/data_edge_config.py)")
     model_store: ModelStoreConfig = Field(default_factory=ModelStoreConfig, description="model-weights bucket")  # type: ignore[arg-type]
+    global_: GlobalConfig | None = Field(
+        None, alias="global", description="multi-region stacks only: API hostname, failover, shared state (infra/global_config.py)"
+    )
+
+    @model_validator(mode="after")
+    def _global_fits_regions(self) -> PlatformConfig:
+        check_global_fits_regions(self)
+        return self
 
     @model_validator(mode="after")
     def _edge_fits_regions(self) -> PlatformConfig:

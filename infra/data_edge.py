@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_random as random
 
 from components.edge import Edge, EdgeArgs, WafArgs
 from components.kms import EncryptionKey, EncryptionKeyArgs
@@ -36,6 +37,8 @@ class DataEdge:
     postgres: PostgresDatabase | None
     edge: Edge
     model_bucket: ModelBucket
+    postgres_master_password: pulumi.Output[str] | None = None
+    """Multi-region stacks only: the stack-generated master password (a Pulumi secret) the global tier replicates."""
 
 
 def api_domain(cfg: PlatformConfig, region: RegionConfig) -> str:
@@ -85,8 +88,15 @@ def build_data_edge(cfg: PlatformConfig, region: RegionConfig, platform: Regiona
     )
 
     postgres: PostgresDatabase | None = None
+    master_password: pulumi.Output[str] | None = None
     if home:
         p = cfg.data.postgres
+        if len(cfg.regions) > 1:
+            # RDS refuses read replicas of a source whose password it manages; the global tier's ledger replicas
+            # need a stack-generated one (rotated by replacing this resource).
+            master_password = pulumi.Output.secret(
+                random.RandomPassword(f"{prefix}-pg-master", length=40, special=False, opts=in_region).result
+            )
         postgres = PostgresDatabase(
             f"{prefix}-postgres",
             PostgresDatabaseArgs(
@@ -111,6 +121,7 @@ def build_data_edge(cfg: PlatformConfig, region: RegionConfig, platform: Regiona
                 performance_insights_retention_days=p.performance_insights_retention_days,
                 monitoring_interval_seconds=p.monitoring_interval_seconds,
                 log_retention_days=p.log_retention_days,
+                master_password=master_password,
                 tags=tags,
             ),
             opts=in_region,
@@ -165,7 +176,8 @@ def build_data_edge(cfg: PlatformConfig, region: RegionConfig, platform: Regiona
         ),
         opts=in_region,
     )
-    return DataEdge(data_key=data_key, model_key=model_key, redis=redis, postgres=postgres, edge=edge, model_bucket=model_bucket)
+    return DataEdge(data_key=data_key, model_key=model_key, redis=redis, postgres=postgres, edge=edge, model_bucket=model_bucket,
+                    postgres_master_password=master_password)
 
 
 def export_data_edge(data_edge: DataEdge, key: str) -> None:

@@ -8,9 +8,9 @@ Consistency, in one place (README "Global tier" has the long form):
 - `shared_state: global_datastore` — limits and quotas are exact across regions: every region's gateway writes its
   counters to the Global Datastore primary (home region); the secondary regions hold read-only, replicated copies
   (sub-second lag) that take over on failover. Costs one cross-region round trip per limit check outside the home region.
-- `shared_state: regional_split` — each region keeps its own Redis and enforces `limit * weight` of every limit
-  (weights from `regional_split_weights`, summing to 1): no cross-region hop, but a tenant's total can exceed its
-  limit by the share of an idle region (the declared split).
+- `shared_state: regional_split` — each region keeps its own Redis and enforces every limit and quota in full on
+  its own: no cross-region hop and no dependency on the home region, but the declared split is "each region grants
+  100%", so a tenant spread over N regions can use up to N times its limit (the gateway has no per-region share yet).
 - `ledger: primary_with_replicas` — usage records from every region are written to one Postgres primary
   (`ledger_primary_region`, the home region unless failed over); every other region holds an encrypted cross-region
   read replica. While the primary is unreachable the gateways buffer records on disk and replay them afterwards.
@@ -86,9 +86,6 @@ class GlobalConfig(_Strict):
     health_check: HealthCheckConfig = Field(default_factory=HealthCheckConfig)  # type: ignore[arg-type]
     data_residency: list[ResidencyRule] = Field(default_factory=list, description="geolocation pins; everyone else is latency-routed")
     shared_state: Literal["global_datastore", "regional_split"] = "global_datastore"
-    regional_split_weights: dict[str, Annotated[float, Field(gt=0, le=1)]] | None = Field(
-        None, description="regional_split only: share of every limit each region enforces (sums to 1); unset = equal shares"
-    )
     ledger: Literal["primary_with_replicas"] = "primary_with_replicas"
     ledger_primary_region: str | None = Field(
         None, description="region whose Postgres takes the usage ledger's writes; unset = home region. Setting it to a "
@@ -111,8 +108,6 @@ class GlobalConfig(_Strict):
     def _hostname_in_zone(self) -> GlobalConfig:
         if not self.api_hostname.endswith("." + self.route53_zone):
             raise ValueError(f"api_hostname: got {self.api_hostname!r}; allowed: a name under route53_zone {self.route53_zone!r}")
-        if self.regional_split_weights is not None and self.shared_state != "regional_split":
-            raise ValueError(f"regional_split_weights: got {self.regional_split_weights}; allowed only with shared_state: regional_split")
         return self
 
 
@@ -137,12 +132,6 @@ def check_global_fits_regions(cfg: PlatformConfig) -> None:
             seen[place] = rule.region
     if section.ledger_primary_region is not None and section.ledger_primary_region not in names:
         raise ValueError(f"global.ledger_primary_region: got {section.ledger_primary_region!r}; allowed: {', '.join(names)}")
-    weights = section.regional_split_weights
-    if weights is not None:
-        if sorted(weights) != sorted(names):
-            raise ValueError(f"global.regional_split_weights: got regions {sorted(weights)}; allowed: exactly {', '.join(names)}")
-        if abs(sum(weights.values()) - 1.0) > 1e-6:
-            raise ValueError(f"global.regional_split_weights: got a sum of {sum(weights.values()):g}; allowed: shares summing to 1")
     if section.shared_state == "global_datastore":
         redis = cfg.data.redis
         if len(names) > 3:
@@ -159,12 +148,3 @@ def check_global_fits_regions(cfg: PlatformConfig) -> None:
     edge_zone = getattr(edge, "hosted_zone", None)
     if edge_zone is not None and edge_zone != section.route53_zone and not re.search(r"\." + re.escape(section.route53_zone) + "$", edge_zone):
         raise ValueError(f"global.route53_zone: got {section.route53_zone!r}; allowed: the edge's zone {edge_zone!r} or a parent of it")
-
-
-def split_weights(cfg: PlatformConfig) -> dict[str, float]:
-    """Share of every limit each region enforces under `regional_split` (1.0 for every region otherwise)."""
-    section = cfg.global_
-    names = [r.name for r in cfg.regions]
-    if section is None or section.shared_state != "regional_split":
-        return {name: 1.0 for name in names}
-    return dict(section.regional_split_weights or {name: 1.0 / len(names) for name in names})

@@ -14,19 +14,25 @@ Redis, Postgres, ALB, model bucket) and adds:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pulumi
 import pulumi_aws as aws
 
+from components.gateway_workload import DatabaseSource
+from components.secrets_sync import SecretSource
 from components.global_datastore import GlobalDatastore, GlobalDatastoreArgs, SecondaryMember
 from components.global_routing import GlobalRouting, GlobalRoutingArgs, HealthCheckSettings, RegionalEndpoint, ResidencyPin
 from components.postgres_replica import PostgresReplica, PostgresReplicaArgs
 from components.region_peering import PeeredVpc, RegionPeering, RegionPeeringArgs
+from components.replicated_secret import ReplicatedSecret, ReplicatedSecretArgs, SecretReplica, regional_arn
 from components.replication import ArtifactReplication, ArtifactReplicationArgs, ReplicaRegion
 from infra.config import ConfigError, PlatformConfig
-from infra.global_config import GlobalConfig, split_weights
+from infra.global_config import GlobalConfig
+from infra.workloads import WorkloadInputs, inputs_from_platform
 
 if TYPE_CHECKING:
     from infra.data_edge import DataEdge
@@ -44,6 +50,11 @@ class GlobalTier:
     ledger_replicas: dict[str, PostgresReplica]
     replication: ArtifactReplication
     ledger_write_region: str
+    ledger_write_host: pulumi.Output[str] | None
+    ledger_secret_arn: pulumi.Output[str] | None
+    """Ledger credentials (`username`, `password`) in the home region; a replica with the same name in every other."""
+    workload_inputs: dict[str, WorkloadInputs]
+    """Per region: what its gateway connects to (shared Redis writer, the ledger's writer, region-local secrets)."""
 
 
 def _data_edge(cfg: PlatformConfig, platform: RegionalPlatform) -> DataEdge:
@@ -163,6 +174,24 @@ def build_global_tier(cfg: PlatformConfig, platforms: list[RegionalPlatform]) ->
 
     ledger_write_region = g.ledger_primary_region or home.region
     ledger_replicas: dict[str, PostgresReplica] = {}
+    ledger_secret_arn: pulumi.Output[str] | None = None
+    if home_de.postgres is not None and home_de.postgres_master_password is not None:
+        # The master credentials travel with the data to every replica; this secret carries them to every region's
+        # gateway (read from its own region, even with the home region down), encrypted there with that region's key.
+        ledger_secret = ReplicatedSecret(
+            f"{prefix}-ledger-credentials",
+            ReplicatedSecretArgs(
+                description="Usage-ledger credentials for every region's gateway (replicated to each region)",
+                kms_key_arn=home_de.data_key.arn,
+                value=pulumi.Output.all(cfg.data.postgres.master_username, home_de.postgres_master_password).apply(
+                    lambda v: json.dumps({"username": v[0], "password": v[1]})
+                ),
+                replicas=[SecretReplica(region=p.region, kms_key_arn=others_de[p.region].data_key.arn) for p in others],
+                tags=tags,
+            ),
+            opts=at_home,
+        )
+        ledger_secret_arn = ledger_secret.arn
     if home_de.postgres is not None:
         pg = cfg.data.postgres
         # The promoted replica (after a failover) is built first: the remaining replicas follow it.
@@ -224,6 +253,15 @@ def build_global_tier(cfg: PlatformConfig, platforms: list[RegionalPlatform]) ->
         opts=at_home,
     )
 
+    ledger_write_host: pulumi.Output[str] | None = None
+    if home_de.postgres is not None:
+        ledger_write_host = (ledger_replicas[ledger_write_region].address if ledger_write_region in ledger_replicas
+                             else home_de.postgres.address)
+    workload_inputs = {
+        p.region: shared_state_inputs(cfg, p, home_de, datastore, ledger_write_host, ledger_secret_arn,
+                                      home=p is home, ledger_failed_over=ledger_write_region != home.region)
+        for p in platforms
+    }
     return GlobalTier(
         routing=routing,
         peerings=peerings,
@@ -231,7 +269,31 @@ def build_global_tier(cfg: PlatformConfig, platforms: list[RegionalPlatform]) ->
         ledger_replicas=ledger_replicas,
         replication=replication,
         ledger_write_region=ledger_write_region,
+        ledger_write_host=ledger_write_host,
+        ledger_secret_arn=ledger_secret_arn,
+        workload_inputs=workload_inputs,
     )
+
+
+def shared_state_inputs(cfg: PlatformConfig, platform: RegionalPlatform, home_de: DataEdge, datastore: GlobalDatastore | None,
+                        ledger_host: pulumi.Output[str] | None, ledger_secret_arn: pulumi.Output[str] | None,
+                        home: bool, ledger_failed_over: bool) -> WorkloadInputs:
+    """The region's own workload inputs, pointed at the shared state where the consistency mode says so:
+    - global_datastore: counters go to the Global Datastore primary (the home Redis), the AUTH token comes from the
+      region's replica of the shared secret; regional_split: the region's own Redis (limits scaled by its share).
+    - the ledger: every region writes usage to the ledger's writer (home primary, or the promoted replica),
+      credentials from the region's replica of the ledger secret; home keeps its own secret until a failover."""
+    base = inputs_from_platform(cfg, platform)
+    changes: dict[str, object] = {}
+    if datastore is not None and not home:
+        changes["redis_url"] = pulumi.Output.all(datastore.write_endpoint, home_de.redis.port).apply(lambda v: f"rediss://{v[0]}:{int(v[1])}/0")
+        changes["redis_auth"] = SecretSource(arn=regional_arn(datastore.secret_arn, platform.region), property="auth_token")
+    if ledger_host is not None and home_de.postgres is not None and (not home or ledger_failed_over):
+        secret = (SecretSource(arn=regional_arn(ledger_secret_arn, platform.region)) if ledger_secret_arn is not None
+                  else SecretSource(arn=home_de.postgres.secret_arn))
+        changes["database"] = DatabaseSource(secret=secret, host=ledger_host, port=home_de.postgres.port,
+                                             database=home_de.postgres.database_name)
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
 def export_global_tier(cfg: PlatformConfig, tier: GlobalTier) -> None:
@@ -241,11 +303,16 @@ def export_global_tier(cfg: PlatformConfig, tier: GlobalTier) -> None:
     pulumi.export("global:apiUrl", tier.routing.api_url)
     pulumi.export("global:healthCheckIds", tier.routing.health_check_ids)
     pulumi.export("global:sharedState", g.shared_state)
-    pulumi.export("global:limitShares", split_weights(cfg))
+    # Where a tenant's limits are counted: once for all regions, or in full by each region on its own.
+    pulumi.export("global:limitScope", "global" if g.shared_state == "global_datastore" else "per-region")
     if tier.datastore is not None:
         pulumi.export("global:redisGlobalDatastoreId", tier.datastore.global_replication_group_id)
         pulumi.export("global:redisWriteEndpoint", tier.datastore.write_endpoint)
         pulumi.export("global:redisReaderEndpoints", tier.datastore.reader_endpoints)
         pulumi.export("global:redisAuthSecretArn", tier.datastore.secret_arn)
     pulumi.export("global:ledgerWriteRegion", tier.ledger_write_region)
+    if tier.ledger_write_host is not None:
+        pulumi.export("global:ledgerWriteEndpoint", tier.ledger_write_host)
+    if tier.ledger_secret_arn is not None:
+        pulumi.export("global:ledgerSecretArn", tier.ledger_secret_arn)
     pulumi.export("global:ledgerReplicaEndpoints", {region: r.address for region, r in tier.ledger_replicas.items()})

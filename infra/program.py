@@ -18,6 +18,7 @@ from components.network import Network, NetworkArgs
 from components.node_group import NodeGroup, NodeGroupArgs
 from infra.config import ConfigError, PlatformConfig, RegionConfig, parse_platform_config, project_config_from_pulumi
 from infra.data_edge import DataEdge, build_data_edge, export_data_edge
+from infra.global_tier import build_global_tier, export_global_tier
 from infra.instances import INSTANCE_SPECS
 from infra.workloads import Workloads, build_workloads, export_workloads
 
@@ -127,7 +128,9 @@ def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
 
     platform = RegionalPlatform(region=region.name, prefix=prefix, provider=provider, network=network, cluster=cluster, node_groups=node_groups)
     platform.data_edge = build_data_edge(cfg, region, platform)
-    platform.workloads = build_workloads(cfg, platform, depends_on=[ng.node_group for ng in node_groups.values()])
+    if len(cfg.regions) == 1:
+        # Multi-region stacks attach workloads in main(), once the global tier says where shared state lives.
+        platform.workloads = build_workloads(cfg, platform, depends_on=[ng.node_group for ng in node_groups.values()])
     return platform
 
 
@@ -153,8 +156,16 @@ def main() -> None:
         cfg = load_config()
         # One full regional platform per configured region (the global tier has several), home region first.
         regions = [build_region(cfg, region) for region in cfg.regions]
+        # The cross-region layer (one hostname, failover, shared state, replication) needs every region first.
+        global_tier = build_global_tier(cfg, regions) if len(cfg.regions) > 1 else None
+        if global_tier is not None:
+            for platform in regions:
+                platform.workloads = build_workloads(cfg, platform, inputs=global_tier.workload_inputs[platform.region],
+                                                     depends_on=[ng.node_group for ng in platform.node_groups.values()])
     except ConfigError as err:
         # RunError ends the program with just this line: no traceback for a config mistake.
         raise pulumi.RunError(str(err)) from None
     for i, platform in enumerate(regions):
         export_region(cfg, platform, home=i == 0)
+    if global_tier is not None:
+        export_global_tier(cfg, global_tier)

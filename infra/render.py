@@ -255,7 +255,8 @@ class PlatformMocks(pulumi_mocks.Mocks):
             out.update(address=address, endpoint=f"{address}:{port}", port=port,
                        masterUserSecrets=[{"secretArn": f"arn:aws:secretsmanager:{region}:{ACCOUNT_ID}:secret:rds!{ident}-{h[:6]}",
                                            "kmsKeyId": inputs.get("masterUserSecretKmsKeyId"), "secretStatus": "active"}],
-                       resourceId=f"db-{h.upper()}")
+                       resourceId=f"db-{h.upper()}",
+                       arn=f"arn:aws:rds:{region}:{ACCOUNT_ID}:{'db' if typ == 'aws:rds/instance:Instance' else 'cluster'}:{ident}")
         elif typ == "aws:lb/loadBalancer:LoadBalancer":
             lb = inputs.get("name", name)
             out.update(dnsName=f"{lb}-{int(h[:8], 16)}.{region}.elb.amazonaws.com", zoneId="Z35SXDOTRQ7X7K",
@@ -286,6 +287,20 @@ class PlatformMocks(pulumi_mocks.Mocks):
             rid = str(out["name"])
         elif typ == "aws:route53/healthCheck:HealthCheck":
             rid = f"{h[:8]}-{h[8:12]}-{h[12:16]}"
+        elif typ == "aws:route53/record:Record":
+            out["fqdn"] = str(inputs.get("name", name)).rstrip(".")
+        elif typ == "aws:elasticache/globalReplicationGroup:GlobalReplicationGroup":
+            # AWS prefixes the suffix with a per-region code (e.g. ldgnf- for us-east-1).
+            out.update(globalReplicationGroupId=f"{h[:5]}-{inputs.get('globalReplicationGroupIdSuffix', name)}",
+                       arn=f"arn:aws:elasticache::{ACCOUNT_ID}:globalreplicationgroup:{h[:5]}-{inputs.get('globalReplicationGroupIdSuffix', name)}")
+            rid = str(out["globalReplicationGroupId"])
+        elif typ == "aws:ec2/vpcPeeringConnection:VpcPeeringConnection":
+            rid = f"pcx-{h}"
+        elif typ == "aws:ec2/vpcPeeringConnectionAccepter:VpcPeeringConnectionAccepter":
+            rid = str(inputs.get("vpcPeeringConnectionId") or f"pcx-{h}")
+        elif typ == "aws:ecr/replicationConfiguration:ReplicationConfiguration":
+            out["registryId"] = ACCOUNT_ID
+            rid = ACCOUNT_ID
         elif typ == "aws:route53/zone:Zone":
             rid = "Z" + h[:12].upper()
             out.update(zoneId=rid, nameServers=[f"ns-{i}.awsdns-{i}.org" for i in range(1, 5)])

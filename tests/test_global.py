@@ -290,9 +290,9 @@ def _global_raw(**changes: Any) -> dict[str, Any]:
         ({"ledger_primary_region": "sa-east-1"}, "global.ledger_primary_region: got 'sa-east-1'"),
         ({"shared_state": "eventual"}, "llm-platform:global.shared_state: got \"eventual\""),
         ({"health_check": {"failure_threshold": 0}}, "llm-platform:global.health_check.failure_threshold: got 0"),
-        ({"regional_split_weights": {"us-east-1": 1.0}}, "regional_split_weights: got {'us-east-1': 1.0}; allowed only with shared_state: regional_split"),
-        ({"shared_state": "regional_split", "regional_split_weights": {"us-east-1": 0.5, "eu-west-1": 0.3, "ap-northeast-1": 0.1}},
-         "global.regional_split_weights: got a sum of 0.9; allowed: shares summing to 1"),
+        ({"data_residency": [{"region": "eu-west-1", "continents": ["EU"]}, {"region": "us-east-1", "continents": ["EU"]}]},
+         "global.data_residency: got EU pinned to both eu-west-1 and us-east-1"),
+        ({"api_hostname": "api.global.llm.example.com"}, "global.api_hostname: got 'api.global.llm.example.com', which a regional ALB already serves"),
     ],
 )
 def test_bad_global_config_is_one_clear_line(changes: dict[str, Any], message: str) -> None:
@@ -387,7 +387,7 @@ def test_health_check_settings_reject_bad_values() -> None:
         HealthCheckSettings(checker_regions=["us-east-1"])
 
 
-def test_postgres_replica_promotion_drops_the_source_and_manages_a_regional_secret() -> None:
+def test_postgres_replica_promotion_drops_the_source_and_keeps_the_credentials() -> None:
     key = "arn:aws:kms:eu-west-1:123456789012:key/abc"
 
     def program() -> None:
@@ -400,9 +400,10 @@ def test_postgres_replica_promotion_drops_the_source_and_manages_a_regional_secr
     out = render_function(program)
     replica, promoted = out.one(RDS_INSTANCE, "r0"), out.one(RDS_INSTANCE, "r1")
     assert replica.inputs["replicateSourceDb"] == "arn:aws:rds:us-east-1:123456789012:db:ledger"
-    assert "manageMasterUserPassword" not in replica.inputs
     assert "replicateSourceDb" not in promoted.inputs
-    assert promoted.inputs["manageMasterUserPassword"] is True and promoted.inputs["masterUserSecretKmsKeyId"] == key
+    for instance in (replica, promoted):  # the master user and password stay the source's
+        assert "manageMasterUserPassword" not in instance.inputs and "password" not in instance.inputs
+        assert instance.inputs["kmsKeyId"] == key and instance.inputs["storageEncrypted"] is True
     params = out.of_type("aws:rds/parameterGroup:ParameterGroup")
     assert all({"name": "rds.force_ssl", "value": "1"} in p.inputs["parameters"] for p in params)
     assert all(p.inputs["family"] == "postgres17" for p in params)
@@ -458,7 +459,35 @@ def test_promoting_a_replica_through_stack_config(regions: list[str]) -> None:
     out = render("global", config=raw)
     instances = {out.region_of(r): r for r in out.of_type(RDS_INSTANCE)}
     assert "replicateSourceDb" not in instances["eu-west-1"].inputs
-    assert instances["eu-west-1"].inputs["manageMasterUserPassword"] is True
     assert instances["ap-northeast-1"].inputs["replicateSourceDb"] == (
         f"arn:aws:rds:eu-west-1:123456789012:db:{instances['eu-west-1'].inputs['identifier']}")
     assert out.outputs["global:ledgerWriteRegion"] == "eu-west-1"
+    promoted_host = out.outputs["global:ledgerWriteEndpoint"]
+    assert promoted_host.startswith(instances["eu-west-1"].inputs["identifier"]) and "eu-west-1" in promoted_host
+    for region in regions:  # every gateway, home included, now writes usage to the promoted replica
+        secret, _ = _gateway_objects(out, region)
+        assert promoted_host in json.dumps(secret["spec"]["target"]["template"])
+
+
+def _gateway_objects(rendering: Rendering, region: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    prefix = f"llmp-global-{region}-gateway-"
+    secret = rendering.one("kubernetes:external-secrets.io/v1:ExternalSecret", prefix + "externalsecret").inputs
+    deployment = rendering.one("kubernetes:apps/v1:Deployment", prefix + "deployment").inputs
+    return secret, deployment
+
+
+def test_every_gateway_writes_to_the_shared_state_reading_region_local_secrets(global_stack: Rendering, regions: list[str]) -> None:
+    home_redis = global_stack.outputs["redisEndpoint"]
+    ledger_host = global_stack.outputs["global:ledgerWriteEndpoint"]
+    assert ledger_host == global_stack.outputs["databaseEndpoint"]  # no failover: the home primary
+    for region in regions:
+        secret, deployment = _gateway_objects(global_stack, region)
+        refs = [d["remoteRef"]["key"] for d in secret["spec"]["data"]]
+        # Each region's External Secrets store only reaches its own region: every secret it reads is a local copy.
+        assert refs and all(str(ref).split(":")[3] == region for ref in refs), refs
+        env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["GATEWAY_REDIS_URL"] == f"rediss://{home_redis}:6379/0"
+        assert ledger_host in json.dumps(secret["spec"]["target"]["template"])
+    secondary_refs = {d["remoteRef"]["key"].split(":")[-1] for r in regions[1:] for d in _gateway_objects(global_stack, r)[0]["spec"]["data"]}
+    assert any(name.startswith("llmp-global-shared-redis-auth") for name in secondary_refs)
+    assert any(name.startswith("llmp-global-ledger-credentials") for name in secondary_refs)
