@@ -10,7 +10,6 @@ encrypted `aws-waf-logs-*` log group.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.model_bucket import tls_only_statements
+from components.naming import AUTONAME_SUFFIX, short_name
 
 # ALB-supported TLS policies that allow nothing below TLS 1.2 (ELB.17/18); the first is the default.
 TLS_POLICIES = (
@@ -46,13 +46,6 @@ ELB_LOG_ACCOUNTS = {
     "us-gov-east-1": "190560391635",
 }
 ACCESS_LOG_PREFIX = "alb"
-
-
-def short_name(name: str, limit: int) -> str:
-    """`name` cut to `limit` characters with a stable hash suffix, so auto-named ALB/target-group names fit in 32."""
-    if len(name) <= limit:
-        return name
-    return f"{name[: limit - 7].rstrip('-')}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"
 
 
 @dataclass
@@ -273,7 +266,7 @@ class Edge(pulumi.ComponentResource):
         self.alb_security_group_id = alb_sg.id
 
         self.load_balancer = aws.lb.LoadBalancer(
-            short_name(name, 24),
+            short_name(name, 32 - AUTONAME_SUFFIX),  # ALB names: at most 32 characters
             load_balancer_type="application",
             internal=False,
             ip_address_type="ipv4",
@@ -292,7 +285,7 @@ class Edge(pulumi.ComponentResource):
         lb = self.load_balancer
 
         self.target_group = aws.lb.TargetGroup(
-            short_name(f"{name}-gw", 24),
+            short_name(f"{name}-gw", 32 - AUTONAME_SUFFIX),
             target_type="ip",
             protocol="HTTP",
             protocol_version="HTTP1",

@@ -16,11 +16,14 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from components.naming import AUTONAME_SUFFIX, short_name
+
 # ElastiCache AUTH tokens accept printable ASCII except `/`, `"`, `@` and space; this conservative subset is also
 # safe in a redis:// URL and in shell and YAML without quoting.
 AUTH_TOKEN_SPECIAL_CHARS = "!&#$^<>-"
 AUTH_TOKEN_LENGTH = 64
 REDIS_PORT = 6379
+LOG_TYPES = ("slow-log", "engine-log")
 
 
 def parameter_group_family(engine: str, engine_version: str) -> str:
@@ -64,6 +67,9 @@ class RedisCacheArgs:
     """Take a final snapshot when the replication group is deleted."""
     apply_immediately: bool = False
     """Apply modifications now instead of in the maintenance window."""
+    log_kms_key_arn: pulumi.Input[str] | None = None
+    """KMS key for the slow-log and engine-log groups (policy must admit `logs.<region>.amazonaws.com`); None = no log delivery."""
+    log_retention_days: int = 30
     tags: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -97,6 +103,7 @@ class RedisCache(pulumi.ComponentResource):
     """Secrets Manager secret holding `{"auth_token", "host", "port", "tls"}`."""
     auth_token: pulumi.Output[str]
     """The AUTH token (a Pulumi secret) for the workload that writes it into a Kubernetes Secret."""
+    log_group_names: list[pulumi.Output[str]]
 
     def __init__(self, name: str, args: RedisCacheArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:data:RedisCache", name, None, opts)
@@ -165,8 +172,23 @@ class RedisCache(pulumi.ComponentResource):
             opts=child,
         )
 
+        # Slow commands and engine events (failovers, AUTH failures) in CloudWatch, in groups we own (retention, KMS).
+        log_groups = []
+        if args.log_kms_key_arn is not None:
+            log_groups = [
+                aws.cloudwatch.LogGroup(
+                    f"{name}-{log_type}",
+                    name=f"/aws/elasticache/{name}/{log_type}",
+                    retention_in_days=args.log_retention_days,
+                    kms_key_id=args.log_kms_key_arn,
+                    tags=tags,
+                    opts=child,
+                )
+                for log_type in LOG_TYPES
+            ]
+
         self.replication_group = aws.elasticache.ReplicationGroup(
-            f"{name}-rg",
+            short_name(f"{name}-rg", 40 - AUTONAME_SUFFIX),  # the auto-named replication group id: at most 40 characters
             description=f"{name}: {args.engine} {args.engine_version} with AUTH and TLS",
             engine=args.engine,
             engine_version=args.engine_version,
@@ -194,11 +216,16 @@ class RedisCache(pulumi.ComponentResource):
             final_snapshot_identifier=f"{name}-final" if args.final_snapshot else None,
             auto_minor_version_upgrade=True,
             apply_immediately=args.apply_immediately,
+            log_delivery_configurations=[
+                {"destination": group.name, "destination_type": "cloudwatch-logs", "log_format": "json", "log_type": log_type}
+                for group, log_type in zip(log_groups, LOG_TYPES)
+            ],
             tags=tags,
             opts=child,
         )
 
         rg = self.replication_group
+        self.log_group_names = [g.name for g in log_groups]
         self.endpoint = (rg.configuration_endpoint_address if args.cluster_mode else rg.primary_endpoint_address).apply(str)
         # Cluster mode has no single reader endpoint: clients discover replicas through the configuration endpoint.
         self.reader_endpoint = rg.reader_endpoint_address.apply(lambda a: None if args.cluster_mode else a)

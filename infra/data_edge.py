@@ -82,6 +82,8 @@ def build_data_edge(cfg: PlatformConfig, region: RegionConfig, platform: Regiona
             maintenance_window=r.maintenance_window,
             maxmemory_policy=r.maxmemory_policy,
             final_snapshot=r.final_snapshot,
+            log_kms_key_arn=cluster.logs_key_arn,
+            log_retention_days=r.log_retention_days,
             tags=tags,
         ),
         opts=in_region,

@@ -59,9 +59,15 @@ class RedisConfig(_Strict):
     snapshot_window: Annotated[str, Field(pattern=DAILY_WINDOW)] = "03:00-04:00"
     maintenance_window: Annotated[str, Field(pattern=WEEKLY_WINDOW)] = "sun:05:00-sun:06:00"
     final_snapshot: bool = Field(True, description="snapshot the data when the replication group is deleted")
+    log_retention_days: int = Field(30, description="slow-log and engine-log retention in CloudWatch")
     maxmemory_policy: Literal["volatile-lru", "volatile-lfu", "volatile-ttl", "allkeys-lru", "allkeys-lfu", "noeviction"] = Field(
         "volatile-lru", description="volatile-*: only keys with a TTL (cache entries) are evicted, never quota counters"
     )
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _log_retention(cls, value: int) -> int:
+        return _retention(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> RedisConfig:

@@ -8,7 +8,8 @@ from typing import Any
 import pulumi
 import pytest
 
-from components.edge import ELB_LOG_ACCOUNTS, TLS_POLICIES, Edge, EdgeArgs, WafArgs, short_name
+from components.edge import ELB_LOG_ACCOUNTS, TLS_POLICIES, Edge, EdgeArgs, WafArgs
+from components.naming import short_name
 from infra.render import Rendering, render_function
 
 CLUSTER_SG = "sg-0cluster0000000001"

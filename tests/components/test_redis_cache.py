@@ -122,6 +122,33 @@ def test_security_group_admits_only_the_cluster_on_6379(single_node: Rendering) 
     assert not single_node.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
 
 
+def test_slow_and_engine_logs_go_to_encrypted_log_groups() -> None:
+    logs_key = "arn:aws:kms:us-east-1:123456789012:key/logs"
+    r = _render(log_kms_key_arn=logs_key, log_retention_days=14)
+    groups = {g.inputs["name"]: g.inputs for g in r.of_type("aws:cloudwatch/logGroup:LogGroup")}
+    assert set(groups) == {"/aws/elasticache/cache/slow-log", "/aws/elasticache/cache/engine-log"}
+    assert all(g["kmsKeyId"] == logs_key and g["retentionInDays"] == 14 for g in groups.values())
+    deliveries = r.one("aws:elasticache/replicationGroup:ReplicationGroup").inputs["logDeliveryConfigurations"]
+    assert {(d["logType"], d["destination"], d["destinationType"], d["logFormat"]) for d in deliveries} == {
+        ("slow-log", "/aws/elasticache/cache/slow-log", "cloudwatch-logs", "json"),
+        ("engine-log", "/aws/elasticache/cache/engine-log", "cloudwatch-logs", "json"),
+    }
+
+
+def test_no_log_delivery_without_a_log_key(single_node: Rendering) -> None:
+    assert not single_node.of_type("aws:cloudwatch/logGroup:LogGroup")
+    assert not single_node.one("aws:elasticache/replicationGroup:ReplicationGroup").inputs.get("logDeliveryConfigurations")
+
+
+def test_long_names_keep_the_replication_group_id_within_40() -> None:
+    def program() -> None:
+        RedisCache("llmp-global-ap-northeast-1-redis", RedisCacheArgs(
+            vpc_id="v", subnet_ids=["s"], allowed_security_group_ids=["sg"], kms_key_arn=KMS_ARN))
+
+    (rg,) = render_function(program).of_type("aws:elasticache/replicationGroup:ReplicationGroup")
+    assert len(rg.name) + 8 <= 40, "Pulumi appends '-' and 7 characters to auto-name the replication group id"
+
+
 def test_parameter_group_family_follows_engine() -> None:
     assert parameter_group_family("redis", "7.1") == "redis7"
     assert parameter_group_family("valkey", "8.0") == "valkey8"
