@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from llm_gateway.db import MIGRATION_LOCK_KEY, MIGRATIONS_DIR, MigrationError, load_migrations, migrate
+from llm_gateway.db import MIGRATION_LOCK_KEY, MIGRATIONS_DIR, MigrationError, create_pool, load_migrations, migrate
 
 
 async def _tables(dsn: str) -> set[str]:
@@ -106,3 +106,13 @@ async def test_a_stuck_lock_holder_gives_a_clear_error_not_a_hang(pg_dsn: str) -
     finally:
         await holder.close()  # the lock goes with the session
     assert await migrate(pg_dsn)
+
+
+async def test_migrations_are_not_cut_short_by_the_pools_command_timeout(pg_dsn: str, tmp_path: Path) -> None:
+    (tmp_path / "0001_slow.sql").write_text("SELECT pg_sleep(1.5); CREATE TABLE slow_done (id int);")
+    pool = await create_pool(pg_dsn, command_timeout=0.5)
+    try:
+        assert await migrate(pool, tmp_path) == ["0001_slow.sql"]
+    finally:
+        await pool.close()
+    assert "slow_done" in await _tables(pg_dsn)

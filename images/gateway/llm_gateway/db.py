@@ -22,6 +22,7 @@ import asyncpg
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any fixed 64-bit number works; it only has to be the same on every replica and unique in this database.
 MIGRATION_LOCK_KEY = 0x6C6C6D702D6D6967  # "llmp-mig"
+MIGRATION_STATEMENT_TIMEOUT_S = 3600.0
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
@@ -123,7 +124,8 @@ async def _migrate_on(conn: asyncpg.Connection, migrations: list[Migration], loc
                     )
                 continue
             async with conn.transaction():
-                await conn.execute(migration.sql)
+                # A pool's command_timeout (seconds) is far too short for e.g. an index on a big table.
+                await conn.execute(migration.sql, timeout=MIGRATION_STATEMENT_TIMEOUT_S)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
                     migration.version, migration.name, migration.checksum,
