@@ -315,3 +315,16 @@ async def test_lookup_racing_an_invalidation_is_not_cached(pool: asyncpg.Pool) -
     gated.gate.set()
     assert await racing is not None  # that request was concurrent with the revocation
     assert await store.authenticate(full_key) is None  # but its pre-revocation row was never cached
+
+
+async def test_last_used_at_is_written_in_batches(pool: asyncpg.Pool) -> None:
+    clock = FakeClock()
+    store = KeyStore(pool, cache_ttl_s=5.0, clock=clock, last_used_interval_s=60.0)
+    await _org(store)
+    full_key, info = await store.create_key("acme")
+    assert await store.authenticate(full_key) is not None
+    assert await pool.fetchval("SELECT last_used_at FROM api_keys WHERE key_id = $1", info.key_id) is None
+    clock.now += 61  # the next database lookup also flushes the keys used since the last flush
+    assert await store.authenticate(full_key) is not None
+    await store.close()  # waits for the background write
+    assert await pool.fetchval("SELECT last_used_at FROM api_keys WHERE key_id = $1", info.key_id) is not None
