@@ -33,7 +33,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -579,7 +579,3 @@ def _key_from_row(row: asyncpg.Record) -> KeyInfo:
         expires_at=row["expires_at"], created_at=row["created_at"], revoked_at=row["revoked_at"],
         last_used_at=row["last_used_at"],
     )
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
