@@ -55,8 +55,8 @@ class ModelServerSpec:
     """Public model name = vLLM served name = Deployment/Service name."""
     kind: str
     """chat | completion | embedding | rerank."""
-    weights: str
-    """`s3://bucket/prefix` (streamed from the model bucket) or a Hugging Face repo id."""
+    weights: pulumi.Input[str]
+    """`s3://bucket/prefix/` (streamed from S3) or a Hugging Face repo id."""
     gpu_class: str
     gpus_per_replica: int
     gpu_share: int
@@ -72,10 +72,8 @@ class ModelServerSpec:
     """Memory request and limit per replica (includes /dev/shm)."""
     shm_size: str
     extra_args: list[str] = field(default_factory=list)
-
-    @property
-    def from_s3(self) -> bool:
-        return self.weights.startswith("s3://")
+    from_s3: bool = False
+    """True when `weights` is an S3 URI (known only at deploy time when it names the platform's bucket)."""
 
 
 @dataclass
@@ -97,8 +95,8 @@ class ModelServersArgs:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def vllm_args(spec: ModelServerSpec) -> list[str]:
-    args = [
+def vllm_args(spec: ModelServerSpec) -> list[pulumi.Input[str]]:
+    args: list[pulumi.Input[str]] = [
         "--model", spec.weights,
         "--served-model-name", spec.name,
         "--host", "0.0.0.0",

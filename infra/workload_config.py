@@ -62,9 +62,12 @@ class ModelConfig(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$",
                                description="public model name; also the Kubernetes name of its Deployment and Service")]
     hf_model: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$",
-                                          description="Hugging Face repo id, e.g. Qwen/Qwen2.5-7B-Instruct")] = None
+                                          description="Hugging Face repo id, e.g. Qwen/Qwen2.5-7B-Instruct: downloaded from the "
+                                                      "Hub at start, unless an S3 source is set (then it records where the staged weights came from)")] = None
+    s3_prefix: Annotated[str | None, Field(pattern=r"^[\w.-]+(/[\w.-]+)*/?$",
+                                           description="weights under this prefix of the platform's model bucket (streamed with a read-only role)")] = None
     s3_uri: Annotated[str | None, Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[\w./-]+$",
-                                        description="weights prefix in the model bucket; preferred over hf_model")] = None
+                                        description="weights in another bucket (its read access is yours to grant)")] = None
     kind: Literal["chat", "completion", "embedding", "rerank"]
     gpu: Literal["a10g", "a100"]
     gpus_per_replica: Literal[1, 2, 4, 8] = Field(1, description="GPUs of one replica = vLLM tensor parallel size")
@@ -96,8 +99,10 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
-        if (self.hf_model is None) == (self.s3_uri is None):
-            raise ValueError(f"got hf_model={self.hf_model!r}, s3_uri={self.s3_uri!r}; allowed: exactly one of them")
+        if self.s3_uri is not None and self.s3_prefix is not None:
+            raise ValueError(f"got s3_uri={self.s3_uri!r} and s3_prefix={self.s3_prefix!r}; allowed: one S3 source")
+        if self.hf_model is None and self.s3_uri is None and self.s3_prefix is None:
+            raise ValueError("got no weights source; allowed: s3_prefix (model bucket), s3_uri, or hf_model (Hugging Face Hub)")
         if self.gpu_share > 1 and self.gpus_per_replica != 1:
             raise ValueError(f"gpu_share: got {self.gpu_share} with gpus_per_replica={self.gpus_per_replica}; allowed: sharing only for 1-GPU replicas")
         if self.gpu_share > 1 and self.gpu_memory_utilization > 0.9 / self.gpu_share + 1e-9:
@@ -110,8 +115,8 @@ class ModelConfig(_Strict):
         return self
 
     @property
-    def weights_uri(self) -> str:
-        return self.s3_uri or f"hf://{self.hf_model}"
+    def from_s3(self) -> bool:
+        return self.s3_uri is not None or self.s3_prefix is not None
 
     @property
     def tokens_cap(self) -> int:

@@ -19,6 +19,7 @@ from components.model_server import ModelServers, ModelServersArgs, ModelServerS
 from components.namespaces import Namespaces, NamespacesArgs
 from components.observability import Observability, ObservabilityArgs
 from components.secrets_sync import SecretSource
+from infra.config import ConfigError
 from infra.instances import INSTANCE_SPECS
 from infra.workload_config import DEFAULT_CHARTS, ModelConfig, catalog_data, check_catalog, default_backend_url, matching_node_groups
 
@@ -44,6 +45,7 @@ class WorkloadInputs:
     admin_token: SecretSource | None = None
     admin_token_kms_key_arn: pulumi.Input[str] | None = None
     model_bucket_read_policy: pulumi.Input[str] | None = None
+    model_bucket_name: pulumi.Input[str] | None = None
     secret_kms_key_arns: list[pulumi.Input[str]] = field(default_factory=list)
 
 
@@ -79,12 +81,23 @@ def replica_size(model: ModelConfig, cfg: PlatformConfig) -> tuple[str, str, str
     return f"{cpu_milli}m", f"{memory_gib}Gi", f"{shm_gib}Gi"
 
 
-def model_specs(cfg: PlatformConfig) -> list[ModelServerSpec]:
+def weights_of(i: int, m: ModelConfig, model_bucket_name: pulumi.Input[str] | None) -> pulumi.Input[str]:
+    if m.s3_uri is not None:
+        return m.s3_uri
+    if m.s3_prefix is not None:
+        if model_bucket_name is None:
+            raise ConfigError(f"stacks/Pulumi.{pulumi.get_stack()}.yaml: llm-platform:models[{i}].s3_prefix: got {m.s3_prefix!r}; "
+                              "allowed: only in a stack that creates the model bucket (model_store); use s3_uri or hf_model")
+        return pulumi.Output.concat("s3://", model_bucket_name, "/", m.s3_prefix.rstrip("/"), "/")
+    return str(m.hf_model)
+
+
+def model_specs(cfg: PlatformConfig, model_bucket_name: pulumi.Input[str] | None = None) -> list[ModelServerSpec]:
     specs = []
-    for m in cfg.models:
+    for i, m in enumerate(cfg.models):
         cpu, memory, shm = replica_size(m, cfg)
         specs.append(ModelServerSpec(
-            name=m.name, kind=m.kind, weights=m.s3_uri or str(m.hf_model), gpu_class=m.gpu,
+            name=m.name, kind=m.kind, weights=weights_of(i, m, model_bucket_name), from_s3=m.from_s3, gpu_class=m.gpu,
             gpus_per_replica=m.gpus_per_replica, gpu_share=m.gpu_share, gpu_memory_utilization=m.gpu_memory_utilization,
             max_model_len=m.max_model_len, replicas_min=m.replicas.min, replicas_max=m.replicas.max,
             queue_threshold=m.queue_threshold, startup_seconds=m.startup_seconds, cpu=cpu, memory=memory,
@@ -116,6 +129,7 @@ def inputs_from_platform(cfg: PlatformConfig, platform: RegionalPlatform) -> Wor
         database=database,
         admin_token_kms_key_arn=de.data_key.arn,
         model_bucket_read_policy=de.model_bucket.read_policy_json,
+        model_bucket_name=de.model_bucket.bucket_name,
         secret_kms_key_arns=[de.data_key.arn],
     )
 
@@ -154,7 +168,7 @@ def build_workloads(cfg: PlatformConfig, platform: RegionalPlatform, inputs: Wor
     if cfg.models:
         hf = SecretSource(arn=wl.hf_token_secret) if wl.hf_token_secret else None
         models = ModelServers(f"{prefix}-models", ModelServersArgs(
-            namespace=MODELS_NS, image=wl.vllm_image.ref, models=model_specs(cfg), region=platform.region,
+            namespace=MODELS_NS, image=wl.vllm_image.ref, models=model_specs(cfg, inputs.model_bucket_name), region=platform.region,
             identity=identity, prometheus_url=addons.prometheus_url,
             model_bucket_read_policy=inputs.model_bucket_read_policy, hf_token=hf,
             secret_kms_key_arns=inputs.secret_kms_key_arns, depends_on=ready, tags=tags,

@@ -43,7 +43,7 @@ def build_all() -> None:
     ModelServers("t-models", ModelServersArgs(
         namespace="models", image="123456789012.dkr.ecr.us-east-1.amazonaws.com/llm-platform/vllm:v0.11.0-1",
         models=[chat_spec(), chat_spec(name="embed", kind="embedding", gpu_share=2, gpu_memory_utilization=0.4, replicas_min=1),
-                chat_spec(name="big", weights="s3://models-bucket/llama-70b/", gpu_class="a100", gpus_per_replica=4, replicas_min=2)],
+                chat_spec(name="big", weights="s3://models-bucket/llama-70b/", from_s3=True, gpu_class="a100", gpus_per_replica=4, replicas_min=2)],
         region="us-east-1", identity=IDENTITY, prometheus_url=addons.prometheus_url,
         model_bucket_read_policy=BUCKET_POLICY, hf_token=SecretSource("arn:aws:secretsmanager:us-east-1:123456789012:secret:hf-AbCdEf"),
         depends_on=addons.ready))
@@ -212,7 +212,8 @@ def test_vllm_args_follow_the_model_kind() -> None:
     assert embed[embed.index("--runner") + 1] == "pooling" and embed[embed.index("--convert") + 1] == "embed"
     rerank = vllm_args(chat_spec(kind="rerank"))
     assert rerank[rerank.index("--convert") + 1] == "classify"
-    big = vllm_args(chat_spec(weights="s3://b/m/", gpus_per_replica=4, max_model_len=32768, extra_args=["--dtype", "bfloat16"]))
+    assert "--load-format" not in chat and chat[chat.index("--download-dir") + 1] == "/models"
+    big = vllm_args(chat_spec(weights="s3://b/m/", from_s3=True, gpus_per_replica=4, max_model_len=32768, extra_args=["--dtype", "bfloat16"]))
     assert big[big.index("--tensor-parallel-size") + 1] == "4"
     assert big[big.index("--max-model-len") + 1] == "32768"
     assert big[big.index("--load-format") + 1] == "runai_streamer"

@@ -85,9 +85,16 @@ def test_catalog_is_checked_by_the_gateway_loader() -> None:
     assert "llm-platform: models:" in message and "'gpt-4o'" in message
 
 
-def test_weights_source_exactly_one() -> None:
+def test_weights_need_one_source_and_one_s3_location() -> None:
     message = error_for(lambda raw: model(raw, "chat-7b").update(s3_uri="s3://models-bucket/qwen/"))
-    assert "models[0]" in message and "exactly one of them" in message
+    assert "models[0]" in message and "allowed: one S3 source" in message
+
+    def no_source(raw: dict[str, Any]) -> None:
+        for key in ("hf_model", "s3_prefix"):
+            model(raw, "chat-7b").pop(key, None)
+
+    message = error_for(no_source)
+    assert "models[0]: got no weights source" in message
 
 
 def test_derived_vllm_flags_cannot_be_overridden() -> None:

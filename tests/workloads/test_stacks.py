@@ -327,3 +327,29 @@ def test_manifests_cli_refuses_a_non_empty_directory(tmp_path: Path, capsys: pyt
     assert main(["manifests", "dev", "--out", str(tmp_path)]) == 2
     assert "not empty" in capsys.readouterr().out
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_weights_come_from_the_model_bucket_through_a_read_only_role(rendered: Rendered, stack: str) -> None:
+    cfg = cfg_of(stack)
+    rendering = rendered(stack)
+    deployments = by_name(objs(rendered, stack, "Deployment", "models"))
+    for model in cfg.models:
+        for dep in deployments[model.name]:
+            args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+            source = args[args.index("--model") + 1]
+            if model.s3_prefix is not None:
+                bucket, _, key = source.removeprefix("s3://").partition("/")
+                assert source.startswith("s3://") and key == model.s3_prefix.rstrip("/") + "/"
+                assert bucket and "None" not in bucket and "<" not in bucket, source  # the model bucket's resolved name
+                assert args[args.index("--load-format") + 1] == "runai_streamer"
+            else:
+                assert source == model.hf_model and "--load-format" not in args
+    for sa in objs(rendered, stack, "ServiceAccount", "models"):
+        if sa["metadata"]["name"] == "model-server":
+            role_arn = sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+            role = next(r for r in rendering.of_type("aws:iam/role:Role") if role_arn.endswith(f"/{r.name}"))
+            assert "system:serviceaccount:models:model-server" in role.inputs["assumeRolePolicy"]
+            policy = next(p for p in rendering.of_type("aws:iam/rolePolicy:RolePolicy") if p.name == f"{role.name}-policy")
+            actions = {a for s in json.loads(policy.inputs["policy"])["Statement"] for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
+            assert actions and all(a.startswith(("s3:Get", "s3:List", "kms:Decrypt")) for a in actions), actions
