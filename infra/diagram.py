@@ -105,6 +105,37 @@ def text_width(text: str, size: int, bold: bool = False) -> float:
 
 # --- what the rendering holds ----------------------------------------------------------------------------------------
 
+MAX_LINE_CHARS = 64
+
+
+def wrap(line: str, limit: int = MAX_LINE_CHARS) -> list[str]:
+    """Split a long line at its list separators (", " or " · ") so no box grows wider than a readable column."""
+    if len(line) <= limit:
+        return [line]
+    out: list[str] = []
+    current = ""
+    for piece in _pieces(line):
+        if current and len(current) + len(piece) > limit:
+            out.append(current.rstrip())
+            current = "    " + piece.lstrip()
+        else:
+            current += piece
+    out.append(current.rstrip())
+    return out
+
+
+def _pieces(line: str) -> list[str]:
+    pieces: list[str] = []
+    start = 0
+    for index in range(len(line)):
+        for sep in (", ", " · "):
+            if line.startswith(sep, index):
+                pieces.append(line[start:index + len(sep)])
+                start = index + len(sep)
+    pieces.append(line[start:])
+    return [p for p in pieces if p]
+
+
 def _num(value: Any) -> int:
     try:
         return int(float(value))
@@ -208,9 +239,10 @@ def _workloads_box(view: _View, region: str) -> Box | None:
             by_ns.setdefault(str(meta.get("namespace", "default")), []).append(f"{kinds[kind]}{meta.get('name', r.name)}{count}")
         elif kind == "Release":
             chart = str(r.inputs.get("chart", "")).rsplit("/", 1)[-1]
-            version = r.inputs.get("version")
-            by_ns.setdefault(str(r.inputs.get("namespace", "default")), []).append(
-                f"helm {r.inputs.get('name') or r.name} ({chart}{' ' + str(version) if version else ''})")
+            release = str(r.inputs.get("name") or r.name)
+            version = f" {r.inputs['version']}" if r.inputs.get("version") else ""
+            what = f"{release}{version}" if chart in ("", release) else f"{release} ({chart}{version})"
+            by_ns.setdefault(str(r.inputs.get("namespace", "default")), []).append(f"helm {what}")
     if not by_ns:
         return None
     boxes = [Box(f"{region}/ns/{ns}", f"namespace {ns}", sorted(items), "namespace") for ns, items in sorted(by_ns.items())]
@@ -231,7 +263,8 @@ def _cluster_box(view: _View, region: str, prefix: str) -> Box | None:
     addons = [str(a.inputs.get("addonName")) for a in view.of("aws:eks/addon:Addon", region) if a.inputs.get("addonName")]
     if addons:
         lines.append("add-ons: " + ", ".join(addons))
-    groups = [_node_group_box(r, region, prefix) for r in view.of("aws:eks/nodeGroup:NodeGroup", region)]
+    groups = sorted((_node_group_box(r, region, prefix) for r in view.of("aws:eks/nodeGroup:NodeGroup", region)),
+                    key=lambda b: (b.style != "cpu", b.title))
     rows = [Box(f"{region}/ngrow/{i}", "", [], "note", groups[i:i + 3], "row") for i in range(0, len(groups), 3)]
     children = [Box(f"{region}/nodegroups", "Managed node groups", [], "note", rows)]
     workloads = _workloads_box(view, region)
@@ -248,15 +281,16 @@ def _data_boxes(view: _View, region: str) -> list[Box]:
             nodes = f"{_num(i.get('numNodeGroups'))} shards × {1 + _num(i.get('replicasPerNodeGroup'))} nodes"
         else:
             nodes = f"{_num(i.get('numCacheClusters') or 1)} node(s)"
-        lines = [f"{i.get('nodeType', 'global datastore member')} · {nodes}"]
+        lines = [f"{i.get('nodeType', 'primary node type')} · {nodes}"]
         flags = [f for f, on in (("Multi-AZ failover", i.get("automaticFailoverEnabled")), ("TLS", i.get("transitEncryptionEnabled")),
                                  ("KMS at rest", i.get("kmsKeyId") or i.get("atRestEncryptionEnabled")), ("AUTH", i.get("authToken"))) if on]
         if flags:
             lines.append(" · ".join(flags))
         if i.get("globalReplicationGroupId"):
-            lines.append("Global Datastore member")
-        engine = str(i.get("engine") or "redis").capitalize()
-        boxes.append(Box(f"{region}/redis/{rg.name}", f"ElastiCache {engine} {i.get('engineVersion', '')}".strip(), lines, "data"))
+            lines.append("member of the Global Datastore")
+        engine = str(i.get("engine") or "").capitalize()
+        title = f"ElastiCache {engine} {i.get('engineVersion', '')}".strip() if engine else "ElastiCache (Global Datastore secondary)"
+        boxes.append(Box(f"{region}/redis/{rg.name}", title, lines, "data"))
     for db in view.of("aws:rds/instance:Instance", region):
         i = db.inputs
         role = "read replica" if i.get("replicateSourceDb") else "primary"
@@ -356,16 +390,21 @@ def build_boxes(rendering: Rendering, cost_line: str = "") -> tuple[Box, list[Ar
 
     top: list[Box] = [Box("clients", "Clients", ["OpenAI-compatible API over HTTPS"], "clients")]
     if zones or records:
-        names = sorted({str(r.inputs.get("name")) for r in records if r.inputs.get("name")})
-        lines = [f"records: {', '.join(names[:3])}"] if names else []
+        # ACM validation records (`_<token>.name`) are plumbing, not part of the picture.
+        names = sorted({str(r.inputs.get("name")).rstrip(".") for r in records
+                        if r.inputs.get("name") and not str(r.inputs.get("name")).startswith("_")})
+        lines = [f"records: {', '.join(names[:4])}{', …' if len(names) > 4 else ''}"] if names else []
         policies = sorted({k for r in records for k in ("latencyRoutingPolicies", "failoverRoutingPolicies", "geolocationRoutingPolicies")
                            if r.inputs.get(k)})
         if policies:
             lines.append("routing: " + ", ".join(p.removesuffix("RoutingPolicies") for p in policies))
         if health:
             lines.append(f"{len(health)} health checks")
-        top.append(Box("dns", "Route 53", lines, "dns"))
+        top.append(Box("dns", "Route 53", [piece for line in lines for piece in wrap(line, 90)], "dns"))
         arrows.insert(0, Arrow("clients", "dns"))
+    for region_box in region_boxes:
+        for box in region_box.walk():
+            box.lines = [piece for line in box.lines for piece in wrap(line)]
     heading = Box("heading", f"llm-platform · stack {rendering.stack}",
                   [f"{sum(1 for r in rendering.resources if r.custom)} resources in {len(view.regions)} region(s)"
                    + (f" · {cost_line}" if cost_line else "")], "note")
