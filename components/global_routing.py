@@ -88,6 +88,11 @@ class GlobalRoutingArgs:
     """One per region, home region first."""
     health_check: HealthCheckSettings = field(default_factory=HealthCheckSettings)
     residency: Sequence[ResidencyPin] = ()
+    metrics_provider: aws.Provider | None = None
+    """An AWS provider for us-east-1, where Route53 publishes health-check metrics: gets one alarm per region
+    (`HealthCheckStatus` < 1 for a minute). None: no alarms."""
+    alarm_actions: Sequence[str] = ()
+    """SNS topic ARNs (in us-east-1) notified when a region goes down and again when it recovers."""
     tags: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -147,6 +152,28 @@ class GlobalRouting(pulumi.ComponentResource):
                 opts=child,
             )
         self.health_check_ids = {region: check.id for region, check in checks.items()}
+
+        if args.metrics_provider is not None:
+            for region, check in checks.items():
+                aws.cloudwatch.MetricAlarm(
+                    f"{name}-{region}-down",
+                    alarm_description=f"{args.api_hostname}: Route53 sees {region} as down ({hc.path} failing); it no longer "
+                                      "receives traffic. Runbook: docs/runbooks/region-failover.md",
+                    namespace="AWS/Route53",
+                    metric_name="HealthCheckStatus",
+                    dimensions={"HealthCheckId": check.id},
+                    statistic="Minimum",
+                    period=60,
+                    evaluation_periods=1,
+                    threshold=1,
+                    comparison_operator="LessThanThreshold",
+                    # No data from Route53 means no checker reached a verdict: treat it as down, not as fine.
+                    treat_missing_data="breaching",
+                    alarm_actions=list(args.alarm_actions),
+                    ok_actions=list(args.alarm_actions),
+                    tags=args.tags,
+                    opts=pulumi.ResourceOptions(parent=self, provider=args.metrics_provider),
+                )
 
         self.certificate_arns = {}
         for endpoint in args.endpoints:

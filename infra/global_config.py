@@ -102,6 +102,9 @@ class GlobalConfig(_Strict):
         "llm-platform", description="ECR repositories (from bootstrap) whose images are replicated to every other region"
     )
     replicate_model_bucket: bool = Field(True, description="replicate the home region's model bucket into every other region's bucket")
+    alarm_topic_arns: list[Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:sns:us-east-1:\d{12}:[A-Za-z0-9_-]{1,256}$")]] = Field(
+        default_factory=list, description="SNS topics (us-east-1, where Route53 metrics live) told when a region goes down or recovers"
+    )
     peering: bool = Field(True, description="peer every secondary VPC with the home VPC so gateways reach the shared Redis and ledger privately")
 
     @model_validator(mode="after")

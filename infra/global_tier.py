@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 REDIS_PORT = 6379
 POSTGRES_PORT = 5432
+ROUTE53_METRICS_REGION = "us-east-1"
 
 
 @dataclass
@@ -55,6 +56,17 @@ class GlobalTier:
     """Ledger credentials (`username`, `password`) in the home region; a replica with the same name in every other."""
     workload_inputs: dict[str, WorkloadInputs]
     """Per region: what its gateway connects to (shared Redis writer, the ledger's writer, region-local secrets)."""
+
+
+def metrics_provider(cfg: PlatformConfig, platforms: list[RegionalPlatform]) -> aws.Provider:
+    """Route53 health-check metrics exist only in us-east-1: that region's provider, or one made for the alarms."""
+    from infra.program import base_tags  # imported late: program imports this module
+
+    for p in platforms:
+        if p.region == ROUTE53_METRICS_REGION:
+            return p.provider
+    return aws.Provider(f"aws-{ROUTE53_METRICS_REGION}-route53-metrics", region=ROUTE53_METRICS_REGION,
+                        default_tags=aws.ProviderDefaultTagsArgs(tags=base_tags(cfg)))
 
 
 def _data_edge(cfg: PlatformConfig, platform: RegionalPlatform) -> DataEdge:
@@ -106,6 +118,8 @@ def build_global_tier(cfg: PlatformConfig, platforms: list[RegionalPlatform]) ->
                 ResidencyPin(region=r.region, countries=list(r.countries), continents=list(r.continents), on_region_failure=r.on_region_failure)
                 for r in g.data_residency
             ],
+            metrics_provider=metrics_provider(cfg, platforms),
+            alarm_actions=list(g.alarm_topic_arns),
             tags=tags,
         ),
         opts=at_home,

@@ -491,3 +491,55 @@ def test_every_gateway_writes_to_the_shared_state_reading_region_local_secrets(g
     secondary_refs = {d["remoteRef"]["key"].split(":")[-1] for r in regions[1:] for d in _gateway_objects(global_stack, r)[0]["spec"]["data"]}
     assert any(name.startswith("llmp-global-shared-redis-auth") for name in secondary_refs)
     assert any(name.startswith("llmp-global-ledger-credentials") for name in secondary_refs)
+
+
+def test_region_down_alarms_live_in_us_east_1(global_stack: Rendering, regions: list[str]) -> None:
+    checks = {c.id: c for c in global_stack.of_type(HEALTH_CHECK)}
+    alarms = global_stack.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    route53 = [a for a in alarms if a.inputs.get("namespace") == "AWS/Route53"]
+    assert len(route53) == len(regions)
+    assert sorted(a.inputs["dimensions"]["HealthCheckId"] for a in route53) == sorted(checks)
+    for alarm in route53:
+        assert global_stack.region_of(alarm) == "us-east-1"
+        assert alarm.inputs["metricName"] == "HealthCheckStatus" and alarm.inputs["comparisonOperator"] == "LessThanThreshold"
+        assert alarm.inputs["treatMissingData"] == "breaching"
+
+
+def test_alarms_get_their_own_us_east_1_provider_when_no_region_is_there() -> None:
+    raw = stack_config()
+    raw["llm-platform:regions"] = [{"name": "eu-west-1", "az_count": 3, "vpc_cidr": "10.41.0.0/16"},
+                                   {"name": "eu-central-1", "az_count": 3, "vpc_cidr": "10.43.0.0/16"}]
+    raw["llm-platform:global"] = {**raw["llm-platform:global"], "data_residency": []}
+    out = render("global", config=raw)
+    providers = {str(p.inputs["region"]) for p in out.of_type("pulumi:providers:aws")}
+    assert providers == {"eu-west-1", "eu-central-1", "us-east-1"}
+    alarms = [a for a in out.of_type("aws:cloudwatch/metricAlarm:MetricAlarm") if a.inputs.get("namespace") == "AWS/Route53"]
+    assert len(alarms) == 2 and all(out.region_of(a) == "us-east-1" for a in alarms)
+    # Without residency rules the API hostname itself carries the latency records.
+    g = raw["llm-platform:global"]
+    latency = [r for r in out.of_type(RECORD) if r.inputs.get("latencyRoutingPolicies")]
+    assert sorted(r.inputs["latencyRoutingPolicies"][0]["region"] for r in latency) == ["eu-central-1", "eu-west-1"]
+    assert all(r.inputs["name"] == g["api_hostname"] for r in latency)
+
+
+def test_postgres_primary_with_a_stack_password_keeps_it_in_its_own_secret() -> None:
+    from components.postgres_database import PostgresDatabase, PostgresDatabaseArgs
+
+    password = "pw-" + __import__("secrets").token_urlsafe(16)
+    key = "arn:aws:kms:us-east-1:123456789012:key/home"
+
+    def program() -> None:
+        db = PostgresDatabase("ledger", PostgresDatabaseArgs(
+            identifier="ledger", vpc_id="vpc-1", subnet_ids=["s-1", "s-2"], allowed_security_group_ids=["sg-1"],
+            kms_key_arn=key, log_kms_key_arn=key, master_password=pulumi.Output.secret(password)))
+        pulumi.export("secret", db.secret_arn)
+
+    out = render_function(program)
+    instance = out.one(RDS_INSTANCE).inputs
+    assert "manageMasterUserPassword" not in instance and is_secret(instance["password"])
+    secret = out.one("aws:secretsmanager/secret:Secret", "ledger-master")
+    assert secret.inputs["kmsKeyId"] == key
+    version = out.one("aws:secretsmanager/secretVersion:SecretVersion").inputs["secretString"]
+    assert is_secret(version) and json.loads(version["value"]) == {"username": "llmadmin", "password": password}
+    assert out.outputs["secret"].startswith("arn:aws:secretsmanager:us-east-1:123456789012:secret:")
+    assert password not in json.dumps([r.to_json() for r in out.resources])
