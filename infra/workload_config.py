@@ -186,6 +186,9 @@ class WorkloadsConfig(_Strict):
     hf_token_secret: Annotated[str | None, Field(pattern=r"^[\w/+=.@:-]+$",
                                                  description="Secrets Manager secret (name or ARN) with the Hugging Face token; unset = no token")] = None
     prometheus_retention_days: Annotated[int, Field(ge=1, le=365)] = 15
+    runbook_base_url: Annotated[str, Field(pattern=r"^https://[\w.-]+(/[\w.%~-]+)*/?$",
+                                           description="where docs/runbooks is browsable; alerts link <this>/<runbook>.md")] = (
+        "https://github.com/llm-platform/llm-platform/blob/main/docs/runbooks")
     prometheus_storage_gib: Annotated[int, Field(ge=10, le=16384)] = 50
 
     def chart(self, name: ChartName) -> ChartPin:

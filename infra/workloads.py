@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 GATEWAY_NS = "gateway"
 MODELS_NS = "models"
 MONITORING_NS = "monitoring"
-RUNBOOK_BASE_URL = "https://github.com/llm-platform/llm-platform/blob/main/docs/runbooks"
 
 
 @dataclass
@@ -188,7 +187,7 @@ def build_workloads(cfg: PlatformConfig, platform: RegionalPlatform, inputs: Wor
 
     observability = Observability(f"{prefix}-observability", ObservabilityArgs(
         namespace=MONITORING_NS, gateway_namespace=GATEWAY_NS, models_namespace=MODELS_NS,
-        runbook_base_url=RUNBOOK_BASE_URL,
+        runbook_base_url=wl.runbook_base_url,
         always_on_models=[m.name for m in cfg.models if m.replicas.min >= 1],
         gateway_cpu_limit_cores=_cores(wl.gateway.limits.cpu), depends_on=ready, tags=tags,
     ), opts=opts)

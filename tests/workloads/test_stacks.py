@@ -353,3 +353,16 @@ def test_weights_come_from_the_model_bucket_through_a_read_only_role(rendered: R
             policy = next(p for p in rendering.of_type("aws:iam/rolePolicy:RolePolicy") if p.name == f"{role.name}-policy")
             actions = {a for s in json.loads(policy.inputs["policy"])["Statement"] for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
             assert actions and all(a.startswith(("s3:Get", "s3:List", "kms:Decrypt")) for a in actions), actions
+
+
+def test_manifests_cli_writes_a_stack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from infra.cli import main
+
+    out = tmp_path / "dev"
+    assert main(["manifests", "dev", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "wrote" in said and "Helm releases" in said
+    deployments = sorted(p.name for p in out.rglob("deployment-*.yaml"))
+    assert deployments == sorted(["deployment-gateway.yaml", *(f"deployment-{m.name}.yaml" for m in cfg_of("dev").models)])
+    release = yaml.safe_load(next(out.rglob("helm/keda.yaml")).read_text())
+    assert release["chart"] == "keda" and release["repository"] == "https://kedacore.github.io/charts"
