@@ -57,6 +57,7 @@ class WafArgs:
     rate_limit_per_ip: int = 3000
     """Requests per IP in any `rate_limit_window_seconds` window before the IP is blocked for a while."""
     rate_limit_window_seconds: int = 300
+    """Window the per-IP rate is counted over: 60, 120, 300 or 600 seconds."""
     max_body_bytes: int = 1_048_576
     """Requests with a larger body are rejected at the edge (prompts with long context are large; set for them)."""
     anonymous_ip_list: bool = False
@@ -64,6 +65,7 @@ class WafArgs:
     common_rules_to_count: Sequence[str] = (SIZE_RESTRICTIONS_BODY, "CrossSiteScripting_BODY")
     """Common-rule-set rules overridden to count: the body rules fire on ordinary prompts (long, or containing code)."""
     log_retention_days: int = 90
+    """Retention of the `aws-waf-logs-*` log group."""
     log_allowed_requests: bool = False
     """Log every request (costly at high RPS) instead of only blocked and counted ones."""
 
@@ -86,6 +88,7 @@ class WafArgs:
 @dataclass
 class EdgeArgs:
     vpc_id: pulumi.Input[str]
+    """VPC of the ALB and its target group."""
     public_subnet_ids: Sequence[pulumi.Input[str]]
     """Public subnets in at least two AZs."""
     target_security_group_id: pulumi.Input[str]
@@ -93,23 +96,31 @@ class EdgeArgs:
     domain_name: str
     """API host name, e.g. `api.llm.example.com`."""
     waf: WafArgs
+    """The WebACL in front of the ALB."""
     hosted_zone_id: pulumi.Input[str] | None = None
     """Public Route53 zone holding `domain_name`: gets the certificate validation record and the alias record."""
     certificate_arn: str | None = None
     """An existing ACM certificate for `domain_name` (in this region); else one is requested and DNS-validated."""
     target_port: int = 8080
+    """Port the gateway pods listen on."""
     health_check_path: str = "/health/ready"
+    """Gateway readiness path (200 when it can serve)."""
     ssl_policy: str = TLS_POLICIES[0]
+    """HTTPS listener policy, one of `TLS_POLICIES` (TLS 1.2+ only)."""
     idle_timeout_seconds: int = 300
     """Seconds a connection may sit idle; a streamed completion can pause this long between tokens."""
     deregistration_delay_seconds: int = 120
     """Seconds a draining pod keeps its in-flight (streaming) requests before the ALB cuts them."""
     deletion_protection: bool = True
+    """Refuse ALB deletion until turned off; off also lets destroy empty the access-log bucket."""
     desync_mitigation_mode: Literal["defensive", "strictest"] = "defensive"
+    """HTTP desync (request smuggling) protection level."""
     ingress_cidrs: Sequence[str] = ("0.0.0.0/0",)
     """IPv4 CIDRs allowed to connect on 80/443 (the public by default; narrow it for a private preview)."""
     access_log_retention_days: int = 90
+    """Days ALB access logs are kept."""
     tags: dict[str, str] = field(default_factory=dict)
+    """Tags for every resource (the provider adds the stack's default tags)."""
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", self.domain_name):

@@ -26,6 +26,7 @@ class ModelBucketArgs:
     force_destroy: bool = False
     """Allow `pulumi destroy` to delete a bucket that still holds objects."""
     tags: dict[str, str] = field(default_factory=dict)
+    """Tags for the bucket and the read policy."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.noncurrent_version_retention_days <= 3650:

@@ -43,28 +43,41 @@ class PostgresDatabaseArgs:
     engine_version: str = "17"
     """PostgreSQL major (`17`) or major.minor (`17.4`); with a major only, RDS picks the current minor."""
     instance_class: str = "db.t4g.small"
+    """DB instance class (Graviton `db.t4g`/`db.r7g` are the cheapest per vCPU)."""
     allocated_storage_gib: int = 20
+    """Initial gp3 storage."""
     max_allocated_storage_gib: int = 100
     """Storage autoscaling ceiling (equal to `allocated_storage_gib` turns autoscaling off)."""
     database_name: str = "llmplatform"
+    """Database created at launch (the gateway's schema lives here)."""
     master_username: str = "llmadmin"
+    """Master user; its password is generated and rotated by RDS unless `master_password` is given."""
     multi_az: bool = False
+    """A synchronous standby in another AZ with automatic failover."""
     deletion_protection: bool = True
+    """Refuse deletion (also through `pulumi destroy`) until turned off."""
     backup_retention_days: int = 7
+    """Days of automated backups and point-in-time recovery."""
     backup_window: str = "03:00-04:00"
+    """Daily UTC backup window; must not overlap the maintenance window."""
     maintenance_window: str = "sun:05:00-sun:06:00"
+    """Weekly UTC maintenance window (minor upgrades are applied here)."""
     final_snapshot: bool = True
     """Take a final snapshot on delete (named `<identifier>-final`)."""
     performance_insights_retention_days: int = 7
     """7 (free tier) or a multiple of 31 up to 731."""
     monitoring_interval_seconds: int = 60
+    """Enhanced monitoring granularity: 1, 5, 10, 15, 30 or 60 seconds."""
     log_retention_days: int = 30
+    """Retention of the exported `postgresql` and `upgrade` log groups."""
     apply_immediately: bool = False
+    """Apply modifications now instead of in the maintenance window."""
     master_password: pulumi.Input[str] | None = None
     """None: RDS generates and rotates the master password in its own secret. Given (a Pulumi secret): the instance
     uses it and the component keeps it in a KMS-encrypted secret of the same shape. Needed for read replicas: RDS
     refuses to create one when the source's password is RDS-managed (the global tier's ledger replicas)."""
     tags: dict[str, str] = field(default_factory=dict)
+    """Tags for every resource (the provider adds the stack's default tags)."""
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", self.identifier) or "--" in self.identifier or self.identifier.endswith("-"):

@@ -70,7 +70,9 @@ class RedisCacheArgs:
     log_kms_key_arn: pulumi.Input[str] | None = None
     """KMS key for the slow-log and engine-log groups (policy must admit `logs.<region>.amazonaws.com`); None = no log delivery."""
     log_retention_days: int = 30
+    """Retention of the slow-log and engine-log groups."""
     tags: dict[str, str] = field(default_factory=dict)
+    """Tags for every resource (the provider adds the stack's default tags)."""
 
     def __post_init__(self) -> None:
         if self.engine not in ("redis", "valkey"):
