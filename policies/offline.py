@@ -163,6 +163,9 @@ def evaluate(rendering: Rendering, stack: str, config: Mapping[str, Any] | None 
 def evaluate_resources(resources: Sequence[RenderedResource], settings: Mapping[str, PolicySettings],
                        policies: Sequence[Policy] = POLICIES) -> list[Violation]:
     by_urn = {r.urn: r for r in resources}
+    # Built once and shared by every policy: the rules only read their props.
+    props = {r.urn: _props(r) for r in resources}
+    stack_resources = _policy_resources(resources, props)
     violations: list[Violation] = []
     for policy in policies:
         setting = settings[policy.name]
@@ -171,17 +174,17 @@ def evaluate_resources(resources: Sequence[RenderedResource], settings: Mapping[
         level = "advisory" if setting.enforcement == EnforcementLevel.ADVISORY else "mandatory"
         if isinstance(policy, ResourceValidationPolicy):
             for resource in resources:
-                _validate_one(policy, resource, setting, level, violations)
+                _validate_one(policy, resource, props[resource.urn], setting, level, violations)
         elif isinstance(policy, StackValidationPolicy):
-            stack_args = StackValidationArgs(_policy_resources(resources), setting.config)
+            stack_args = StackValidationArgs(stack_resources, setting.config)
             report = _reporter(violations, policy.name, level, lambda urn: by_urn.get(urn or ""))
             _run(policy.name, lambda: policy.validate(stack_args, report), None, violations)
     return violations
 
 
-def _validate_one(policy: ResourceValidationPolicy, resource: RenderedResource, setting: PolicySettings, level: str,
-                  sink: list[Violation]) -> None:
-    args = ResourceValidationArgs(resource.type, _props(resource), resource.urn, resource.name,
+def _validate_one(policy: ResourceValidationPolicy, resource: RenderedResource, props: Mapping[str, Any],
+                  setting: PolicySettings, level: str, sink: list[Violation]) -> None:
+    args = ResourceValidationArgs(resource.type, props, resource.urn, resource.name,
                                   _options(resource), None, setting.config)
     report = _reporter(sink, policy.name, level, lambda _urn: resource)
     _run(policy.name, lambda: policy.validate(args, report), resource, sink)
@@ -208,8 +211,8 @@ def _run(rule: str, call: Callable[[], Any], resource: RenderedResource | None, 
                               message=f"can't run policy '{rule}' during preview: {err.message}", enforcement="advisory"))
 
 
-def _policy_resources(resources: Sequence[RenderedResource]) -> list[PolicyResource]:
-    built = {r.urn: PolicyResource(r.type, _props(r), r.urn, r.name, _options(r), None, None, [], {}) for r in resources}
+def _policy_resources(resources: Sequence[RenderedResource], props: Mapping[str, Mapping[str, Any]]) -> list[PolicyResource]:
+    built = {r.urn: PolicyResource(r.type, props[r.urn], r.urn, r.name, _options(r), None, None, [], {}) for r in resources}
     for r in resources:
         node = built[r.urn]
         if r.parent in built:
