@@ -158,7 +158,10 @@ class PostgresServer:
     def stop(self) -> None:
         if not self._running:
             return
-        self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+        try:
+            self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "10", "stop"])
+        except subprocess.CalledProcessError:  # a stuck session: do not let teardown hang
+            self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"])
         self._running = False
 
     def psql(self, sql: str, database: str = "postgres") -> str:

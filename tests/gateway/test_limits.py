@@ -161,7 +161,8 @@ def test_rejections_are_counted_by_reason(gateway: GatewayProcess, make_key) -> 
 
 
 def test_inflight_slots_of_a_dead_replica_expire(gateway_factory, upstream: FakeUpstream, make_key) -> None:
-    dying = gateway_factory(inflight_ttl_s="1.5")
+    dying = gateway_factory(inflight_ttl_s="3")
+    survivor = gateway_factory(inflight_ttl_s="3")
     key = make_key(key_limits={"max_inflight": 1})
     for index in (0, 1):
         upstream.control(index, latency_s=30)
@@ -180,7 +181,6 @@ def test_inflight_slots_of_a_dead_replica_expire(gateway_factory, upstream: Fake
     dying.wait()
     for index in (0, 1):
         upstream.control(index, latency_s=0)
-    survivor = gateway_factory(inflight_ttl_s="1.5")
     assert post(survivor, key)[0] == 429  # the dead replica's slot is still held...
     deadline = time.monotonic() + 10
     while post(survivor, key)[0] != 200 and time.monotonic() < deadline:
