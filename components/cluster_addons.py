@@ -26,12 +26,11 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components.irsa import ServiceAccountIdentity, policy_document, service_account_role
-from components.kube import DEVICE_PLUGIN_CONFIG_LABEL, GPU_CLASS_LABEL, GPU_TAINT_KEY, apply_manifest, metadata
+from components.kube import DASHBOARD_LABEL, GPU_CLASS_LABEL, GPU_TAINT_KEY, apply_manifest, metadata
 
 PROMETHEUS_RELEASE = "kube-prometheus-stack"
 PROMETHEUS_URL_TEMPLATE = "http://kube-prometheus-stack-prometheus.{namespace}.svc:9090"
 GRAFANA_ADMIN_SECRET = "grafana-admin"
-DASHBOARD_LABEL = "grafana_dashboard"
 # Cluster-autoscaler minor must match the cluster's; these patch releases are the ones tested per minor.
 AUTOSCALER_IMAGE_TAGS = {"1.31": "v1.31.0", "1.32": "v1.32.0", "1.33": "v1.33.0", "1.34": "v1.34.0"}
 GPU_TOLERATION = {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
@@ -284,4 +283,3 @@ class ClusterAddons(pulumi.ComponentResource):
         return release
 
 
-__all__ = ["ClusterAddons", "ClusterAddonsArgs", "HelmChart", "DEVICE_PLUGIN_CONFIG_LABEL", "DASHBOARD_LABEL"]

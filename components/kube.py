@@ -14,16 +14,18 @@ from typing import Any, Callable
 import pulumi
 import pulumi_kubernetes as k8s
 
+# The GPU node label and taint come from the node-group component, the sharing label from the config: one definition each.
+from components.node_group import GPU_LABEL as GPU_CLASS_LABEL
+from components.node_group import GPU_TAINT_KEY as GPU_TAINT_KEY
+from infra.workload_config import DEVICE_PLUGIN_CONFIG_LABEL as DEVICE_PLUGIN_CONFIG_LABEL
+
 Manifest = dict[str, Any]
 
 # Labels every object of the platform carries, so `kubectl get -l app.kubernetes.io/part-of=llm-platform` finds them.
 PART_OF = {"app.kubernetes.io/part-of": "llm-platform", "app.kubernetes.io/managed-by": "pulumi"}
 
-# Node label and taint the GPU node groups carry (set by components/node_group.py); model pods select and tolerate them.
-GPU_CLASS_LABEL = "llm-platform/gpu"
-GPU_TAINT_KEY = "nvidia.com/gpu"
-# The NVIDIA device plugin picks its per-node config (whole GPUs or time-sliced) from this node label.
-DEVICE_PLUGIN_CONFIG_LABEL = "nvidia.com/device-plugin.config"
+# Grafana's dashboard sidecar loads every ConfigMap carrying this label.
+DASHBOARD_LABEL = "grafana_dashboard"
 
 RESTRICTED_CONTAINER_SECURITY: dict[str, Any] = {
     "allowPrivilegeEscalation": False,

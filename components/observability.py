@@ -17,10 +17,9 @@ from typing import Any, Sequence
 
 import pulumi
 
-from components.kube import Manifest, apply_manifest, metadata
+from components.kube import DASHBOARD_LABEL, Manifest, apply_manifest, metadata
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
-DASHBOARD_LABEL = "grafana_dashboard"
 
 # Source: vLLM "Production Metrics" (docs.vllm.ai/en/stable/usage/metrics) and docs/design/metrics.md, V1 engine.
 # Counters appear with the `_total` suffix on /metrics; histograms with `_bucket`/`_sum`/`_count`.
