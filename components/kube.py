@@ -14,10 +14,10 @@ from typing import Any, Callable
 import pulumi
 import pulumi_kubernetes as k8s
 
-# The GPU node label and taint come from the node-group component, the sharing label from the config: one definition each.
+# The GPU node label and taint come from the node-group component, the sharing label from components/labels.py.
 from components.node_group import GPU_LABEL as GPU_CLASS_LABEL
 from components.node_group import GPU_TAINT_KEY as GPU_TAINT_KEY
-from infra.workload_config import DEVICE_PLUGIN_CONFIG_LABEL as DEVICE_PLUGIN_CONFIG_LABEL
+from components.labels import DEVICE_PLUGIN_CONFIG_LABEL as DEVICE_PLUGIN_CONFIG_LABEL
 
 Manifest = dict[str, Any]
 

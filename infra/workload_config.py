@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from components.labels import DEVICE_PLUGIN_CONFIG_LABEL
+
 if TYPE_CHECKING:
     from infra.config import NodeGroupConfig, PlatformConfig
 
-# The NVIDIA device plugin reads a node's sharing config from this label (see components/cluster_addons.py):
-# `time-sliced-<N>` advertises every GPU of the node N times, so N model pods share one physical GPU.
-DEVICE_PLUGIN_CONFIG_LABEL = "nvidia.com/device-plugin.config"
 # Kubernetes quantities as the API accepts them for cpu / memory.
 CPU_QUANTITY = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"
 MEMORY_QUANTITY = r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$"
