@@ -366,3 +366,16 @@ def test_manifests_cli_writes_a_stack(tmp_path: Path, capsys: pytest.CaptureFixt
     assert deployments == sorted(["deployment-gateway.yaml", *(f"deployment-{m.name}.yaml" for m in cfg_of("dev").models)])
     release = yaml.safe_load(next(out.rglob("helm/keda.yaml")).read_text())
     assert release["chart"] == "keda" and release["repository"] == "https://kedacore.github.io/charts"
+
+
+def _dockerfile_uid(path: Path) -> int:
+    users = [line.split()[1] for line in path.read_text().splitlines() if line.startswith("USER ")]
+    return int(users[-1].split(":")[0])
+
+
+def test_pods_run_as_the_user_their_image_declares(rendered: Rendered) -> None:
+    expected = {"gateway": _dockerfile_uid(ROOT / "images" / "gateway" / "Dockerfile"),
+                "models": _dockerfile_uid(ROOT / "images" / "vllm" / "Dockerfile")}
+    for dep in objs(rendered, "prod", "Deployment"):
+        ns = dep["metadata"]["namespace"]
+        assert dep["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == expected[ns], dep["metadata"]["name"]
