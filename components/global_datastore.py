@@ -43,6 +43,8 @@ class SecondaryMember:
     """Security groups that may connect (the region's EKS cluster security group)."""
     kms_key_arn: pulumi.Input[str]
     """Customer-managed KMS key of this region: the member's data at rest and the secret's replica."""
+    allowed_cidrs: Sequence[str] = ()
+    """Other regions' VPC CIDRs (over inter-region peering): their gateways write here once this member is promoted."""
 
 
 @dataclass
@@ -134,6 +136,18 @@ class GlobalDatastore(pulumi.ComponentResource):
                     from_port=REDIS_PORT,
                     to_port=REDIS_PORT,
                     referenced_security_group_id=source_sg,
+                    tags=tags,
+                    opts=in_region,
+                )
+            for index, cidr in enumerate(member.allowed_cidrs):
+                aws.vpc.SecurityGroupIngressRule(
+                    f"{member_name}-from-peer-{index}",
+                    security_group_id=security_group.id,
+                    description=f"Redis (TLS, AUTH) from {cidr} over inter-region peering (writes after a promotion)",
+                    ip_protocol="tcp",
+                    from_port=REDIS_PORT,
+                    to_port=REDIS_PORT,
+                    cidr_ipv4=cidr,
                     tags=tags,
                     opts=in_region,
                 )

@@ -49,6 +49,8 @@ class PostgresReplicaArgs:
     """KMS key of THIS region: storage, snapshots and Performance Insights."""
     log_kms_key_arn: pulumi.Input[str]
     """KMS key of the log groups (its policy must admit `logs.<region>.amazonaws.com`)."""
+    allowed_cidrs: Sequence[str] = ()
+    """Other regions' VPC CIDRs (over inter-region peering): their gateways write here once this replica is promoted."""
     instance_class: str = "db.t4g.medium"
     max_allocated_storage_gib: int = 100
     multi_az: bool = True
@@ -109,6 +111,18 @@ class PostgresReplica(pulumi.ComponentResource):
                 from_port=POSTGRES_PORT,
                 to_port=POSTGRES_PORT,
                 referenced_security_group_id=source_sg,
+                tags=tags,
+                opts=child,
+            )
+        for index, cidr in enumerate(args.allowed_cidrs):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-from-peer-{index}",
+                security_group_id=security_group.id,
+                description=f"PostgreSQL (TLS) from {cidr} over inter-region peering (writes after a promotion)",
+                ip_protocol="tcp",
+                from_port=POSTGRES_PORT,
+                to_port=POSTGRES_PORT,
+                cidr_ipv4=cidr,
                 tags=tags,
                 opts=child,
             )

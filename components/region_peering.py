@@ -1,10 +1,11 @@
-"""`RegionPeering`: inter-region VPC peering between the home VPC and one other region's VPC, with private routes.
+"""`RegionPeering`: inter-region VPC peering between two regions' VPCs, with private routes both ways.
 
-The shared state of the global tier (the Global Datastore primary, the ledger's Postgres primary) lives in the home
-region's private subnets; gateways of the other regions reach it over this peering, never over the internet.
-Only the private route tables get routes (public subnets hold nothing but ALBs and NAT gateways). Security groups
-stay closed: the caller opens exactly the data ports to the peer's CIDR. Peering is not transitive, so with a
-hub (home) and spokes the secondary regions cannot reach each other, which they have no reason to.
+The shared state of the global tier (the Global Datastore primary, the ledger's Postgres primary) lives in one
+region's private subnets (the home region until a failover moves it); gateways of the other regions reach it over
+peering, never over the internet. Peering is not transitive, so the global tier peers every pair of regions (a full
+mesh: 3 connections for 3 regions) and any region can take over the writers. Only the private route tables get
+routes (public subnets hold nothing but ALBs and NAT gateways). Security groups stay closed: the caller opens
+exactly the data ports to the peers' CIDRs.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class PeeredVpc:
 @dataclass
 class RegionPeeringArgs:
     home: PeeredVpc
-    """The requester side (home region)."""
+    """The requester side."""
     peer: PeeredVpc
     """The accepter side (another region)."""
     tags: dict[str, str] = field(default_factory=dict)

@@ -86,6 +86,10 @@ class GlobalConfig(_Strict):
     health_check: HealthCheckConfig = Field(default_factory=HealthCheckConfig)  # type: ignore[arg-type]
     data_residency: list[ResidencyRule] = Field(default_factory=list, description="geolocation pins; everyone else is latency-routed")
     shared_state: Literal["global_datastore", "regional_split"] = "global_datastore"
+    redis_primary_region: str | None = Field(
+        None, description="global_datastore: region whose member takes the counters' writes; unset = home region. Set it "
+                          "after promoting a Global Datastore member (docs/runbooks/region-failover.md) so every gateway follows"
+    )
     ledger: Literal["primary_with_replicas"] = "primary_with_replicas"
     ledger_primary_region: str | None = Field(
         None, description="region whose Postgres takes the usage ledger's writes; unset = home region. Setting it to a "
@@ -133,6 +137,12 @@ def check_global_fits_regions(cfg: PlatformConfig) -> None:
             if place in seen and seen[place] != rule.region:
                 raise ValueError(f"global.data_residency: got {place} pinned to both {seen[place]} and {rule.region}; allowed: one region per place")
             seen[place] = rule.region
+    if section.redis_primary_region is not None:
+        if section.redis_primary_region not in names:
+            raise ValueError(f"global.redis_primary_region: got {section.redis_primary_region!r}; allowed: {', '.join(names)}")
+        if section.shared_state != "global_datastore":
+            raise ValueError(f"global.redis_primary_region: got {section.redis_primary_region!r} with shared_state {section.shared_state}; "
+                             "allowed only with global_datastore (regional_split has no shared primary)")
     if section.ledger_primary_region is not None and section.ledger_primary_region not in names:
         raise ValueError(f"global.ledger_primary_region: got {section.ledger_primary_region!r}; allowed: {', '.join(names)}")
     if section.shared_state == "global_datastore":

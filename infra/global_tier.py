@@ -25,6 +25,7 @@ import pulumi_aws as aws
 from components.gateway_workload import DatabaseSource
 from components.secrets_sync import SecretSource
 from components.global_datastore import GlobalDatastore, GlobalDatastoreArgs, SecondaryMember
+from components.internal_dns import AssociatedVpc, InternalDns, InternalDnsArgs
 from components.global_routing import GlobalRouting, GlobalRoutingArgs, HealthCheckSettings, RegionalEndpoint, ResidencyPin
 from components.postgres_replica import PostgresReplica, PostgresReplicaArgs
 from components.region_peering import PeeredVpc, RegionPeering, RegionPeeringArgs
@@ -52,8 +53,13 @@ class GlobalTier:
     replication: ArtifactReplication
     ledger_write_region: str
     ledger_write_host: pulumi.Output[str] | None
+    """The writer's instance address (the CNAME's target)."""
+    ledger_hostname: str | None
+    """What gateways connect to: `ledger.<internal zone>`."""
     ledger_secret_arn: pulumi.Output[str] | None
     """Ledger credentials (`username`, `password`) in the home region; a replica with the same name in every other."""
+    redis_write_region: str
+    redis_write_endpoint: pulumi.Output[str] | None
     workload_inputs: dict[str, WorkloadInputs]
     """Per region: what its gateway connects to (shared Redis writer, the ledger's writer, region-local secrets)."""
 
@@ -125,35 +131,37 @@ def build_global_tier(cfg: PlatformConfig, platforms: list[RegionalPlatform]) ->
         opts=at_home,
     )
 
+    # Full mesh: after a failover any region may hold the writers, and every other region must reach them.
     peerings: dict[str, RegionPeering] = {}
+    vpcs = {p.region: PeeredVpc(p.region, p.provider, p.network.vpc_id, p.network.vpc_cidr, p.network.private_route_table_ids)
+            for p in platforms}
     if g.peering:
-        home_vpc = PeeredVpc(home.region, home.provider, home.network.vpc_id, home.network.vpc_cidr, home.network.private_route_table_ids)
-        for p in others:
-            peerings[p.region] = RegionPeering(
-                f"{prefix}-peer-{p.region}",
-                RegionPeeringArgs(
-                    home=home_vpc,
-                    peer=PeeredVpc(p.region, p.provider, p.network.vpc_id, p.network.vpc_cidr, p.network.private_route_table_ids),
-                    tags=tags,
-                ),
-                opts=at_home,
-            )
-            # Gateways of the peer region write limits to the Global Datastore primary and usage to the ledger.
-            for what, port, sg in (("redis", REDIS_PORT, home_de.redis.security_group_id),
-                                   ("postgres", POSTGRES_PORT, home_de.postgres.security_group_id if home_de.postgres else None)):
-                if sg is None:
-                    continue
-                aws.vpc.SecurityGroupIngressRule(
-                    f"{prefix}-{what}-from-{p.region}",
-                    security_group_id=sg,
-                    description=f"{what} (TLS) from the {p.region} VPC over the inter-region peering",
-                    ip_protocol="tcp",
-                    from_port=port,
-                    to_port=port,
-                    cidr_ipv4=p.network.vpc_cidr,
-                    tags=tags,
-                    opts=pulumi.ResourceOptions(provider=home.provider, parent=peerings[p.region]),
+        for i, a in enumerate(platforms):
+            for b in platforms[i + 1:]:
+                key = f"{a.region}-{b.region}"
+                peerings[key] = RegionPeering(
+                    f"{prefix}-peer-{key}",
+                    RegionPeeringArgs(home=vpcs[a.region], peer=vpcs[b.region], tags=tags),
+                    opts=pulumi.ResourceOptions(provider=a.provider),
                 )
+    other_cidrs = {p.region: [o.network.vpc_cidr for o in platforms if o is not p] for p in platforms}
+    # The home writers (Redis primary, ledger primary) admit the other regions' VPCs over the peering.
+    for what, port, sg in (("redis", REDIS_PORT, home_de.redis.security_group_id),
+                           ("postgres", POSTGRES_PORT, home_de.postgres.security_group_id if home_de.postgres else None)):
+        if sg is None or not g.peering:
+            continue
+        for p in others:
+            aws.vpc.SecurityGroupIngressRule(
+                f"{home.prefix}-{what}-from-{p.region}",
+                security_group_id=sg,
+                description=f"{what} (TLS) from the {p.region} VPC over the inter-region peering",
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                cidr_ipv4=p.network.vpc_cidr,
+                tags=tags,
+                opts=pulumi.ResourceOptions(provider=home.provider, parent=peerings[f"{home.region}-{p.region}"]),
+            )
 
     datastore: GlobalDatastore | None = None
     if g.shared_state == "global_datastore":
@@ -174,6 +182,7 @@ def build_global_tier(cfg: PlatformConfig, platforms: list[RegionalPlatform]) ->
                         vpc_id=p.network.vpc_id,
                         subnet_ids=p.network.private_subnet_ids,
                         allowed_security_group_ids=[p.cluster.cluster_security_group_id],
+                        allowed_cidrs=other_cidrs[p.region] if g.peering else [],
                         kms_key_arn=others_de[p.region].data_key.arn,
                     )
                     for p in others
@@ -222,6 +231,7 @@ def build_global_tier(cfg: PlatformConfig, platforms: list[RegionalPlatform]) ->
                     vpc_id=p.network.vpc_id,
                     subnet_ids=p.network.private_subnet_ids,
                     allowed_security_group_ids=[p.cluster.cluster_security_group_id],
+                    allowed_cidrs=other_cidrs[p.region] if g.peering else [],
                     kms_key_arn=others_de[p.region].data_key.arn,
                     log_kms_key_arn=p.cluster.logs_key_arn,
                     instance_class=g.ledger_replica_instance_class or pg.instance_class,
@@ -268,14 +278,35 @@ def build_global_tier(cfg: PlatformConfig, platforms: list[RegionalPlatform]) ->
     )
 
     ledger_write_host: pulumi.Output[str] | None = None
+    ledger_hostname: str | None = None
     if home_de.postgres is not None:
         ledger_write_host = (ledger_replicas[ledger_write_region].address if ledger_write_region in ledger_replicas
                              else home_de.postgres.address)
-    workload_inputs = {
-        p.region: shared_state_inputs(cfg, p, home_de, datastore, ledger_write_host, ledger_secret_arn,
-                                      home=p is home, ledger_failed_over=ledger_write_region != home.region)
-        for p in platforms
-    }
+        internal = InternalDns(
+            f"{prefix}-internal",
+            InternalDnsArgs(
+                zone_name=f"{prefix}.internal",
+                vpcs=[AssociatedVpc(vpc_id=p.network.vpc_id, region=p.region) for p in platforms],
+                cnames={"ledger": ledger_write_host},
+                tags=tags,
+            ),
+            opts=at_home,
+        )
+        ledger_hostname = internal.hostnames["ledger"]
+
+    redis_write: pulumi.Output[str] | None = None
+    redis_write_region = g.redis_primary_region or home.region
+    if datastore is not None:
+        redis_write = (datastore.reader_endpoints[redis_write_region] if redis_write_region in datastore.reader_endpoints
+                       else datastore.write_endpoint)
+    shared = SharedState(
+        redis_write_endpoint=redis_write,
+        redis_moved=redis_write_region != home.region,
+        redis_secret_arn=datastore.secret_arn if datastore is not None else None,
+        ledger_hostname=ledger_hostname,
+        ledger_secret_arn=ledger_secret_arn,
+    )
+    workload_inputs = {p.region: shared_state_inputs(cfg, p, home_de, shared, home=p is home) for p in platforms}
     return GlobalTier(
         routing=routing,
         peerings=peerings,
@@ -284,28 +315,46 @@ def build_global_tier(cfg: PlatformConfig, platforms: list[RegionalPlatform]) ->
         replication=replication,
         ledger_write_region=ledger_write_region,
         ledger_write_host=ledger_write_host,
+        ledger_hostname=ledger_hostname,
         ledger_secret_arn=ledger_secret_arn,
+        redis_write_region=redis_write_region,
+        redis_write_endpoint=redis_write,
         workload_inputs=workload_inputs,
     )
 
 
-def shared_state_inputs(cfg: PlatformConfig, platform: RegionalPlatform, home_de: DataEdge, datastore: GlobalDatastore | None,
-                        ledger_host: pulumi.Output[str] | None, ledger_secret_arn: pulumi.Output[str] | None,
-                        home: bool, ledger_failed_over: bool) -> WorkloadInputs:
-    """The region's own workload inputs, pointed at the shared state where the consistency mode says so:
-    - global_datastore: counters go to the Global Datastore primary (the home Redis), the AUTH token comes from the
-      region's replica of the shared secret; regional_split: the region's own Redis (limits scaled by its share).
-    - the ledger: every region writes usage to the ledger's writer (home primary, or the promoted replica),
-      credentials from the region's replica of the ledger secret; home keeps its own secret until a failover."""
+@dataclass
+class SharedState:
+    """Where the gateways of every region find the shared writers."""
+
+    redis_write_endpoint: pulumi.Output[str] | None
+    """The Global Datastore member taking writes (None: regional_split, each region uses its own Redis)."""
+    redis_moved: bool
+    """The writer is no longer the home Redis (after a Global Datastore failover)."""
+    redis_secret_arn: pulumi.Output[str] | None
+    ledger_hostname: str | None
+    """Private CNAME of the ledger's writer (follows a promotion without touching the gateways)."""
+    ledger_secret_arn: pulumi.Output[str] | None
+
+
+def shared_state_inputs(cfg: PlatformConfig, platform: RegionalPlatform, home_de: DataEdge, shared: SharedState,
+                        home: bool) -> WorkloadInputs:
+    """The region's own workload inputs, pointed at the shared writers:
+    - global_datastore: counters go to the Global Datastore member taking writes (the home Redis unless failed
+      over), with the AUTH token read from this region's replica of the shared secret; regional_split: unchanged,
+      the region's own Redis.
+    - ledger: usage goes to `ledger.<internal zone>`, the CNAME of the ledger's writer, with credentials from this
+      region's replica of the ledger secret."""
     base = inputs_from_platform(cfg, platform)
     changes: dict[str, object] = {}
-    if datastore is not None and not home:
-        changes["redis_url"] = pulumi.Output.all(datastore.write_endpoint, home_de.redis.port).apply(lambda v: f"rediss://{v[0]}:{int(v[1])}/0")
-        changes["redis_auth"] = SecretSource(arn=regional_arn(datastore.secret_arn, platform.region), property="auth_token")
-    if ledger_host is not None and home_de.postgres is not None and (not home or ledger_failed_over):
-        secret = (SecretSource(arn=regional_arn(ledger_secret_arn, platform.region)) if ledger_secret_arn is not None
-                  else SecretSource(arn=home_de.postgres.secret_arn))
-        changes["database"] = DatabaseSource(secret=secret, host=ledger_host, port=home_de.postgres.port,
+    if shared.redis_write_endpoint is not None and shared.redis_secret_arn is not None and (not home or shared.redis_moved):
+        changes["redis_url"] = pulumi.Output.all(shared.redis_write_endpoint, home_de.redis.port).apply(
+            lambda v: f"rediss://{v[0]}:{int(v[1])}/0"
+        )
+        changes["redis_auth"] = SecretSource(arn=regional_arn(shared.redis_secret_arn, platform.region), property="auth_token")
+    if shared.ledger_hostname is not None and shared.ledger_secret_arn is not None and home_de.postgres is not None:
+        changes["database"] = DatabaseSource(secret=SecretSource(arn=regional_arn(shared.ledger_secret_arn, platform.region)),
+                                             host=shared.ledger_hostname, port=home_de.postgres.port,
                                              database=home_de.postgres.database_name)
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
@@ -321,12 +370,14 @@ def export_global_tier(cfg: PlatformConfig, tier: GlobalTier) -> None:
     pulumi.export("global:limitScope", "global" if g.shared_state == "global_datastore" else "per-region")
     if tier.datastore is not None:
         pulumi.export("global:redisGlobalDatastoreId", tier.datastore.global_replication_group_id)
-        pulumi.export("global:redisWriteEndpoint", tier.datastore.write_endpoint)
+        pulumi.export("global:redisWriteRegion", tier.redis_write_region)
+        pulumi.export("global:redisWriteEndpoint", tier.redis_write_endpoint)
         pulumi.export("global:redisReaderEndpoints", tier.datastore.reader_endpoints)
         pulumi.export("global:redisAuthSecretArn", tier.datastore.secret_arn)
     pulumi.export("global:ledgerWriteRegion", tier.ledger_write_region)
     if tier.ledger_write_host is not None:
         pulumi.export("global:ledgerWriteEndpoint", tier.ledger_write_host)
+        pulumi.export("global:ledgerHostname", tier.ledger_hostname)
     if tier.ledger_secret_arn is not None:
         pulumi.export("global:ledgerSecretArn", tier.ledger_secret_arn)
     pulumi.export("global:ledgerReplicaEndpoints", {region: r.address for region, r in tier.ledger_replicas.items()})

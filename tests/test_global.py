@@ -228,21 +228,37 @@ def test_image_and_weight_replication_with_region_local_keys(global_stack: Rende
     assert sorted(d or "" for d in dest_regions) == sorted(regions[1:])
 
 
-def test_peering_routes_and_data_ports_for_peer_cidrs(global_stack: Rendering, regions: list[str]) -> None:
+def test_full_mesh_peering_routes_and_data_ports_for_peer_cidrs(global_stack: Rendering, regions: list[str]) -> None:
+    """Any region can take over the writers, so every pair of VPCs is peered and every writer-capable store admits
+    the other regions' CIDRs on its data port (and nothing else from outside its own cluster)."""
     cidrs = {r["name"]: r["vpc_cidr"] for r in stack_config()["llm-platform:regions"]}
     peerings = global_stack.of_type("aws:ec2/vpcPeeringConnection:VpcPeeringConnection")
-    assert sorted(p.inputs["peerRegion"] for p in peerings) == sorted(regions[1:])
-    assert all(global_stack.region_of(p) == regions[0] for p in peerings)
+    pairs = {frozenset((global_stack.region_of(p), p.inputs["peerRegion"])) for p in peerings}
+    assert pairs == {frozenset((a, b)) for i, a in enumerate(regions) for b in regions[i + 1:]} and len(peerings) == 3
     accepters = global_stack.of_type("aws:ec2/vpcPeeringConnectionAccepter:VpcPeeringConnectionAccepter")
-    assert sorted(global_stack.region_of(a) or "" for a in accepters) == sorted(regions[1:])
+    assert len(accepters) == 3 and all(a.inputs["autoAccept"] is True for a in accepters)
     routes = [r for r in global_stack.of_type("aws:ec2/route:Route") if r.inputs.get("vpcPeeringConnectionId")]
-    for region in regions[1:]:
-        assert any(r.inputs["destinationCidrBlock"] == cidrs[region] and global_stack.region_of(r) == regions[0] for r in routes)
-        assert any(r.inputs["destinationCidrBlock"] == cidrs[regions[0]] and global_stack.region_of(r) == region for r in routes)
+    private_tables_per_region = 3  # one per AZ
+    for region in regions:
+        here = [r for r in routes if global_stack.region_of(r) == region]
+        assert sorted(r.inputs["destinationCidrBlock"] for r in here) == sorted(
+            cidrs[o] for o in regions if o != region for _ in range(private_tables_per_region))
     rules = [r for r in global_stack.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
              if r.inputs.get("cidrIpv4") in cidrs.values() and r.inputs["fromPort"] in (6379.0, 5432.0)]
-    assert sorted((r.inputs["cidrIpv4"], r.inputs["fromPort"]) for r in rules) == sorted(
-        (cidrs[region], port) for region in regions[1:] for port in (6379.0, 5432.0))
+    for region in regions:
+        for port in (6379.0, 5432.0):
+            sources = sorted(r.inputs["cidrIpv4"] for r in rules if global_stack.region_of(r) == region and r.inputs["fromPort"] == port)
+            assert sources == sorted(cidrs[o] for o in regions if o != region), (region, port, sources)
+    assert all(r.inputs["toPort"] == r.inputs["fromPort"] and r.inputs["description"] for r in rules)
+
+
+def test_ledger_writer_behind_a_private_cname(global_stack: Rendering, regions: list[str]) -> None:
+    zone = global_stack.one("aws:route53/zone:Zone", "internal")
+    assert zone.inputs["name"] == "llmp-global.internal"
+    assert sorted(v["vpcRegion"] for v in zone.inputs["vpcs"]) == sorted(regions)
+    cname = global_stack.one(RECORD, "internal-ledger")
+    assert cname.inputs["type"] == "CNAME" and cname.inputs["name"] == "ledger.llmp-global.internal"
+    assert cname.inputs["records"] == [global_stack.outputs["databaseEndpoint"]] and cname.inputs["ttl"] <= 60
 
 
 def test_global_outputs_hold_no_secret_values(global_stack: Rendering) -> None:
@@ -292,6 +308,8 @@ def _global_raw(**changes: Any) -> dict[str, Any]:
         ({"health_check": {"failure_threshold": 0}}, "llm-platform:global.health_check.failure_threshold: got 0"),
         ({"data_residency": [{"region": "eu-west-1", "continents": ["EU"]}, {"region": "us-east-1", "continents": ["EU"]}]},
          "global.data_residency: got EU pinned to both eu-west-1 and us-east-1"),
+        ({"redis_primary_region": "us-west-2"}, "global.redis_primary_region: got 'us-west-2'"),
+        ({"shared_state": "regional_split", "redis_primary_region": "eu-west-1"}, "allowed only with global_datastore"),
         ({"api_hostname": "api.global.llm.example.com"}, "global.api_hostname: got 'api.global.llm.example.com', which a regional ALB already serves"),
     ],
 )
@@ -464,9 +482,27 @@ def test_promoting_a_replica_through_stack_config(regions: list[str]) -> None:
     assert out.outputs["global:ledgerWriteRegion"] == "eu-west-1"
     promoted_host = out.outputs["global:ledgerWriteEndpoint"]
     assert promoted_host.startswith(instances["eu-west-1"].inputs["identifier"]) and "eu-west-1" in promoted_host
-    for region in regions:  # every gateway, home included, now writes usage to the promoted replica
+    # The private CNAME follows; gateways keep connecting to the same name (no rollout, buffered usage replays there).
+    assert out.one(RECORD, "internal-ledger").inputs["records"] == [promoted_host]
+    for region in regions:
         secret, _ = _gateway_objects(out, region)
-        assert promoted_host in json.dumps(secret["spec"]["target"]["template"])
+        assert "ledger.llmp-global.internal" in json.dumps(secret["spec"]["target"]["template"])
+
+
+def test_moving_the_redis_writer_through_stack_config(regions: list[str]) -> None:
+    """After promoting a Global Datastore member, redis_primary_region points every gateway at it."""
+    raw = stack_config()
+    raw["llm-platform:global"] = {**raw["llm-platform:global"], "redis_primary_region": "ap-northeast-1"}
+    out = render("global", config=raw)
+    member = next(r for r in out.of_type(REPLICATION_GROUP) if r.inputs.get("globalReplicationGroupId") and out.region_of(r) == "ap-northeast-1")
+    endpoint = out.outputs["global:redisWriteEndpoint"]
+    assert member.inputs["description"] and "llmp-global-shared-redis-ap-northeast-1-rg" in endpoint
+    for region in regions:
+        secret, deployment = _gateway_objects(out, region)
+        env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["GATEWAY_REDIS_URL"] == f"rediss://{endpoint}:6379/0"
+        auth = next(d["remoteRef"]["key"] for d in secret["spec"]["data"] if d["remoteRef"].get("property") == "auth_token")
+        assert "shared-redis-auth" in auth and auth.split(":")[3] == region
 
 
 def _gateway_objects(rendering: Rendering, region: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -478,8 +514,9 @@ def _gateway_objects(rendering: Rendering, region: str) -> tuple[dict[str, Any],
 
 def test_every_gateway_writes_to_the_shared_state_reading_region_local_secrets(global_stack: Rendering, regions: list[str]) -> None:
     home_redis = global_stack.outputs["redisEndpoint"]
-    ledger_host = global_stack.outputs["global:ledgerWriteEndpoint"]
-    assert ledger_host == global_stack.outputs["databaseEndpoint"]  # no failover: the home primary
+    assert global_stack.outputs["global:ledgerWriteEndpoint"] == global_stack.outputs["databaseEndpoint"]  # no failover
+    ledger_host = global_stack.outputs["global:ledgerHostname"]
+    assert ledger_host == "ledger.llmp-global.internal"
     for region in regions:
         secret, deployment = _gateway_objects(global_stack, region)
         refs = [d["remoteRef"]["key"] for d in secret["spec"]["data"]]
