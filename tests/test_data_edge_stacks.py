@@ -281,3 +281,34 @@ def test_auto_named_physical_names_fit_aws_limits(rendered: Render, stack: str) 
     for x in r.of_type(DB):
         if x.parent in ours:
             assert len(x.inputs["identifier"]) <= 63
+
+
+def test_plan_prod_json_shows_the_done_when_items(monkeypatch: pytest.MonkeyPatch) -> None:
+    plan_text, _ = _plan_json("prod", monkeypatch)
+    doc = json.loads(plan_text)
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for res in doc["resources"]:
+        by_type.setdefault(res["type"], []).append(res["inputs"])
+    (rg,) = by_type[RG]
+    assert rg["transitEncryptionEnabled"] and rg["atRestEncryptionEnabled"] and rg["automaticFailoverEnabled"]
+    assert rg["authToken"] == "[secret]"
+    (db,) = by_type[DB]
+    assert db["multiAz"] and db["storageEncrypted"] and db["deletionProtection"]
+    (acl,) = by_type[ACL]
+    (assoc,) = by_type[ASSOC]
+    assert acl["scope"] == "REGIONAL" and assoc["webAclArn"].startswith("arn:aws:wafv2:")
+    listeners = {int(x["port"]): x for x in by_type[LISTENER]}
+    assert listeners[443]["protocol"] == "HTTPS" and listeners[443]["sslPolicy"].startswith("ELBSecurityPolicy-TLS13-1-")
+    assert listeners[80]["defaultActions"][0] == {"type": "redirect", "redirect": {"port": "443", "protocol": "HTTPS", "statusCode": "HTTP_301"}}
+
+
+def test_model_defaults_are_the_secure_ones() -> None:
+    from infra.data_edge_config import EdgeConfig, PostgresConfig, RedisConfig, WafConfig
+
+    pg = PostgresConfig()
+    assert pg.multi_az and pg.deletion_protection and pg.final_snapshot and pg.backup_retention_days >= 7
+    redis = RedisConfig()
+    assert redis.replicas >= 1 and redis.snapshot_retention_days >= 1 and redis.final_snapshot
+    assert WafConfig().mode == "block"
+    edge = EdgeConfig(domain_name="api.example.com", hosted_zone="example.com")
+    assert edge.deletion_protection and edge.ssl_policy == "ELBSecurityPolicy-TLS13-1-2-2021-06" and edge.idle_timeout_seconds >= 300
