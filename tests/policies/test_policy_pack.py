@@ -15,11 +15,10 @@ import yaml
 from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValidationPolicy
 
 from infra.config import SUPPORTED_EKS_VERSIONS
-from infra.render import Rendering, render_function
+from infra.render import Rendering
 from policies.offline import PolicyConfigError, evaluate, known_configs, list_rules, load_config, resolve_settings
 from policies.registry import POLICIES, RULES
 from policies.rules import eks
-from tests.policies.policy_reference import reference_program
 from tests.policies.policy_support import edit, setter
 
 PACK_DIR = Path(__file__).resolve().parents[2] / "policies"
@@ -35,10 +34,6 @@ TIER_KEYS = {
     "eks-supported-version": "supported_versions",
 }
 
-
-@pytest.fixture(scope="module")
-def reference() -> Rendering:
-    return render_function(reference_program, stack="prod")
 
 
 def test_policies_mirror_rules() -> None:

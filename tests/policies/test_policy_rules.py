@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from infra.render import Rendering, render_function
+from infra.render import Rendering
 from policies.offline import evaluate, load_config
 from policies.registry import RULES, RULES_BY_ID
-from tests.policies.policy_reference import reference_program
 from tests.policies.policy_support import DELETE, Mutation, Resources, drop, edit, run_rule, setter
 
 CLUSTER = "aws:eks/cluster:Cluster"
@@ -201,10 +200,6 @@ CASES = [
     case("tier-spot-capacity", "ref", edit(NODE_GROUP, S("capacityType", "SPOT"), "ref-gpu"), "SPOT", passes_with="dev"),
 ]
 
-
-@pytest.fixture(scope="module")
-def reference() -> Rendering:
-    return render_function(reference_program, stack="prod")
 
 
 def sources(name: str, reference: Rendering, rendered: Callable[[str], Rendering]) -> Resources:

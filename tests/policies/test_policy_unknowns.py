@@ -20,19 +20,14 @@ from pulumi_policy import EnforcementLevel, PolicyCustomTimeouts, PolicyResource
 from pulumi_policy.policy import _PolicyAnalyzerServicer
 from pulumi_policy.proxy import UNKNOWN_ARRAY_VALUE, UNKNOWN_BOOLEAN_VALUE, UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
-from infra.render import RenderedResource, Rendering, render_function, unwrap_secrets
+from infra.render import RenderedResource, Rendering, unwrap_secrets
 from policies.offline import load_config
 from policies.registry import PACK_NAME, POLICIES, RULES_BY_ID
-from tests.policies.policy_reference import reference_program
 from tests.policies.policy_support import find, run_rule
 
 CLUSTER = "aws:eks/cluster:Cluster"
 OPTS = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
 
-
-@pytest.fixture(scope="module")
-def reference() -> Rendering:
-    return render_function(reference_program, stack="prod")
 
 
 def servicer() -> _PolicyAnalyzerServicer:
