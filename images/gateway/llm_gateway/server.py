@@ -142,8 +142,10 @@ async def build(settings: Settings, logger: JsonLogger) -> tuple[Gateway, list[A
 async def serve(settings: Settings) -> int:
     logger = JsonLogger(level=settings.log_level)
     gateway, closers = await build(settings, logger)
+    # no proxy-header rewriting (client addresses are not used) and no "server: uvicorn" banner
     common = {"http": "httptools", "loop": "none", "lifespan": "off", "access_log": False,
-              "log_level": "warning", "timeout_graceful_shutdown": 5}
+              "log_level": "warning", "timeout_graceful_shutdown": 5, "proxy_headers": False,
+              "server_header": False}
     # keep-alive longer than the ALB's 60 s idle timeout, so the ALB never reuses a connection we just closed
     api = _Server(uvicorn.Config(gateway, host=settings.host, port=settings.port, timeout_keep_alive=75,
                                  backlog=4096, **common))
