@@ -31,6 +31,8 @@ from components.kube import DASHBOARD_LABEL, GPU_CLASS_LABEL, GPU_TAINT_KEY, app
 PROMETHEUS_RELEASE = "kube-prometheus-stack"
 PROMETHEUS_URL_TEMPLATE = "http://kube-prometheus-stack-prometheus.{namespace}.svc:9090"
 GRAFANA_ADMIN_SECRET = "grafana-admin"
+# EKS 1.30+ ships no default StorageClass: Prometheus' volume names this one explicitly.
+STORAGE_CLASS = "gp3-encrypted"
 # Cluster-autoscaler minor must match the cluster's; these patch releases are the ones tested per minor.
 AUTOSCALER_IMAGE_TAGS = {"1.31": "v1.31.0", "1.32": "v1.32.0", "1.33": "v1.33.0", "1.34": "v1.34.0"}
 GPU_TOLERATION = {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
@@ -223,6 +225,16 @@ class ClusterAddons(pulumi.ComponentResource):
 
         self._release("keda", args.keda_namespace, {})
 
+        storage_class = apply_manifest(f"{name}-storageclass", {
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": metadata(STORAGE_CLASS, None),
+            "provisioner": "ebs.csi.aws.com",
+            "parameters": {"type": "gp3", "encrypted": "true"},
+            # Metrics history survives a `pulumi destroy` of the release; delete the volume deliberately.
+            "reclaimPolicy": "Retain",
+            "volumeBindingMode": "WaitForFirstConsumer",
+            "allowVolumeExpansion": True,
+        }, pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)))
         grafana_password = random.RandomPassword(f"{name}-grafana-admin", length=32, special=False,
                                                  opts=pulumi.ResourceOptions(parent=self))
         grafana_secret = apply_manifest(f"{name}-grafana-admin", {
@@ -240,6 +252,7 @@ class ClusterAddons(pulumi.ComponentResource):
                 "ruleSelectorNilUsesHelmValues": False,
                 "retention": f"{args.prometheus_retention_days}d",
                 "storageSpec": {"volumeClaimTemplate": {"spec": {
+                    "storageClassName": STORAGE_CLASS,
                     "accessModes": ["ReadWriteOnce"],
                     "resources": {"requests": {"storage": f"{args.prometheus_storage_gib}Gi"}},
                 }}},
@@ -249,7 +262,7 @@ class ClusterAddons(pulumi.ComponentResource):
                 "sidecar": {"dashboards": {"enabled": True, "label": DASHBOARD_LABEL, "labelValue": "1",
                                            "searchNamespace": args.monitoring_namespace}},
             },
-        }, extra_depends=[grafana_secret])
+        }, extra_depends=[grafana_secret, storage_class])
 
         self._release("external-secrets", args.external_secrets_namespace, {"installCRDs": True})
 

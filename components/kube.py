@@ -81,6 +81,9 @@ _BUILTIN: dict[tuple[str, str], Callable[[str, Manifest, pulumi.ResourceOptions]
     ("policy/v1", "PodDisruptionBudget"): _typed(k8s.policy.v1.PodDisruptionBudget, "spec"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"): _typed(k8s.autoscaling.v2.HorizontalPodAutoscaler, "spec"),
     ("networking.k8s.io/v1", "NetworkPolicy"): _typed(k8s.networking.v1.NetworkPolicy, "spec"),
+    ("storage.k8s.io/v1", "StorageClass"): _typed(
+        k8s.storage.v1.StorageClass, "provisioner", "parameters", "reclaimPolicy", "volumeBindingMode", "allowVolumeExpansion"
+    ),
 }
 
 

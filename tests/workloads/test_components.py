@@ -340,3 +340,11 @@ def test_gateway_without_edge_or_data_still_renders() -> None:
     assert "TargetGroupBinding" not in kinds and "ExternalSecret" not in kinds
     pod = one(r, "Deployment", "gateway")["spec"]["template"]["spec"]
     assert not any(v["name"] == "secrets" for v in pod["volumes"])
+
+
+def test_prometheus_storage_uses_an_encrypted_gp3_class(rendering: Rendering) -> None:
+    sc = one(rendering, "StorageClass", "gp3-encrypted")
+    assert sc["provisioner"] == "ebs.csi.aws.com" and sc["parameters"] == {"type": "gp3", "encrypted": "true"}
+    values = rendering.one("kubernetes:helm.sh/v3:Release", "-kube-prometheus-stack").inputs["values"]
+    claim = values["prometheus"]["prometheusSpec"]["storageSpec"]["volumeClaimTemplate"]["spec"]
+    assert claim["storageClassName"] == "gp3-encrypted"

@@ -80,7 +80,9 @@ def test_namespaced_objects_live_in_declared_namespaces(rendered: Rendered, stac
     assert {"gateway", "models", "monitoring"} <= declared
     for obj in objs(rendered, stack):
         ns = obj["metadata"].get("namespace")
-        if obj["kind"] != "Namespace":
+        if obj["kind"] in ("Namespace", "StorageClass"):  # cluster-scoped
+            assert ns is None
+        else:
             assert ns in declared, f"{obj['kind']} {obj['metadata']['name']} in undeclared namespace {ns}"
     for release in rendered(stack).of_type("kubernetes:helm.sh/v3:Release"):
         assert release.inputs["namespace"] in declared
