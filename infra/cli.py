@@ -19,6 +19,7 @@ from pathlib import Path
 from infra.config import ConfigError, PlatformConfig, parse_platform_config
 from infra import diagram, preflight, pricelist
 from infra import manifests as manifests_command
+from infra import cost as cost_command
 from infra.cost import estimate, format_estimate
 from infra.pricelist import PriceError
 from infra.render import STACKS_DIR as DEFAULT_STACKS_DIR
@@ -144,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     pricelist.register(sub)
     manifests_command.register(sub)
     diagram.register(sub)
+    cost_command.register(sub)
     return parser
 
 

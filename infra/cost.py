@@ -484,3 +484,43 @@ def format_estimate(est: CostEstimate, detail: bool = False) -> str:
 
 def estimate_json(est: CostEstimate) -> str:
     return json.dumps(est.to_json(), indent=2)
+
+
+def format_markdown(est: CostEstimate) -> str:
+    """The estimate as a Markdown table, for a pull-request comment."""
+    rows = est.by_region_component()
+    multi = len({region for region, _, _, _ in rows}) > 1
+    out = [f"#### Estimated monthly cost: stack `{est.stack}`", "",
+           f"| {'region | ' if multi else ''}component | desired (idle) | all node groups at max |",
+           f"| {'--- | ' if multi else ''}--- | ---: | ---: |"]
+    for region, name, desired, maximum in rows:
+        out.append(f"| {region + ' | ' if multi else ''}{name} | ${desired:,.2f} | ${maximum:,.2f} |")
+    out.append(f"| {'| ' if multi else ''}**total** | **${est.total_desired:,.2f}** | **${est.total_max:,.2f}** |")
+    out += ["", f"USD per {est.hours_per_month:g}-hour month at list on-demand prices; price table {est.price_version} "
+                f"({est.price_retrieved}). Traffic-driven charges (NAT/endpoint GB, ALB LCUs, WAF requests, data transfer) "
+                "are not included."]
+    if est.unpriced:
+        out.append(f"Not priced: {', '.join(est.unpriced)}.")
+    return "\n".join(out)
+
+
+def cmd_cost(args: Any) -> int:
+    from infra.cli import render_stack
+
+    est = estimate(render_stack(args.stack))
+    if args.format == "json":
+        print(estimate_json(est))
+    elif args.format == "markdown":
+        print(format_markdown(est))
+    else:
+        print(format_estimate(est, detail=True))
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add `cost <stack>` to the CLI's subcommands."""
+    parser = sub.add_parser("cost", help="the stack's estimated monthly cost, every priced resource (text, json or markdown)")
+    parser.add_argument("stack", help="stack name")
+    parser.add_argument("--format", choices=("text", "json", "markdown"), default="text",
+                        help="markdown is ready to paste into a pull-request comment")
+    parser.set_defaults(func=cmd_cost)

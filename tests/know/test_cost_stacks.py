@@ -107,3 +107,20 @@ def test_plan_json_carries_the_estimate(capsys: pytest.CaptureFixture[str]) -> N
     assert {c["component"] for c in cost["components"]} >= {"EksCluster llmp-dev", "NodeGroup llmp-dev-system"}
     assert cost["price_table"]["retrieved"] == table()["retrieved"]
     assert round(sum(c["monthly_desired"] for c in cost["components"]), 2) == pytest.approx(cost["total_monthly_desired"], abs=0.05)
+
+
+def test_cost_command_markdown_for_a_pr_comment(capsys: pytest.CaptureFixture[str], rendered: Callable[[str], Rendering]) -> None:
+    from infra.cli import main as cli_main
+
+    assert cli_main(["cost", "global", "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    est = estimate(rendered("global"))
+    assert out.startswith("#### Estimated monthly cost: stack `global`")
+    assert f"| | **total** | **${est.total_desired:,.2f}** | **${est.total_max:,.2f}** |" in out
+    table_rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(table_rows) == 1 + len(est.by_region_component()) + 1  # header, one per component, total
+    assert "| eu-west-1 | NodeGroup llmp-global-eu-west-1-system |" in out
+
+    assert cli_main(["cost", "dev", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["total_monthly_desired"] == estimate(rendered("dev")).total_desired
