@@ -202,7 +202,8 @@ class PostgresReplica(pulumi.ComponentResource):
             monitoring_role_arn=monitoring_role.arn,
             enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
             tags={**tags, "llm-platform/ledger-role": "promoted-primary" if args.promote else "replica"},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring_attachment, *log_groups]),
+            # The identifier is fixed, so a replacement (re-seeding from another source) must delete first.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring_attachment, *log_groups], delete_before_replace=True),
         )
 
         self.address = self.instance.address

@@ -7,7 +7,8 @@ Redis, Postgres, ALB, model bucket) and adds:
   ACM certificate for it on every region's HTTPS listener;
 - `RegionPeering` (home <-> each other region) and data-port rules on the home Redis and Postgres for the peers' CIDRs;
 - `GlobalDatastore` (shared_state: global_datastore) over the home region's Redis;
-- `PostgresReplica` of the ledger in every other region (the promoted one, after a failover, first);
+- `PostgresReplica` of the ledger in every other region (one of them promoted by `ledger_primary_region`), and
+  `InternalDns`: the private `ledger.<stack>.internal` CNAME every gateway writes usage through;
 - `ArtifactReplication`: ECR replication (replicated repositories encrypted with a key it creates in each region)
   and model-bucket cross-region replication re-encrypting with each destination bucket's key.
 """
@@ -217,16 +218,15 @@ def build_global_tier(cfg: PlatformConfig, platforms: list[RegionalPlatform]) ->
         ledger_secret_arn = ledger_secret.arn
     if home_de.postgres is not None:
         pg = cfg.data.postgres
-        # The promoted replica (after a failover) is built first: the remaining replicas follow it.
-        ordered = sorted(others, key=lambda p: p.region != ledger_write_region)
-        source_arn: pulumi.Input[str] = home_de.postgres.instance.arn
-        for p in ordered:
+        # A promotion (ledger_primary_region) touches only the promoted replica: the others keep their source, so a
+        # failover never replaces a database mid-incident (re-seeding them is a planned step of the runbook).
+        for p in others:
             promote = p.region == ledger_write_region
             replica = PostgresReplica(
                 f"{p.prefix}-pg-replica",
                 PostgresReplicaArgs(
                     identifier=f"{p.prefix}-pg",
-                    source_db_arn=home_de.postgres.instance.arn if promote else source_arn,
+                    source_db_arn=home_de.postgres.instance.arn,
                     engine_version=pg.engine_version,
                     vpc_id=p.network.vpc_id,
                     subnet_ids=p.network.private_subnet_ids,
@@ -251,8 +251,6 @@ def build_global_tier(cfg: PlatformConfig, platforms: list[RegionalPlatform]) ->
                 opts=pulumi.ResourceOptions(provider=p.provider),
             )
             ledger_replicas[p.region] = replica
-            if promote:
-                source_arn = replica.arn
 
     replication = ArtifactReplication(
         f"{prefix}-artifacts",
