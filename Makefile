@@ -7,7 +7,7 @@ APT_PACKAGES := redis-server postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 POLICY_ARGS = --policy-pack policies --policy-pack-config policies/config/$(STACK).json
 
-.PHONY: setup apt test pytest typecheck plan preview up clean tools lint-workflows bootstrap-preview bootstrap-up
+.PHONY: setup apt test pytest typecheck plan preflight diagram preview up clean tools lint-workflows bootstrap-preview bootstrap-up
 
 setup: apt $(VENV)/.installed tools
 
@@ -36,6 +36,13 @@ typecheck:
 
 plan: setup
 	$(PY) -m infra.cli plan $(STACK)
+
+# Before you deploy (README): account checks with your AWS credentials, and the architecture picture.
+preflight: setup
+	$(PY) -m infra.cli preflight $(STACK)
+
+diagram: setup
+	$(PY) -m infra.cli diagram $(STACK) --out diagrams
 
 # The real thing (needs the Pulumi CLI, a state backend login and AWS credentials; see README "Deploying for real").
 preview:
