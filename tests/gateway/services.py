@@ -299,16 +299,28 @@ class GatewayProcess:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def log_records(self) -> list[dict[str, object]]:
+    def log_records(self, event: str | None = None, wait_for: int = 0) -> list[dict[str, object]]:
+        """Parsed JSON log lines (optionally only ``event``), waiting up to 5 s for at least ``wait_for``
+        (the gateway writes its log in batches)."""
+        deadline = time.monotonic() + 5
+        records = self._log_records(event)
+        while len(records) < wait_for and time.monotonic() < deadline:
+            time.sleep(0.05)
+            records = self._log_records(event)
+        return records
+
+    def _log_records(self, event: str | None) -> list[dict[str, object]]:
         import json
 
         records = []
         for line in self.log_text().splitlines():
             if line.startswith("{"):
                 try:
-                    records.append(json.loads(line))
+                    record = json.loads(line)
                 except ValueError:
-                    pass
+                    continue
+                if event is None or record.get("event") == event:
+                    records.append(record)
         return records
 
     def metrics_text(self) -> str:

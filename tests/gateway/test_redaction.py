@@ -73,9 +73,9 @@ def test_prompts_are_not_logged_by_default(gateway: GatewayProcess, make_key) ->
     status, headers, _ = http_request("POST", gateway.base_url + "/v1/chat/completions", body,
                                       {"authorization": f"Bearer {key}"})
     assert status == 200
+    records = gateway.log_records("request", wait_for=1)
     log = gateway.log_text()
     assert "alice@example.com" not in log and "4111" not in log and secret_prompt not in log
-    records = [r for r in gateway.log_records() if r.get("event") == "request"]
     assert len(records) == 1 and records[0]["request_id"] == headers["x-request-id"]
     assert records[0]["status"] == 200 and "prompt" not in records[0]
     assert key not in log  # the API key is never logged either
@@ -87,6 +87,21 @@ def test_opted_in_prompt_logging_is_redacted(gateway_factory, make_key) -> None:
     body = {"model": "chat-a", "messages": [{"role": "user", "content": "reach me at bob@example.org or 555-123-4567"}]}
     assert http_request("POST", gateway.base_url + "/v1/chat/completions", body,
                         {"authorization": f"Bearer {key}"})[0] == 200
-    record = next(r for r in gateway.log_records() if r.get("event") == "request")
+    record = gateway.log_records("request", wait_for=1)[0]
     assert record["prompt"] == [{"role": "user", "content": "reach me at [EMAIL] or [PHONE]"}]
     assert "bob@example.org" not in gateway.log_text()
+
+
+async def test_logger_batches_lines_inside_the_event_loop() -> None:
+    import asyncio
+
+    stream = io.StringIO()
+    logger = JsonLogger(stream, flush_interval_s=0.01)
+    logger.info("request", request_id="req_1")
+    logger.info("request", request_id="req_2")
+    assert stream.getvalue() == ""  # one write for the batch, not one per line
+    await asyncio.sleep(0.05)
+    assert [json.loads(line)["request_id"] for line in stream.getvalue().splitlines()] == ["req_1", "req_2"]
+    logger.info("stopped")
+    logger.flush()
+    assert json.loads(stream.getvalue().splitlines()[-1])["event"] == "stopped"

@@ -187,6 +187,7 @@ async def serve(settings: Settings) -> int:
     for close in closers:
         await close()
     logger.info("stopped", usage_buffer_depth=gateway.meter.depth)
+    logger.flush()
     return 0
 
 
