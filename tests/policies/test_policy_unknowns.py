@@ -18,11 +18,19 @@ from google.protobuf import struct_pb2
 from pulumi.runtime import proto
 from pulumi_policy import EnforcementLevel, PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
 from pulumi_policy.policy import _PolicyAnalyzerServicer
-from pulumi_policy.proxy import UNKNOWN_ARRAY_VALUE, UNKNOWN_BOOLEAN_VALUE, UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
+from pulumi_policy.proxy import (
+    UNKNOWN_ARRAY_VALUE,
+    UNKNOWN_BOOLEAN_VALUE,
+    UNKNOWN_NUMBER_VALUE,
+    UNKNOWN_OBJECT_VALUE,
+    UNKNOWN_STRING_VALUE,
+    UnknownValueError,
+    unknown_checking_proxy,
+)
 
 from infra.render import RenderedResource, Rendering, unwrap_secrets
-from policies.offline import load_config
-from policies.registry import PACK_NAME, POLICIES, RULES_BY_ID
+from policies.offline import evaluate_resources, load_config, mandatory, resolve_settings
+from policies.registry import PACK_NAME, POLICIES, RULES, RULES_BY_ID
 from tests.policies.policy_support import find, run_rule
 
 CLUSTER = "aws:eks/cluster:Cluster"
@@ -140,3 +148,37 @@ def test_offline_runner_reports_unknowns_as_the_engine_does(reference: Rendering
     violations = run_rule("eks-supported-version", [cluster])
     assert [(v.enforcement, v.urn) for v in violations] == [("advisory", cluster.urn)]
     assert "can't run policy 'eks-supported-version' during preview" in violations[0].message
+
+
+def all_unknown(value: Any) -> Any:
+    """Every leaf replaced by the engine's unknown sentinel of its kind, as in a preview of a brand-new stack."""
+    if isinstance(value, dict):
+        return {k: all_unknown(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [all_unknown(v) for v in value]
+    if isinstance(value, bool):
+        return UNKNOWN_BOOLEAN_VALUE
+    if isinstance(value, (int, float)):
+        return UNKNOWN_NUMBER_VALUE
+    return UNKNOWN_STRING_VALUE
+
+
+@pytest.mark.parametrize("depth", ["leaves", "top-level"])
+def test_unknowns_never_crash_never_fail_and_are_reported(depth: str, reference: Rendering) -> None:
+    """Each resource of the compliant reference in turn made unknown: no exception escapes any policy, no
+    mandatory violation appears (an unknown is not a failure), and the rules that check it say they could not."""
+    for target in reference.resources:
+        if not target.custom or not target.inputs:
+            continue
+        inputs = unwrap_secrets(target.inputs)
+        unknown = ({k: all_unknown(v) for k, v in inputs.items()} if depth == "leaves"
+                   else {k: UNKNOWN_OBJECT_VALUE if isinstance(v, (dict, list)) else all_unknown(v) for k, v in inputs.items()})
+        resources = [dataclasses.replace(r, inputs=unknown) if r is target else r for r in reference.resources]
+        violations = evaluate_resources(resources, resolve_settings(load_config("prod")))
+        assert mandatory(violations) == [], f"{target.name}: {mandatory(violations)}"
+        resource_rules = [r.id for r in RULES if r.kind == "resource" and target.type in r.types]
+        said = {v.rule for v in violations if v.urn == target.urn and "can't run policy" in v.message}
+        # An input left out is known-absent (the AWS default) and still judged; what was given is unknown.
+        assert not resource_rules or said, f"{target.name}: no rule said it could not check {resource_rules}"
+        wrongly_failed = [v for v in violations if v.urn == target.urn and "can't run policy" not in v.message]
+        assert wrongly_failed == [], f"{target.name}: {wrongly_failed}"
