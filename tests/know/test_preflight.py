@@ -323,3 +323,19 @@ def test_cli_bad_stack_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
     (tmp_path / "Pulumi.dev.yaml").write_text(yaml.safe_dump({"config": raw}))
     assert cli_main(["--stacks-dir", str(tmp_path), "preflight", "dev"]) == 2
     assert "llm-platform:node_groups[1].gpu" in capsys.readouterr().err
+
+
+def test_cli_json_output(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], quotas: tuple[Any, Stubber]) -> None:
+    import json
+
+    q_client, q_stub = quotas
+    cfg = load_stack_config("dev")
+    for key in sorted(required_vcpus(cfg)):
+        q_stub.add_response("get_service_quota", quota_response(preflight.QUOTAS[key].code, 10_000.0))
+    monkeypatch.setattr(preflight, "CHECKS", (preflight.check_quotas,))
+    monkeypatch.setattr(preflight, "session_clients", lambda profile=None: Clients(**{"service-quotas": q_client}))
+    assert cli_main(["preflight", "dev", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["stack"] == "dev" and doc["ok"] is True
+    assert [c["check"] for c in doc["checks"]] == ["quota"] * len(required_vcpus(cfg))
+    assert all(c["status"] == "PASS" and c["fix"] == "" for c in doc["checks"])
