@@ -50,3 +50,12 @@ def test_plan_exits_3_on_a_mandatory_violation(tmp_path: Path, capsys: pytest.Ca
     assert len(hits) == 1 and hits[0]["enforcement"] == "mandatory"
     assert set(hits[0]) == {"rule", "urn", "resource_type", "resource_name", "message", "enforcement"}
     assert hits[0]["resource_type"] == "aws:eks/nodeGroup:NodeGroup" and "gpu-a10g" in hits[0]["resource_name"]
+
+
+def test_readme_rule_table_matches_the_pack() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Policy pack", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    table = [(cells[0].strip(" `"), cells[2].strip()) for cells in (row.strip("|").split("|") for row in rows)]
+    assert table == [(r.id, r.enforcement.value) for r in RULES]
+    assert "pulumi preview --stack prod --policy-pack policies --policy-pack-config policies/config/prod.json" in section
