@@ -46,6 +46,7 @@ IAM_ACTIONS = (
     "ec2:DescribeInstanceTypeOfferings",
     "eks:DescribeClusterVersions",
     "eks:DescribeAddonVersions",
+    "rds:DescribeOrderableDBInstanceOptions",
     "route53:ListHostedZonesByName",
     "acm:DescribeCertificate",
 )
@@ -231,6 +232,39 @@ def check_eks_versions(cfg: PlatformConfig, clients: ClientFactory) -> list[Chec
     return results
 
 
+# --- database instance class ------------------------------------------------------------------------------------
+
+def check_database_class(cfg: PlatformConfig, clients: ClientFactory) -> list[CheckResult]:
+    """The Postgres instance class is orderable for the engine version (and Multi-AZ when asked) in every region."""
+    postgres = getattr(getattr(cfg, "data", None), "postgres", None)
+    if postgres is None:
+        return []
+    db_class, version, multi_az = str(postgres.instance_class), str(postgres.engine_version), bool(postgres.multi_az)
+    results: list[CheckResult] = []
+    for region in (r.name for r in cfg.regions):
+        rds = clients("rds", region)
+        try:
+            options = [o for page in rds.get_paginator("describe_orderable_db_instance_options").paginate(
+                Engine="postgres", DBInstanceClass=db_class) for o in page["OrderableDBInstanceOptions"]]
+        except Exception as exc:  # noqa: BLE001
+            results.append(_error_result("db-class", region, f"{db_class} for PostgreSQL {version}", exc,
+                                         "rds:DescribeOrderableDBInstanceOptions"))
+            continue
+        # `engine_version` may be a major version ("17"): any 17.x release counts.
+        matching = [o for o in options if o.get("EngineVersion") == version or str(o.get("EngineVersion", "")).startswith(version + ".")]
+        usable = [o for o in matching if o.get("MultiAZCapable", True)] if multi_az else matching
+        label = f"{db_class} for PostgreSQL {version}{' Multi-AZ' if multi_az else ''}"
+        if usable:
+            results.append(CheckResult("PASS", "db-class", region, f"{label} is orderable"))
+            continue
+        versions = sorted({str(o.get("EngineVersion")) for o in options}, key=lambda v: [int(x) for x in v.split(".") if x.isdigit()])
+        fix = (f"{db_class} is offered here for PostgreSQL {', '.join(versions[-4:])}: change llm-platform:data.postgres.engine_version, "
+               "or pick another instance_class" if versions else
+               f"{db_class} is not offered for PostgreSQL in {region}: change llm-platform:data.postgres.instance_class")
+        results.append(CheckResult("FAIL", "db-class", region, f"{label} is not orderable", fix))
+    return results
+
+
 # --- DNS zone and certificate (edge) ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -316,7 +350,7 @@ def check_edge(cfg: PlatformConfig, clients: ClientFactory) -> list[CheckResult]
 # --- running it ----------------------------------------------------------------------------------------------------
 
 CHECKS: tuple[Callable[[PlatformConfig, ClientFactory], list[CheckResult]], ...] = (
-    check_quotas, check_instance_offerings, check_eks_versions, check_edge,
+    check_quotas, check_instance_offerings, check_eks_versions, check_database_class, check_edge,
 )
 
 

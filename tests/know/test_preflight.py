@@ -18,7 +18,7 @@ from infra import preflight
 from infra.cli import main as cli_main
 from infra.config import NodeGroupConfig, PlatformConfig
 from infra.preflight import (
-    check_edge, check_eks_versions, check_instance_offerings, check_quotas, load_stack_config, report, required_vcpus,
+    check_database_class, check_edge, check_eks_versions, check_instance_offerings, check_quotas, load_stack_config, report, required_vcpus,
 )
 from infra.render import read_stack_config
 
@@ -227,6 +227,49 @@ def test_missing_addon_version_fails_and_suggests_the_default(eks: tuple[Any, St
     assert all(r.status == "PASS" for name, r in results.items() if name != "coredns")
 
 
+# --- database instance class ----------------------------------------------------------------------------------
+
+def with_postgres(cfg: PlatformConfig, instance_class: str, version: str, multi_az: bool) -> Any:
+    postgres = SimpleNamespace(instance_class=instance_class, engine_version=version, multi_az=multi_az)
+    return SimpleNamespace(data=SimpleNamespace(postgres=postgres), regions=cfg.regions, home_region=cfg.home_region)
+
+
+def orderable(*options: tuple[str, str, bool]) -> dict[str, Any]:
+    return {"OrderableDBInstanceOptions": [
+        {"Engine": "postgres", "EngineVersion": v, "DBInstanceClass": c, "MultiAZCapable": m} for c, v, m in options]}
+
+
+@pytest.fixture()
+def rds() -> Iterator[tuple[Any, Stubber]]:
+    client = boto3.client("rds", region_name="us-east-1")
+    with Stubber(client) as stub:
+        yield client, stub
+        stub.assert_no_pending_responses()
+
+
+def test_database_class_orderable_for_the_major_version_passes(rds: tuple[Any, Stubber]) -> None:
+    client, stub = rds
+    stub.add_response("describe_orderable_db_instance_options", orderable(("db.r7g.large", "17.4", True), ("db.r7g.large", "16.8", True)),
+                      {"Engine": "postgres", "DBInstanceClass": "db.r7g.large"})
+    (result,) = check_database_class(with_postgres(stack_config("prod"), "db.r7g.large", "17", True), Clients(rds=client))
+    assert result.status == "PASS" and result.detail == "db.r7g.large for PostgreSQL 17 Multi-AZ is orderable"
+
+
+def test_database_class_not_offered_for_the_version_fails_with_the_versions_it_has(rds: tuple[Any, Stubber]) -> None:
+    client, stub = rds
+    stub.add_response("describe_orderable_db_instance_options", orderable(("db.t4g.small", "15.10", True), ("db.t4g.small", "16.6", True)))
+    (result,) = check_database_class(with_postgres(stack_config("dev"), "db.t4g.small", "17", False), Clients(rds=client))
+    assert result.status == "FAIL"
+    assert result.fix.startswith("db.t4g.small is offered here for PostgreSQL 15.10, 16.6: change llm-platform:data.postgres.engine_version")
+
+
+def test_database_class_without_multi_az_fails_when_multi_az_is_asked(rds: tuple[Any, Stubber]) -> None:
+    client, stub = rds
+    stub.add_response("describe_orderable_db_instance_options", orderable(("db.x9.large", "17.4", False)))
+    (result,) = check_database_class(with_postgres(stack_config("prod"), "db.x9.large", "17", True), Clients(rds=client))
+    assert result.status == "FAIL" and "Multi-AZ is not orderable" in result.detail
+
+
 # --- hosted zone and certificate -----------------------------------------------------------------------------------
 
 def with_edge(cfg: PlatformConfig, **edge: str) -> Any:
@@ -294,26 +337,32 @@ def test_cli_without_credentials_exits_2_with_one_line(monkeypatch: pytest.Monke
 
 @mock_aws
 def test_cli_runs_every_check_and_exits_1_on_a_failure(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                                       quotas: tuple[Any, Stubber], eks: tuple[Any, Stubber]) -> None:
+                                                       quotas: tuple[Any, Stubber], eks: tuple[Any, Stubber],
+                                                       rds: tuple[Any, Stubber]) -> None:
     """The real dev stack file end to end: the first quota is 0, everything else is in place."""
     q_client, q_stub = quotas
     e_client, e_stub = eks
+    r_client, r_stub = rds
     cfg = load_stack_config("dev")
     needed = sorted(required_vcpus(cfg))
     for i, key in enumerate(needed):
         q_stub.add_response("get_service_quota", quota_response(preflight.QUOTAS[key].code, 0.0 if i == 0 else 10_000.0))
     e_stub.add_response("describe_cluster_versions", {"clusterVersions": [{"clusterVersion": cfg.cluster.version, "versionStatus": "STANDARD_SUPPORT"}]})
     _stub_all_addons(e_stub, cfg)
+    postgres = cfg.data.postgres  # type: ignore[attr-defined]
+    r_stub.add_response("describe_orderable_db_instance_options",
+                        orderable((postgres.instance_class, f"{postgres.engine_version}.2", True)))
     edge = getattr(cfg, "edge", None)
     if edge is not None and edge.hosted_zone:
         boto3.client("route53").create_hosted_zone(Name=edge.hosted_zone, CallerReference="cli")
-    monkeypatch.setattr(preflight, "session_clients", lambda profile=None: Clients(**{"service-quotas": q_client, "eks": e_client}))
+    monkeypatch.setattr(preflight, "session_clients",
+                        lambda profile=None: Clients(**{"service-quotas": q_client, "eks": e_client, "rds": r_client}))
     assert cli_main(["preflight", "dev"]) == 1
     out = capsys.readouterr().out
     assert f"FAIL  quota        us-east-1      {preflight.QUOTAS[needed[0]].name}" in out
     assert f"fix: aws service-quotas request-service-quota-increase --service-code ec2 --quota-code {preflight.QUOTAS[needed[0]].code}" in out
-    assert "PASS  az-offering" in out and "PASS  eks-addon" in out
-    checks = len(needed) + len(cfg.node_groups) + 1 + len(cfg.cluster.addons) + 1
+    assert "PASS  az-offering" in out and "PASS  eks-addon" in out and "PASS  db-class" in out
+    checks = len(needed) + len(cfg.node_groups) + 1 + len(cfg.cluster.addons) + 1 + 1
     assert out.strip().splitlines()[-1] == f"{checks} checks: {checks - 1} passed, 0 warnings, 1 failed"
 
 
