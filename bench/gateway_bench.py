@@ -23,7 +23,7 @@ import aiohttp  # noqa: E402
 import uvloop  # noqa: E402
 
 from tests.gateway.services import (  # noqa: E402
-    FakeUpstream, GatewayProcess, PostgresServer, RedisServer, create_api_key, usage_rows,
+    FakeUpstream, GatewayProcess, PostgresServer, RedisServer, create_api_key, metric_value, usage_rows,
 )
 
 BODY = {"model": "bench-chat", "messages": [{"role": "user", "content": "Say something short."}], "max_tokens": 5}
@@ -101,7 +101,14 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:7.3f} ms"
 
 
-async def run(args: argparse.Namespace, upstream_url: str, gateway_url: str, key: str) -> dict[str, float]:
+def overhead_totals(gateway: GatewayProcess) -> tuple[float, float]:
+    text = gateway.metrics_text()
+    return (metric_value(text, "gateway_overhead_seconds_sum") or 0.0,
+            metric_value(text, "gateway_overhead_seconds_count") or 0.0)
+
+
+async def run(args: argparse.Namespace, upstream_url: str, gateway: GatewayProcess, key: str) -> dict[str, float]:
+    gateway_url = gateway.base_url
     direct_url = upstream_url + "/v1/chat/completions"
     gw_url = gateway_url + "/v1/chat/completions"
     auth = {"authorization": f"Bearer {key}"}
@@ -111,15 +118,17 @@ async def run(args: argparse.Namespace, upstream_url: str, gateway_url: str, key
         await open_loop(session, direct_url, {}, 200, 1, BODY)
         await open_loop(session, gw_url, auth, 200, 1, BODY)
 
-        direct, gateway = [], []
+        direct, via_gateway = [], []
         direct_errors = gateway_errors = 0
+        overhead_before = overhead_totals(gateway)
         for _ in range(2):  # interleave halves so background noise hits both paths alike
             lat, err = await open_loop(session, direct_url, {}, args.rate, args.seconds / 2, BODY)
             direct += lat
             direct_errors += err
             lat, err = await open_loop(session, gw_url, auth, args.rate, args.seconds / 2, BODY)
-            gateway += lat
+            via_gateway += lat
             gateway_errors += err
+        overhead_after = overhead_totals(gateway)
 
         fb_direct = await first_byte(session, direct_url, {}, 200)
         fb_gateway = await first_byte(session, gw_url, auth, 200)
@@ -129,11 +138,12 @@ async def run(args: argparse.Namespace, upstream_url: str, gateway_url: str, key
 
     results = {
         "direct_p50": statistics.median(direct), "direct_p99": percentile(direct, 0.99),
-        "gateway_p50": statistics.median(gateway), "gateway_p99": percentile(gateway, 0.99),
+        "gateway_p50": statistics.median(via_gateway), "gateway_p99": percentile(via_gateway, 0.99),
         "fb_direct_p50": statistics.median(fb_direct), "fb_gateway_p50": statistics.median(fb_gateway),
         "fb_direct_p99": percentile(fb_direct, 0.99), "fb_gateway_p99": percentile(fb_gateway, 0.99),
         "rps_direct": rps_direct, "rps_gateway": rps_gateway,
-        "direct_errors": direct_errors, "gateway_errors": gateway_errors, "requests": len(gateway),
+        "direct_errors": direct_errors, "gateway_errors": gateway_errors, "requests": len(via_gateway),
+        "overhead_mean": (overhead_after[0] - overhead_before[0]) / max(overhead_after[1] - overhead_before[1], 1),
     }
     return results
 
@@ -161,7 +171,7 @@ def main() -> None:
                                                         "daily_requests": 100_000_000,
                                                         "daily_tokens": 10_000_000_000,
                                                         "monthly_tokens": 100_000_000_000}))
-        r = uvloop.run(run(args, fake.url(0), gateway.base_url, key))
+        r = uvloop.run(run(args, fake.url(0), gateway, key))
         metered = len(usage_rows(dsn, 1, timeout_s=5))
     finally:
         if gateway is not None:
@@ -185,6 +195,8 @@ def main() -> None:
           f"{ms(r['fb_gateway_p99'] - r['fb_direct_p99'])}{r['fb_gateway_p99'] / r['fb_direct_p99']:8.2f}")
     print(f"{'max sustained RPS':28}{r['rps_direct']:12.0f}{r['rps_gateway']:12.0f}{'':12}"
           f"{r['rps_gateway'] / r['rps_direct']:8.2f}")
+    print(f"gateway time before the backend call at {args.rate:.0f} RPS (auth, validation, the Redis limits round "
+          f"trip; gateway_overhead_seconds mean): {ms(r['overhead_mean']).strip()}")
     print(f"errors: direct {r['direct_errors']:.0f}, gateway {r['gateway_errors']:.0f}; "
           f"usage rows written: {metered}")
     print(f"targets: added p50 <= 1 ms: {'MET' if added_p50 <= 0.001 else 'MISSED'}; "
