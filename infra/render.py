@@ -425,6 +425,12 @@ def render_function(fn: Callable[[], None], stack: str = "unit", config: dict[st
             result["outputs"], result["secret_outputs"] = loop.run_until_complete(_resolve_exports())
         except BaseException as exc:  # handed to the caller's thread
             result["error"] = exc
+            # Let the registrations already queued (the root Stack at least) finish on this loop: abandoned, they
+            # leave the runtime waiting for them and the next render in this process hangs.
+            try:
+                loop.run_until_complete(wait_for_rpcs())
+            except BaseException:
+                pass
         finally:
             loop.close()
 
