@@ -13,14 +13,14 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from infra.config import REGION_PATTERN
-
 PROJECT = "llm-platform-bootstrap"
 ROOT_DIR = Path(__file__).resolve().parent.parent
 STACKS_DIR = ROOT_DIR / "stacks"
 # GitHub environment names the deploy workflow gates small/prod/global behind (.github/workflows/deploy.yml).
 DEFAULT_ENVIRONMENTS = ("small", "prod", "global")
 DEFAULT_ECR_REPOSITORIES = ("gateway", "vllm")
+# Same form as infra/config.py's; kept here so the bootstrap does not import the platform's whole config model.
+REGION_PATTERN = r"^[a-z]{2}(-gov)?-[a-z]+-\d$"
 REPOSITORY_PATTERN = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"
 OIDC_PROVIDER_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/token\.actions\.githubusercontent\.com$"
 

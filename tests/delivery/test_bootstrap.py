@@ -1,0 +1,333 @@
+"""The bootstrap program (bootstrap/) rendered under the same mocks as the platform: state backend, keys, CI identity."""
+
+from __future__ import annotations
+
+import json
+import re
+import runpy
+from typing import Any
+
+import pytest
+import yaml
+
+from bootstrap.config import (
+    DEFAULT_ENVIRONMENTS,
+    BootstrapConfigError,
+    parse_bootstrap_config,
+    regions_in_stacks,
+)
+from bootstrap.program import PLATFORM_SERVICES, main
+from infra.render import ACCOUNT_ID, ROOT_DIR, Rendering, RenderedResource, known_stacks, render_function
+
+REPO = "acme-ai/llm-platform"
+BASE_CONFIG = {"llm-platform-bootstrap:github_repository": REPO, "llm-platform-bootstrap:region": "us-east-1"}
+OIDC_HOST = "token.actions.githubusercontent.com"
+
+
+def render_bootstrap(**overrides: Any) -> Rendering:
+    config: dict[str, Any] = dict(BASE_CONFIG)
+    config.update({f"llm-platform-bootstrap:{k}": v for k, v in overrides.items()})
+    return render_function(main, stack="bootstrap", config=config)
+
+
+@pytest.fixture(scope="module")
+def boot() -> Rendering:
+    return render_bootstrap()
+
+
+def policy_of(resource: RenderedResource, key: str = "policy") -> dict[str, Any]:
+    value = resource.inputs[key]
+    assert isinstance(value, str), f"{resource.name}.{key} is not a JSON string: {value!r}"
+    return dict(json.loads(value))
+
+
+def role(r: Rendering, kind: str) -> RenderedResource:
+    return r.one("aws:iam/role:Role", f"ci-{kind}")
+
+
+def statements(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(doc["Statement"])
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# --- state bucket ------------------------------------------------------------------------------------------------
+
+def test_state_bucket_is_private_versioned_kms_encrypted_and_tls_only(boot: Rendering) -> None:
+    bucket = boot.one("aws:s3/bucket:Bucket")
+    assert bucket.inputs["bucket"] == f"llm-platform-state-{ACCOUNT_ID}-us-east-1"
+    assert bucket.inputs.get("forceDestroy") is False
+
+    pab = boot.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+    assert {k: pab.inputs.get(k) for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")} == {
+        "blockPublicAcls": True, "blockPublicPolicy": True, "ignorePublicAcls": True, "restrictPublicBuckets": True,
+    }
+    ownership = boot.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls")
+    assert ownership.inputs["rule"]["objectOwnership"] == "BucketOwnerEnforced"
+    versioning = boot.one("aws:s3/bucketVersioning:BucketVersioning")
+    assert versioning.inputs["versioningConfiguration"]["status"] == "Enabled"
+
+    sse = boot.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+    rule = sse.inputs["rules"][0]
+    assert rule["bucketKeyEnabled"] is True
+    assert rule["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms"
+    assert rule["applyServerSideEncryptionByDefault"]["kmsMasterKeyId"] == boot.outputs["state_key_arn"]
+
+    lifecycle = boot.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    (lc_rule,) = lifecycle.inputs["rules"]
+    assert lc_rule["status"] == "Enabled"
+    assert lc_rule["noncurrentVersionExpiration"]["noncurrentDays"] == 90
+    assert lc_rule["abortIncompleteMultipartUpload"]["daysAfterInitiation"] == 7
+
+    policy = policy_of(boot.one("aws:s3/bucketPolicy:BucketPolicy"))
+    tls = [s for s in statements(policy) if s["Effect"] == "Deny" and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"]
+    assert tls and tls[0]["Action"] == "s3:*"
+    assert set(tls[0]["Resource"]) == {f"arn:aws:s3:::{bucket.inputs['bucket']}", f"arn:aws:s3:::{bucket.inputs['bucket']}/*"}
+    for resource in boot.resources:
+        if resource.type.startswith("aws:s3/bucket") and resource.type != "aws:s3/bucket:Bucket":
+            assert resource.inputs["bucket"] == bucket.inputs["bucket"], resource.name
+
+
+def test_outputs_are_the_backend_and_secrets_provider_urls_the_readme_uses(boot: Rendering) -> None:
+    bucket = boot.outputs["state_bucket"]
+    assert boot.outputs["backend_url"] == f"s3://{bucket}?region=us-east-1&awssdk=v2"
+    assert boot.outputs["secrets_provider"] == "awskms://alias/llm-platform-secrets?region=us-east-1"
+    aliases = {a.inputs["name"] for a in boot.of_type("aws:kms/alias:Alias")}
+    assert "alias/llm-platform-secrets" in aliases
+    assert set(boot.outputs["ecr_repository_urls"]) == {"gateway", "vllm"}
+    for kind in ("preview", "deploy", "images"):
+        assert boot.outputs[f"ci_{kind}_role_arn"] == f"arn:aws:iam::{ACCOUNT_ID}:role/llm-platform-ci-{kind}"
+    assert not boot.secret_outputs
+
+
+def test_kms_keys_rotate_and_keep_the_account_in_control(boot: Rendering) -> None:
+    keys = boot.of_type("aws:kms/key:Key")
+    assert len(keys) == 3  # state, stack secrets, ECR: separate keys, separately grantable
+    for key in keys:
+        assert key.inputs["enableKeyRotation"] is True, key.name
+        assert key.inputs["deletionWindowInDays"] >= 7, key.name
+        assert key.inputs.get("bypassPolicyLockoutSafetyCheck") is False, key.name
+        admin = [s for s in statements(policy_of(key)) if s["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"}]
+        assert admin and admin[0]["Action"] == "kms:*", key.name
+
+
+# --- ECR -----------------------------------------------------------------------------------------------------------
+
+def test_ecr_repositories_are_immutable_scanned_kms_encrypted_with_lifecycle(boot: Rendering) -> None:
+    ecr_key = boot.one("aws:kms/key:Key", "llm-platform-ecr-key")
+    repos = boot.of_type("aws:ecr/repository:Repository")
+    assert sorted(r.inputs["name"] for r in repos) == ["llm-platform/gateway", "llm-platform/vllm"]
+    for repo in repos:
+        assert repo.inputs["imageTagMutability"] == "IMMUTABLE"
+        assert repo.inputs["imageScanningConfiguration"] == {"scanOnPush": True}
+        (enc,) = repo.inputs["encryptionConfigurations"]
+        assert enc["encryptionType"] == "KMS"
+        assert enc["kmsKey"] == f"arn:aws:kms:us-east-1:{ACCOUNT_ID}:key/{ecr_key.id}"
+        assert repo.inputs.get("forceDelete") is False
+    lifecycles = boot.of_type("aws:ecr/lifecyclePolicy:LifecyclePolicy")
+    assert sorted(lc.inputs["repository"] for lc in lifecycles) == ["llm-platform/gateway", "llm-platform/vllm"]
+    rules = policy_of(lifecycles[0])["rules"]
+    assert [r["rulePriority"] for r in rules] == [1, 2]
+    assert rules[0]["selection"]["tagStatus"] == "untagged"
+    assert rules[1]["selection"] == {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 100}
+
+
+# --- GitHub OIDC and CI roles ----------------------------------------------------------------------------------------
+
+def test_github_oidc_provider(boot: Rendering) -> None:
+    provider = boot.one("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
+    assert provider.inputs["url"] == f"https://{OIDC_HOST}"
+    assert provider.inputs["clientIdLists"] == ["sts.amazonaws.com"]
+    assert boot.outputs["oidc_provider_arn"] == f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{OIDC_HOST}"
+
+
+@pytest.mark.parametrize(
+    ("kind", "subjects"),
+    [
+        ("preview", [f"repo:{REPO}:pull_request"]),
+        ("deploy", [f"repo:{REPO}:ref:refs/heads/main", *(f"repo:{REPO}:environment:{e}" for e in ("small", "prod", "global"))]),
+        ("images", [f"repo:{REPO}:ref:refs/heads/main"]),
+    ],
+)
+def test_ci_role_trusts_exact_subjects_of_this_repository_only(boot: Rendering, kind: str, subjects: list[str]) -> None:
+    (statement,) = statements(policy_of(role(boot, kind), "assumeRolePolicy"))
+    assert statement["Effect"] == "Allow"
+    assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert statement["Principal"] == {"Federated": boot.outputs["oidc_provider_arn"]}
+    assert set(statement["Condition"]) == {"StringEquals"}, "no StringLike: a wildcard subject would admit forks/branches"
+    condition = statement["Condition"]["StringEquals"]
+    assert condition[f"{OIDC_HOST}:aud"] == "sts.amazonaws.com"
+    assert condition[f"{OIDC_HOST}:sub"] == subjects
+    assert not any("*" in s or "?" in s for s in condition[f"{OIDC_HOST}:sub"])
+
+
+def test_preview_role_is_read_only_and_writes_only_lock_files(boot: Rendering) -> None:
+    attachments = [a for a in boot.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if "preview" in a.name]
+    assert [a.inputs["policyArn"] for a in attachments] == ["arn:aws:iam::aws:policy/ReadOnlyAccess"]
+    inline = policy_of(boot.one("aws:iam/rolePolicy:RolePolicy", "preview"))
+    bucket_arn = f"arn:aws:s3:::{boot.outputs['state_bucket']}"
+    writes = [s for s in statements(inline) if s["Effect"] == "Allow" and any(a in as_list(s["Action"]) for a in ("s3:PutObject", "s3:DeleteObject"))]
+    assert [s["Resource"] for s in writes] == [f"{bucket_arn}/.pulumi/locks/*"]
+    allowed_actions = {a for s in statements(inline) if s["Effect"] == "Allow" for a in as_list(s["Action"])}
+    assert not any(a.endswith(":*") or a == "*" for a in allowed_actions)
+    deny = [s for s in statements(inline) if s["Effect"] == "Deny"]
+    assert deny and "secretsmanager:GetSecretValue" in deny[0]["Action"] and f"{bucket_arn}/*" in deny[0]["NotResource"]
+
+
+def deploy_doc(r: Rendering) -> dict[str, Any]:
+    return policy_of(r.one("aws:iam/policy:Policy", "ci-deploy"))
+
+
+def test_deploy_policy_is_scoped_and_guards_the_bootstrap(boot: Rendering) -> None:
+    doc = deploy_doc(boot)
+    raw = boot.one("aws:iam/policy:Policy", "ci-deploy").inputs["policy"]
+    assert len(re.sub(r"\s", "", raw)) <= 6144, "IAM managed policies are limited to 6144 characters"
+    by_sid = {s["Sid"]: s for s in statements(doc)}
+    allows = [s for s in statements(doc) if s["Effect"] == "Allow"]
+    for s in allows:
+        assert "*" not in as_list(s["Action"]) and "iam:*" not in as_list(s["Action"]), s["Sid"]
+    assert set(by_sid["PlatformServices"]["Action"]) == {f"{svc}:*" for svc in PLATFORM_SERVICES}
+    assert by_sid["PassRolesToPlatformServices"]["Condition"]["StringEquals"]["iam:PassedToService"]
+    assert "iam:PassRole" not in by_sid["PlatformIdentities"]["Action"]
+
+    region_guard = by_sid["OnlyTheStacksRegions"]
+    assert region_guard["Effect"] == "Deny" and "iam:*" in region_guard["NotAction"]
+    assert set(region_guard["Condition"]["StringNotEquals"]["aws:RequestedRegion"]) == regions_in_stacks() | {"us-east-1"}
+
+    assert {"iam:CreateUser", "iam:CreateAccessKey"} <= set(by_sid["NoLongLivedIdentities"]["Action"])
+    assert by_sid["NoLongLivedIdentities"]["Effect"] == "Deny"
+    guarded_roles = set(by_sid["BootstrapIdentitiesReadOnly"]["Resource"])
+    assert {boot.outputs[f"ci_{k}_role_arn"] for k in ("preview", "deploy", "images")} <= guarded_roles
+    assert boot.outputs["oidc_provider_arn"] in guarded_roles
+    bucket_guard = by_sid["StateBucketSettingsFixed"]
+    assert bucket_guard["Effect"] == "Deny" and "s3:PutBucketPolicy" not in bucket_guard["NotAction"]
+    assert {"kms:ScheduleKeyDeletion", "kms:PutKeyPolicy"} <= set(by_sid["BootstrapKeysFixed"]["Action"])
+    assert boot.outputs["state_key_arn"] in by_sid["BootstrapKeysFixed"]["Resource"]
+    attached = [a for a in boot.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if "deploy" in a.name]
+    assert len(attached) == 1
+
+
+def test_deploy_role_regions_cover_every_stack_region() -> None:
+    expected = set()
+    for stack in known_stacks():
+        config = yaml.safe_load((ROOT_DIR / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
+        expected |= {r["name"] for r in config["llm-platform:regions"]}
+    assert expected, "stacks/ names no region"
+    assert regions_in_stacks() == expected
+    cfg = parse_bootstrap_config({"github_repository": REPO, "region": "eu-west-1"})
+    assert set(cfg.deploy_regions()) == expected | {"eu-west-1"}
+    pinned = parse_bootstrap_config({"github_repository": REPO, "region": "eu-west-1", "allowed_regions": ["us-west-2"]})
+    assert pinned.deploy_regions() == ["eu-west-1", "us-west-2"]
+
+
+def test_images_role_can_only_push_to_the_platform_repositories(boot: Rendering) -> None:
+    doc = policy_of(boot.one("aws:iam/rolePolicy:RolePolicy", "images"))
+    repo_arns = {f"arn:aws:ecr:us-east-1:{ACCOUNT_ID}:repository/llm-platform/{n}" for n in ("gateway", "vllm")}
+    for s in statements(doc):
+        assert s["Effect"] == "Allow"
+        actions = as_list(s["Action"])
+        if actions == ["ecr:GetAuthorizationToken"]:
+            continue  # account-wide by AWS design: it only returns a registry login
+        if all(a.startswith("ecr:") for a in actions):
+            assert set(as_list(s["Resource"])) == repo_arns
+            assert "ecr:PutImage" in actions and "ecr:DeleteRepository" not in actions
+        else:
+            assert s["Condition"]["StringEquals"]["kms:ViaService"] == "ecr.us-east-1.amazonaws.com"
+
+
+def test_deploy_environments_default_to_the_gated_tiers() -> None:
+    assert DEFAULT_ENVIRONMENTS == ("small", "prod", "global")
+    assert set(DEFAULT_ENVIRONMENTS) | {"dev"} == set(known_stacks())
+
+
+def test_existing_oidc_provider_is_reused() -> None:
+    arn = f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{OIDC_HOST}"
+    r = render_bootstrap(github_oidc_provider_arn=arn, name_prefix="acme", environments=["prod"])
+    assert not r.of_type("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
+    (statement,) = statements(policy_of(role(r, "deploy"), "assumeRolePolicy"))
+    assert statement["Principal"] == {"Federated": arn}
+    assert statement["Condition"]["StringEquals"][f"{OIDC_HOST}:sub"] == [f"repo:{REPO}:ref:refs/heads/main", f"repo:{REPO}:environment:prod"]
+    assert r.outputs["secrets_provider"] == "awskms://alias/acme-secrets?region=us-east-1"
+    assert sorted(x.inputs["name"] for x in r.of_type("aws:ecr/repository:Repository")) == ["acme/gateway", "acme/vllm"]
+
+
+def test_every_resource_is_in_the_configured_region(boot: Rendering) -> None:
+    regional = [r for r in boot.resources if r.custom and not r.type.startswith("pulumi:providers:")]
+    assert regional
+    for resource in regional:
+        assert boot.region_of(resource) == "us-east-1", resource.name
+
+
+# --- config errors ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"github_repository": None}, "llm-platform-bootstrap:github_repository: is required"),
+        ({"github_repository": "acme"}, "llm-platform-bootstrap:github_repository: got \"acme\""),
+        ({"region": "mars-1"}, "llm-platform-bootstrap:region: got \"mars-1\""),
+        ({"environments": ["prod", "prod"]}, "llm-platform-bootstrap:environments: got [\"prod\", \"prod\"]; a name is listed twice"),
+        ({"name_prefix": "llm-platform-bootstrap"}, "llm-platform-bootstrap:name_prefix: got \"llm-platform-bootstrap\""),
+        ({"ecr_keep_images": 3}, "llm-platform-bootstrap:ecr_keep_images: got 3; input should be greater than or equal to 10"),
+        ({"surprise": 1}, "llm-platform-bootstrap:surprise: got 1; extra inputs are not permitted"),
+        ({"github_oidc_provider_arn": "arn:aws:iam::123:oidc-provider/x"}, "llm-platform-bootstrap:github_oidc_provider_arn: got"),
+    ],
+)
+def test_bad_config_stops_with_one_line_naming_the_key(overrides: dict[str, Any], expected: str) -> None:
+    raw: dict[str, Any] = {"github_repository": REPO, "region": "us-east-1"}
+    for key, value in overrides.items():
+        if value is None:
+            raw.pop(key)
+        else:
+            raw[key] = value
+    with pytest.raises(BootstrapConfigError) as err:
+        parse_bootstrap_config(raw, "bootstrap/Pulumi.bootstrap.yaml")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("bootstrap/Pulumi.bootstrap.yaml: ")
+    assert expected in message
+
+
+def test_bad_config_under_the_engine_is_a_run_error_not_a_traceback() -> None:
+    import pulumi
+
+    with pytest.raises(pulumi.RunError) as err:
+        render_function(main, stack="bootstrap", config={"llm-platform-bootstrap:region": "us-east-1"})
+    assert str(err.value) == "bootstrap/Pulumi.bootstrap.yaml: llm-platform-bootstrap:github_repository: is required"
+
+
+# --- the program as Pulumi runs it -----------------------------------------------------------------------------------
+
+def test_project_file_and_entry_point_run_the_program() -> None:
+    project = yaml.safe_load((ROOT_DIR / "bootstrap" / "Pulumi.yaml").read_text())
+    assert project["name"] == "llm-platform-bootstrap"
+    assert project["runtime"]["name"] == "python"
+    assert (ROOT_DIR / "bootstrap" / project["runtime"]["options"]["virtualenv"]).resolve() == ROOT_DIR / ".venv"
+    entry = ROOT_DIR / "bootstrap" / "__main__.py"
+    r = render_function(lambda: runpy.run_path(str(entry), run_name="__main__"), stack="bootstrap", config=BASE_CONFIG)
+    assert len(r.of_type("aws:iam/role:Role")) == 3
+    assert r.outputs["backend_url"].startswith("s3://llm-platform-state-")
+
+
+def test_bootstrap_passes_the_policy_pack_with_every_rule_mandatory(boot: Rendering) -> None:
+    from policies.offline import evaluate
+
+    assert evaluate(boot, "bootstrap", config={"all": "mandatory"}) == []
+
+
+def test_policy_pack_sees_the_bootstrap_bucket_and_keys(boot: Rendering) -> None:
+    """Negative control: drop the public access block and key rotation, and the pack must say so."""
+    from dataclasses import replace
+
+    from policies.offline import evaluate
+
+    weakened = [
+        replace(r, inputs={**r.inputs, "enableKeyRotation": False}) if r.type == "aws:kms/key:Key" else r
+        for r in boot.resources
+        if r.type != "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+    ]
+    broken = Rendering(stack=boot.stack, resources=weakened, outputs=boot.outputs)
+    rules = {v.rule for v in evaluate(broken, "bootstrap", config={"all": "mandatory"})}
+    assert {"s3-public-access-block", "kms-key-rotation"} <= rules
