@@ -404,3 +404,38 @@ def metric_value(metrics_text: str, name: str, labels: dict[str, str] | None = N
         if all(found.get(key) == val for key, val in (labels or {}).items()):
             return float(value)
     return None
+
+
+class RedisClusterServers:
+    """A 3-master Redis Cluster on loopback (ElastiCache cluster mode stand-in)."""
+
+    def __init__(self) -> None:
+        self.nodes = [RedisServer() for _ in range(3)]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node._proc = subprocess.Popen(
+                ["redis-server", "--port", str(node.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--cluster-enabled", "yes", "--cluster-config-file", str(node.dir / "nodes.conf"),
+                 "--dir", str(node.dir), "--loglevel", "warning"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for node in self.nodes:
+            wait_for_port(node.port)
+        subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                        "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            states = [subprocess.run(["redis-cli", "-p", str(n.port), "cluster", "info"], capture_output=True,
+                                     text=True).stdout for n in self.nodes]
+            if all("cluster_state:ok" in state for state in states):
+                return
+            time.sleep(0.1)
+        raise TimeoutError("redis cluster did not converge")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()

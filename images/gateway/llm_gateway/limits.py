@@ -326,8 +326,9 @@ class LocalLimiter:
 
 class Limiter:
     def __init__(self, redis: Any, expected_replicas: int = 1, inflight_ttl_s: float = 900.0,
-                 reconnect_interval_s: float = 1.0, logger: Any = None) -> None:
+                 reconnect_interval_s: float = 1.0, logger: Any = None, cluster: bool = False) -> None:
         self.redis = redis
+        self.cluster = cluster  # cluster pipelines refuse scripts: reconciliations then go concurrently
         self.local = LocalLimiter(expected_replicas)
         self.inflight_ttl_ms = int(inflight_ttl_s * 1000)
         self.reconnect_interval_s = reconnect_interval_s
@@ -434,9 +435,10 @@ class Limiter:
 
     async def _send_reconciliations(self, batch: list[tuple[Reservation, int]]) -> None:
         try:
-            if len(batch) == 1:
-                reservation, delta = batch[0]
-                await self._reconcile(keys=reservation.keys, args=self._reconcile_args(reservation, delta))
+            if len(batch) == 1 or self.cluster:
+                await asyncio.gather(*(
+                    self._reconcile(keys=reservation.keys, args=self._reconcile_args(reservation, delta))
+                    for reservation, delta in batch))
                 return
             pipe = self.redis.pipeline(transaction=False)
             for reservation, delta in batch:
@@ -446,7 +448,7 @@ class Limiter:
             missing = [item for item, result in zip(batch, results, strict=True) if isinstance(result, NoScriptError)]
             for reservation, delta in missing:  # script cache flushed (failover, restart): load it again
                 await self._reconcile(keys=reservation.keys, args=self._reconcile_args(reservation, delta))
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a background settlement must never raise
             # In-flight slots expire by themselves (inflight TTL); the token debt is lost, which only errs in the
             # client's favour.
             self.enter_degraded("reconcile", exc)

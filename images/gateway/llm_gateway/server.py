@@ -108,7 +108,7 @@ async def build(settings: Settings, logger: JsonLogger) -> tuple[Gateway, list[A
     await meter.start()
     redis = redis_client(settings)
     limiter = Limiter(redis, settings.expected_replicas, settings.inflight_ttl_s,
-                      settings.redis_reconnect_interval_s, logger)
+                      settings.redis_reconnect_interval_s, logger, cluster=settings.redis_cluster)
     cache = ResponseCache(redis, settings.cache_ttl_s, settings.cache_max_entry_bytes, limiter)
     router = Router(catalog, breaker_failures=settings.breaker_failures, breaker_reset_s=settings.breaker_reset_s,
                     affinity_epsilon=settings.affinity_epsilon, health_interval_s=settings.health_interval_s,
