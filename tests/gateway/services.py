@@ -411,16 +411,17 @@ class RedisClusterServers:
 
     def __init__(self) -> None:
         self.nodes = [RedisServer() for _ in range(3)]
+        self.bus_ports = [free_port() for _ in self.nodes]  # explicit: the default port+10000 may not exist
 
     @property
     def url(self) -> str:
         return self.nodes[0].url
 
     def start(self) -> None:
-        for node in self.nodes:
+        for node, bus_port in zip(self.nodes, self.bus_ports, strict=True):
             node._proc = subprocess.Popen(
                 ["redis-server", "--port", str(node.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--cluster-enabled", "yes", "--cluster-config-file", str(node.dir / "nodes.conf"),
+                 "--cluster-enabled", "yes", "--cluster-port", str(bus_port), "--cluster-config-file", str(node.dir / "nodes.conf"),
                  "--dir", str(node.dir), "--loglevel", "warning"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for node in self.nodes:
