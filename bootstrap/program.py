@@ -173,6 +173,12 @@ def deploy_policy(arns: BootstrapArns, regions: list[str]) -> dict[str, Any]:
             {"Sid": "PlatformServices", "Effect": "Allow", "Action": platform_actions, "Resource": "*"},
             {"Sid": "PlatformIdentities", "Effect": "Allow", "Action": list(IAM_MANAGE_ACTIONS), "Resource": "*"},
             {
+                "Sid": "PreflightQuotaReads",
+                "Effect": "Allow",
+                "Action": ["servicequotas:GetServiceQuota", "servicequotas:GetAWSDefaultServiceQuota"],
+                "Resource": "*",
+            },
+            {
                 "Sid": "PassRolesToPlatformServices",
                 "Effect": "Allow",
                 "Action": "iam:PassRole",
@@ -300,7 +306,7 @@ class Bootstrap(pulumi.ComponentResource):
 
         # --- Pulumi state bucket -----------------------------------------------------------------------------
         bucket_name = identity.account_id.apply(lambda account: f"{prefix}-state-{account}-{cfg.region}")
-        self.state_bucket = aws.s3.Bucket(f"{prefix}-state", bucket=bucket_name, force_destroy=False, tags=tags, opts=kept)
+        self.state_bucket = aws.s3.Bucket(f"{prefix}-state", bucket=bucket_name, force_destroy=cfg.force_destroy, tags=tags, opts=kept)
         bucket_id = self.state_bucket.id
         aws.s3.BucketOwnershipControls(
             f"{prefix}-state-ownership",
@@ -373,7 +379,7 @@ class Bootstrap(pulumi.ComponentResource):
                 encryption_configurations=[
                     aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="KMS", kms_key=self.ecr_key.arn)
                 ],
-                force_delete=False,
+                force_delete=cfg.force_destroy,
                 tags=tags,
                 opts=kept,
             )

@@ -242,6 +242,13 @@ def test_deploy_environments_default_to_the_gated_tiers() -> None:
     assert set(DEFAULT_ENVIRONMENTS) | {"dev"} == set(known_stacks())
 
 
+def test_force_destroy_is_off_unless_tearing_down(boot: Rendering) -> None:
+    assert boot.one("aws:s3/bucket:Bucket").inputs["forceDestroy"] is False
+    teardown = render_bootstrap(force_destroy=True, protect=False)
+    assert teardown.one("aws:s3/bucket:Bucket").inputs["forceDestroy"] is True
+    assert {r.inputs["forceDelete"] for r in teardown.of_type("aws:ecr/repository:Repository")} == {True}
+
+
 def test_existing_oidc_provider_is_reused() -> None:
     arn = f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{OIDC_HOST}"
     r = render_bootstrap(github_oidc_provider_arn=arn, name_prefix="acme", environments=["prod"])

@@ -176,7 +176,7 @@ def test_preview_tests_first_then_previews_each_stack_with_the_policy_pack() -> 
     assert w["comment-on-pr"] is True
     assert w["cloud-url"] == "${{ secrets.PULUMI_BACKEND_URL }}"
     order = [s.get("uses", "").split("@")[0] or s.get("run") for s in preview["steps"]]
-    assert order.index(AWS_CREDENTIALS_ACTION) < order.index(PULUMI_ACTION)
+    assert order.index(AWS_CREDENTIALS_ACTION) < order.index('make preflight STACK="$STACK"') < order.index(PULUMI_ACTION)
 
 
 def test_policy_config_exists_for_every_stack() -> None:
@@ -219,6 +219,8 @@ def test_deploy_job_runs_pulumi_up_with_the_policy_pack(stack: str) -> None:
     assert "comment-on-pr" not in w
     assert steps_using(job, AWS_CREDENTIALS_ACTION)
     assert job["env"]["STACK"] == stack
+    order = [s.get("uses", "").split("@")[0] or s.get("run") for s in job["steps"]]
+    assert order.index(AWS_CREDENTIALS_ACTION) < order.index('make preflight STACK="$STACK"') < order.index(PULUMI_ACTION)
     assert "make setup" in [s.get("run") for s in job["steps"]]
 
 
