@@ -273,6 +273,8 @@ def test_readme_tells_how_to_set_every_secret_the_workflows_read() -> None:
     assert used >= {"AWS_REGION", "PULUMI_BACKEND_URL", "AWS_PREVIEW_ROLE_ARN", "AWS_DEPLOY_ROLE_ARN", "AWS_IMAGES_ROLE_ARN"}
     for secret in used:
         assert secret in section, f"README 'Deploying for real' does not say how to set {secret}"
-    for command in ("pulumi login", "--secrets-provider awskms://", "make up STACK=dev", "pulumi destroy"):
+    for command in ("pulumi login", "make up STACK=dev", "make preflight STACK=dev", "pulumi destroy", "pulumi up"):
         assert command in section, command
+    assert re.search(r'pulumi stack init dev +--secrets-provider "awskms://alias/llm-platform-secrets\?region=', section)
+    assert re.search(r'pulumi login "s3://[^"]+\?region=[^"]+&awssdk=v2"', section)
 
