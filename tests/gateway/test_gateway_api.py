@@ -326,3 +326,24 @@ def test_admin_and_usage_apis_are_mounted(gateway: GatewayProcess, pg_dsn: str) 
     status, _, raw = http_request("GET", gateway.base_url + "/v1/usage", headers={"authorization": f"Bearer {key}"})
     assert status == 200 and json.loads(raw)["org_id"] == "acme"
     assert http_request("GET", gateway.base_url + "/v1/usage")[0] == 401
+
+
+async def test_async_sdk_concurrent_calls_and_streams(gateway: GatewayProcess, upstream: FakeUpstream,
+                                                      pg_dsn: str) -> None:
+    from tests.gateway.services import create_api_key
+
+    key, _ = await create_api_key(pg_dsn, "org-async")
+    sdk = openai.AsyncOpenAI(base_url=gateway.base_url + "/v1", api_key=key, max_retries=0, timeout=30)
+
+    async def streamed() -> str:
+        stream = await sdk.chat.completions.create(**CHAT, stream=True)
+        return "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
+
+    async def plain() -> str:
+        completion = await sdk.chat.completions.create(**CHAT)
+        return completion.choices[0].message.content or ""
+
+    results = await asyncio.gather(*(streamed() for _ in range(5)), *(plain() for _ in range(5)))
+    assert results == ["tok0 tok1 tok2 tok3 tok4 "] * 10
+    assert len(upstream.log(0)) + len(upstream.log(1)) == 10
+    await sdk.close()

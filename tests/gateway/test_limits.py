@@ -158,6 +158,17 @@ def test_rejections_are_counted_by_reason(gateway: GatewayProcess, make_key) -> 
     key = make_key(key_limits={"rpm": 1})
     assert [post(gateway, key)[0] for _ in range(3)] == [200, 429, 429]
     assert metric_value(gateway.metrics_text(), "gateway_rejections_total", {"reason": "key_rpm"}) == 2
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    connection.request("POST", "/v1/chat/completions", json.dumps(CHAT),
+                       {"authorization": f"Bearer {key}", "content-type": "application/json"})
+    response = connection.getresponse()
+    names = [name.lower() for name, _ in response.getheaders()]
+    assert response.status == 429
+    for name in ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "retry-after", "x-request-id"):
+        assert names.count(name) == 1, name  # each header exactly once
+    connection.close()
 
 
 def test_inflight_slots_of_a_dead_replica_expire(gateway_factory, upstream: FakeUpstream, make_key) -> None:

@@ -172,7 +172,7 @@ class Gateway:
                 await self.forward_stream(ctx, scope, receive, send, upstream_body, base_headers)
             else:
                 response_body = await self.forward(ctx, upstream_body, send, base_headers)
-                if key is not None and ctx.status == 200 and response_body is not None:
+                if key is not None and ctx.status == 200 and response_body is not None and not ctx.fallback_from:
                     self.spawn(self.cache.put(key, response_body, ctx.prompt_tokens, ctx.completion_tokens))
         except errors.GatewayError as exc:
             ctx.status = exc.status
@@ -300,19 +300,19 @@ class Gateway:
         return estimate, estimate, upstream
 
     def limit_error(self, decision: Any, reserve: int) -> errors.GatewayError:
+        """The 429; the x-ratelimit-* headers are already on the response's base headers."""
         metrics.REJECTIONS.labels(decision.reason).inc()
-        headers = decision.headers()
         if decision.status == STATUS_QUOTA:
             labels = {"daily_requests": "daily request", "daily_tokens": "daily token",
                       "monthly_tokens": "monthly token"}
             return errors.QuotaExceeded(
                 f"Your organization's {labels.get(decision.reason, decision.reason)} quota is exhausted.",
-                headers=[*headers, (b"x-should-retry", b"false")])
+                headers=[(b"x-should-retry", b"false")])
         if decision.status == STATUS_TOO_LARGE:
             return errors.RateLimited(
                 f"Request too large: it needs {reserve} tokens (prompt estimate + max_tokens), more than the "
                 f"{decision.reason} limit allows in one minute; lower max_tokens.",
-                code="tokens_exceeding_limit", headers=[*headers, (b"x-should-retry", b"false")])
+                code="tokens_exceeding_limit", headers=[(b"x-should-retry", b"false")])
         retry_ms = max(decision.retry_after_ms, 1)
         what = {"key_rpm": "requests per minute for this key", "key_tpm": "tokens per minute for this key",
                 "org_rpm": "requests per minute for your organization",
@@ -321,7 +321,7 @@ class Gateway:
         label = what.get(decision.reason.removeprefix("local_"), decision.reason)
         return errors.RateLimited(
             f"Rate limit reached: {label}. Retry after {retry_ms} ms.",
-            headers=[*headers, (b"retry-after", str(math.ceil(retry_ms / 1000)).encode()),
+            headers=[(b"retry-after", str(math.ceil(retry_ms / 1000)).encode()),
                      (b"retry-after-ms", str(retry_ms).encode())])
 
     # ------------------------------------------------------------------ upstream, non-streamed
