@@ -37,8 +37,8 @@ class Prices(BaseModel):
     """USD per 1000 tokens."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    prompt_per_1k: float = Field(0.0, ge=0)
-    completion_per_1k: float = Field(0.0, ge=0)
+    prompt_per_1k: float = Field(default=0.0, ge=0)
+    completion_per_1k: float = Field(default=0.0, ge=0)
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.prompt_per_1k + completion_tokens * self.completion_per_1k) / 1000.0
@@ -52,9 +52,9 @@ class ModelEntry(BaseModel):
     aliases: list[str] = Field(default_factory=list)
     kind: ModelKind
     backends: list[str] = Field(min_length=1)
-    max_tokens_cap: int = Field(4096, gt=0)
-    max_context: int = Field(8192, gt=0)
-    prices: Prices = Field(default_factory=Prices)
+    max_tokens_cap: int = Field(default=4096, gt=0)
+    max_context: int = Field(default=8192, gt=0)
+    prices: Prices = Field(default_factory=lambda: Prices())
     fallbacks: list[str] = Field(default_factory=list)
     prefix_affinity: bool = False
 

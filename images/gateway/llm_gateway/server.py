@@ -143,7 +143,7 @@ async def serve(settings: Settings) -> int:
     logger = JsonLogger(level=settings.log_level)
     gateway, closers = await build(settings, logger)
     # no proxy-header rewriting (client addresses are not used) and no "server: uvicorn" banner
-    common = {"http": "httptools", "loop": "none", "lifespan": "off", "access_log": False,
+    common: dict[str, Any] = {"http": "httptools", "loop": "none", "lifespan": "off", "access_log": False,
               "log_level": "warning", "timeout_graceful_shutdown": 5, "proxy_headers": False,
               "server_header": False}
     # keep-alive longer than the ALB's 60 s idle timeout, so the ALB never reuses a connection we just closed

@@ -23,44 +23,44 @@ class Settings(BaseModel):
 
     # --- listeners ---
     host: str = "0.0.0.0"
-    port: int = Field(8080, ge=1, le=65535)
-    metrics_port: int = Field(9090, ge=0, le=65535)  # 0 disables the metrics listener
+    port: int = Field(default=8080, ge=1, le=65535)
+    metrics_port: int = Field(default=9090, ge=0, le=65535)  # 0 disables the metrics listener
     # --- config and secrets (files, so Kubernetes Secrets can be mounted) ---
     models_file: Path = Path("/etc/gateway/models.yaml")
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password_file: Path | None = None
     redis_cluster: bool = False  # ElastiCache cluster mode: keys of one request share the {org_id} hash slot
-    redis_timeout_s: float = Field(0.25, gt=0)
-    redis_reconnect_interval_s: float = Field(1.0, gt=0)
+    redis_timeout_s: float = Field(default=0.25, gt=0)
+    redis_reconnect_interval_s: float = Field(default=1.0, gt=0)
     database_url_file: Path | None = None
     admin_token_file: Path | None = None
     spill_dir: Path = Path("/var/lib/gateway/spill")
     # --- limits ---
-    expected_replicas: int = Field(1, ge=1)  # degraded mode: each replica enforces limit / expected_replicas
-    inflight_ttl_s: float = Field(900.0, gt=0)  # in-flight slots of a dead replica expire after this
+    expected_replicas: int = Field(default=1, ge=1)  # degraded mode: each replica enforces limit / expected_replicas
+    inflight_ttl_s: float = Field(default=900.0, gt=0)  # in-flight slots of a dead replica expire after this
     # --- request handling ---
-    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
-    request_timeout_s: float = Field(600.0, gt=0)
-    connect_timeout_s: float = Field(5.0, gt=0)
-    stream_idle_timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(3, ge=0, le=10)
-    retry_base_delay_s: float = Field(0.05, ge=0)
-    retry_max_delay_s: float = Field(1.0, ge=0)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    request_timeout_s: float = Field(default=600.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    stream_idle_timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    retry_base_delay_s: float = Field(default=0.05, ge=0)
+    retry_max_delay_s: float = Field(default=1.0, ge=0)
     # --- routing ---
-    health_interval_s: float = Field(5.0, gt=0)
-    health_timeout_s: float = Field(2.0, gt=0)
-    breaker_failures: int = Field(5, ge=1)
-    breaker_reset_s: float = Field(30.0, gt=0)
-    affinity_epsilon: float = Field(0.25, ge=0)
-    affinity_prefix_chars: int = Field(2048, ge=1)
+    health_interval_s: float = Field(default=5.0, gt=0)
+    health_timeout_s: float = Field(default=2.0, gt=0)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_reset_s: float = Field(default=30.0, gt=0)
+    affinity_epsilon: float = Field(default=0.25, ge=0)
+    affinity_prefix_chars: int = Field(default=2048, ge=1)
     # --- cache ---
-    cache_ttl_s: float = Field(60.0, ge=0)  # 0 disables the response cache
-    cache_max_entry_bytes: int = Field(256 * 1024, gt=0)
+    cache_ttl_s: float = Field(default=60.0, ge=0)  # 0 disables the response cache
+    cache_max_entry_bytes: int = Field(default=256 * 1024, gt=0)
     # --- keys, logs, shutdown ---
-    key_cache_ttl_s: float = Field(5.0, ge=0)
+    key_cache_ttl_s: float = Field(default=5.0, ge=0)
     log_prompts: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    drain_timeout_s: float = Field(25.0, ge=0)
+    drain_timeout_s: float = Field(default=25.0, ge=0)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
