@@ -48,7 +48,7 @@ STS_AUDIENCE = "sts.amazonaws.com"
 # Services the platform's program manages (infra/, components/). A new AWS service in the program needs a line here.
 PLATFORM_SERVICES = (
     "acm", "autoscaling", "cloudwatch", "ec2", "eks", "elasticache", "elasticloadbalancing", "kms", "logs", "pi",
-    "rds", "route53", "s3", "secretsmanager", "ssm", "wafv2",
+    "rds", "route53", "s3", "secretsmanager", "wafv2",
 )
 # Global services (called in us-east-1 whatever the stack's region): excluded from the region guard.
 GLOBAL_SERVICE_ACTIONS = ("iam:*", "sts:*", "route53:*", "route53domains:*", "support:*", "health:*", "pricing:*")
@@ -172,6 +172,12 @@ def deploy_policy(arns: BootstrapArns, regions: list[str]) -> dict[str, Any]:
         "Statement": [
             {"Sid": "PlatformServices", "Effect": "Allow", "Action": platform_actions, "Resource": "*"},
             {"Sid": "PlatformIdentities", "Effect": "Allow", "Action": list(IAM_MANAGE_ACTIONS), "Resource": "*"},
+            {
+                "Sid": "PublicAmiParameters",
+                "Effect": "Allow",
+                "Action": ["ssm:GetParameter", "ssm:GetParameters"],
+                "Resource": f"arn:{arns.partition}:ssm:*::parameter/aws/service/*",
+            },
             {
                 "Sid": "PreflightQuotaReads",
                 "Effect": "Allow",

@@ -189,6 +189,9 @@ def test_deploy_policy_is_scoped_and_guards_the_bootstrap(boot: Rendering) -> No
     for s in allows:
         assert "*" not in as_list(s["Action"]) and "iam:*" not in as_list(s["Action"]), s["Sid"]
     assert set(by_sid["PlatformServices"]["Action"]) == {f"{svc}:*" for svc in PLATFORM_SERVICES}
+    # Run-command on nodes and image pushes are not the deploy role's business.
+    assert not {"ssm:*", "ecr:*", "iam:*", "sts:*"} & set(by_sid["PlatformServices"]["Action"])
+    assert by_sid["PublicAmiParameters"]["Resource"] == "arn:aws:ssm:*::parameter/aws/service/*"
     assert by_sid["PassRolesToPlatformServices"]["Condition"]["StringEquals"]["iam:PassedToService"]
     assert "iam:PassRole" not in by_sid["PlatformIdentities"]["Action"]
 
