@@ -303,11 +303,13 @@ class Gateway:
         """The 429; the x-ratelimit-* headers are already on the response's base headers."""
         metrics.REJECTIONS.labels(decision.reason).inc()
         if decision.status == STATUS_QUOTA:
-            labels = {"daily_requests": "daily request", "daily_tokens": "daily token",
-                      "monthly_tokens": "monthly token"}
+            labels = {"daily_requests": ("daily request", "at 00:00 UTC"),
+                      "daily_tokens": ("daily token", "at 00:00 UTC"),
+                      "monthly_tokens": ("monthly token", "on the 1st of next month (UTC)")}
+            label, resets = labels.get(decision.reason, (decision.reason, "when the period ends"))
             return errors.QuotaExceeded(
-                f"Your organization's {labels.get(decision.reason, decision.reason)} quota is exhausted.",
-                headers=[(b"x-should-retry", b"false")])
+                f"Your organization's {label} quota is exhausted; it resets {resets}, or ask your administrator "
+                "to raise it.", headers=[(b"x-should-retry", b"false")])
         if decision.status == STATUS_TOO_LARGE:
             return errors.RateLimited(
                 f"Request too large: it needs {reserve} tokens (prompt estimate + max_tokens), more than the "
@@ -375,6 +377,13 @@ class Gateway:
                     backend.release()
                     self.router.failure(backend)
                     raise errors.UpstreamTimeout("the model server did not answer in time") from None
+                except aiohttp.ClientError as exc:  # anything else the client library reports: not retryable
+                    backend.release()
+                    self.router.failure(backend)
+                    raise errors.UpstreamError(f"the model server request failed ({type(exc).__name__})") from None
+                except BaseException:  # cancelled: still give the backend its slot back
+                    backend.release()
+                    raise
                 else:
                     if response.status in RETRYABLE_STATUSES:
                         response.release()
