@@ -440,3 +440,35 @@ class RedisClusterServers:
     def close(self) -> None:
         for node in self.nodes:
             node.close()
+
+
+def wait_settled(redis_url: str, timeout_s: float = 10.0) -> None:
+    """Until every admitted request has been reconciled (its in-flight slot, removed by the same script that
+    settles its tokens, is gone). Needs keys with a ``max_inflight`` limit, so the slots exist."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(client.zcard(key) == 0 for key in client.scan_iter("gw:*:inflight")):
+                return
+            time.sleep(0.02)
+        raise TimeoutError("requests still in flight in Redis")
+    finally:
+        client.close()
+
+
+def wait_cached(redis_url: str, entries: int, timeout_s: float = 10.0) -> None:
+    """Until the response cache holds ``entries`` entries (they are written after the response)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(list(client.scan_iter("gw:*:cache:*"))) < entries:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {entries} cache entries")
+            time.sleep(0.02)
+    finally:
+        client.close()

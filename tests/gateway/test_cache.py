@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
-from llm_gateway.cache import cache_key, wants_cache
-from tests.gateway.services import FakeUpstream, GatewayProcess, http_request, usage_rows
+from llm_gateway.cache import ResponseCache, cache_key, wants_cache
+from tests.gateway.services import FakeUpstream, GatewayProcess, http_request, usage_rows, wait_cached
 
 DETERMINISTIC = {"model": "chat-a", "temperature": 0, "messages": [{"role": "user", "content": "2+2?"}]}
 
@@ -24,11 +23,11 @@ def upstream_calls(upstream: FakeUpstream) -> int:
 
 
 def test_temperature_zero_is_cached_metered_and_limited(gateway: GatewayProcess, upstream: FakeUpstream,
-                                                        make_key, pg_dsn: str) -> None:
+                                                        make_key, pg_dsn: str, redis_url: str) -> None:
     key = make_key(key_limits={"rpm": 3})
     status, headers, first = post(gateway, key, DETERMINISTIC)
     assert status == 200 and headers["x-llm-cache"] == "miss"
-    time.sleep(0.2)  # the entry is written after the response
+    wait_cached(redis_url, 1)  # the entry is written after the response
     status, headers, second = post(gateway, key, DETERMINISTIC)
     assert status == 200 and headers["x-llm-cache"] == "hit"
     assert second == first  # the very same response, id included
@@ -40,7 +39,7 @@ def test_temperature_zero_is_cached_metered_and_limited(gateway: GatewayProcess,
     assert all((row["prompt_tokens"], row["completion_tokens"]) == (11, 5) for row in rows)
 
 
-def test_header_opts_in_and_out(gateway: GatewayProcess, upstream: FakeUpstream, make_key) -> None:
+def test_header_opts_in_and_out(gateway: GatewayProcess, upstream: FakeUpstream, make_key, redis_url: str) -> None:
     key = make_key()
     creative = {**DETERMINISTIC, "temperature": 0.9}
     assert "x-llm-cache" not in post(gateway, key, creative)[1]
@@ -48,21 +47,21 @@ def test_header_opts_in_and_out(gateway: GatewayProcess, upstream: FakeUpstream,
     assert upstream_calls(upstream) == 2  # not cacheable by default
 
     assert post(gateway, key, creative, {"x-llm-cache": "true"})[1]["x-llm-cache"] == "miss"
-    time.sleep(0.2)
+    wait_cached(redis_url, 1)
     assert post(gateway, key, creative, {"x-llm-cache": "true"})[1]["x-llm-cache"] == "hit"
     assert upstream_calls(upstream) == 3
 
     post(gateway, key, DETERMINISTIC)
-    time.sleep(0.2)
+    wait_cached(redis_url, 2)
     bypass = post(gateway, key, DETERMINISTIC, {"x-llm-cache": "false"})
     assert bypass[0] == 200 and "x-llm-cache" not in bypass[1]
     assert upstream_calls(upstream) == 5
 
 
-def test_cache_never_crosses_orgs(gateway: GatewayProcess, upstream: FakeUpstream, make_key) -> None:
+def test_cache_never_crosses_orgs(gateway: GatewayProcess, upstream: FakeUpstream, make_key, redis_url: str) -> None:
     key_a, key_b = make_key("org-a"), make_key("org-b")
     post(gateway, key_a, DETERMINISTIC)
-    time.sleep(0.2)
+    wait_cached(redis_url, 1)
     assert post(gateway, key_a, DETERMINISTIC)[1]["x-llm-cache"] == "hit"
     assert post(gateway, key_b, DETERMINISTIC)[1]["x-llm-cache"] == "miss"
     assert upstream_calls(upstream) == 2
@@ -92,10 +91,19 @@ def test_cache_key_covers_output_affecting_fields_only() -> None:
     assert not wants_cache(None, {"input": "x"}, "embedding")
 
 
-def test_oversized_entries_are_not_stored(gateway_factory, upstream: FakeUpstream, make_key) -> None:
-    gateway = gateway_factory(cache_max_entry_bytes="64")
-    key = make_key()
-    post(gateway, key, DETERMINISTIC)
-    time.sleep(0.2)
-    assert post(gateway, key, DETERMINISTIC)[1]["x-llm-cache"] == "miss"
-    assert upstream_calls(upstream) == 2
+def test_oversized_entries_are_not_stored_and_ttl_applies(redis_url: str) -> None:
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    async def scenario() -> None:
+        redis = Redis.from_url(redis_url)
+        cache = ResponseCache(redis, ttl_s=60, max_entry_bytes=64)
+        await cache.put("gw:{o}:cache:small", b"x" * 64, 3, 4)
+        await cache.put("gw:{o}:cache:big", b"x" * 65, 3, 4)
+        assert await cache.get("gw:{o}:cache:small") == (b"x" * 64, 3, 4)
+        assert await cache.get("gw:{o}:cache:big") is None
+        assert 59_000 < await redis.pttl("gw:{o}:cache:small") <= 60_000
+        await redis.aclose()
+
+    asyncio.run(scenario())

@@ -12,7 +12,7 @@ import aiohttp
 import openai
 import pytest
 
-from tests.gateway.services import FakeUpstream, GatewayProcess, http_request, metric_value
+from tests.gateway.services import FakeUpstream, GatewayProcess, http_request, metric_value, wait_settled
 
 CHAT = {"model": "chat-a", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -55,8 +55,9 @@ def test_requests_per_minute_are_exact_across_two_gateways(gateway_factory, make
 
 
 def test_token_limit_reserves_max_tokens_and_reconciles_with_real_usage(gateway: GatewayProcess,
-                                                                        upstream: FakeUpstream, make_key) -> None:
-    key = make_key(key_limits={"tpm": 1000})
+                                                                        upstream: FakeUpstream, make_key,
+                                                                        redis_url: str) -> None:
+    key = make_key(key_limits={"tpm": 1000, "max_inflight": 100})
     body = {**CHAT, "max_tokens": 400}
     # Each request reserves ~400 + prompt estimate, but uses 11 + 5 = 16: without reconciliation the third
     # would find fewer than 400 tokens left.
@@ -64,13 +65,13 @@ def test_token_limit_reserves_max_tokens_and_reconciles_with_real_usage(gateway:
         status, headers, _ = post(gateway, key, body)
         assert status == 200
         assert 500 < int(headers["x-ratelimit-remaining-tokens"]) < 1000 - 400 + 100
-        time.sleep(0.2)  # let the post-response reconciliation land before the next admission
+        wait_settled(redis_url)  # the reconciliation runs after the response
 
     # Now the model reports far more than reserved: the debt makes the next request wait.
     for index in (0, 1):
         upstream.control(index, completion_tokens=1500)
     assert post(gateway, key, {**CHAT, "max_tokens": 10})[0] == 200
-    time.sleep(0.2)
+    wait_settled(redis_url)
     status, headers, payload = post(gateway, key, {**CHAT, "max_tokens": 10})
     assert status == 429
     assert "tokens per minute" in payload["error"]["message"]
@@ -140,13 +141,13 @@ def test_daily_request_quota_is_insufficient_quota_and_not_retryable(gateway: Ga
     assert "daily request quota" in excinfo.value.message
 
 
-def test_daily_token_quota_counts_real_usage(gateway: GatewayProcess, make_key) -> None:
+def test_daily_token_quota_counts_real_usage(gateway: GatewayProcess, make_key, redis_url: str) -> None:
     # each request really uses 11 + 5 = 16 tokens; the quota admits while usage is below 40
-    key = make_key("org-tokens", org_limits={"daily_tokens": 40})
+    key = make_key("org-tokens", org_limits={"daily_tokens": 40}, key_limits={"max_inflight": 100})
     statuses = []
     for _ in range(5):
         statuses.append(post(gateway, key, {**CHAT, "max_tokens": 5})[0])
-        time.sleep(0.2)
+        wait_settled(redis_url)
     assert statuses == [200, 200, 200, 429, 429]
     status, headers, payload = post(gateway, key)
     assert payload["error"]["type"] == "insufficient_quota" and headers["x-should-retry"] == "false"
@@ -199,7 +200,7 @@ def test_inflight_slots_of_a_dead_replica_expire(gateway_factory, upstream: Fake
     assert post(survivor, key)[0] == 200  # ...until it expires
 
 
-def test_burst_and_monthly_token_quota(gateway: GatewayProcess, make_key) -> None:
+def test_burst_and_monthly_token_quota(gateway: GatewayProcess, make_key, redis_url: str) -> None:
     bursty = make_key("org-burst", key_limits={"rpm": 600, "burst": 3})
     url = f"{gateway.base_url}/v1/chat/completions"
     started = time.monotonic()
@@ -209,11 +210,11 @@ def test_burst_and_monthly_token_quota(gateway: GatewayProcess, make_key) -> Non
     assert 3 <= statuses.count(200) <= 3 + int(elapsed / 0.1), (statuses, elapsed)
     assert statuses.count(429) >= 1
 
-    monthly = make_key("org-month", org_limits={"monthly_tokens": 20})
+    monthly = make_key("org-month", org_limits={"monthly_tokens": 20}, key_limits={"max_inflight": 100})
     assert post(gateway, monthly, {**CHAT, "max_tokens": 5})[0] == 200
-    time.sleep(0.2)
+    wait_settled(redis_url)
     assert post(gateway, monthly, {**CHAT, "max_tokens": 5})[0] == 200  # 16 used < 20
-    time.sleep(0.2)
+    wait_settled(redis_url)
     status, headers, payload = post(gateway, monthly)
     assert status == 429 and payload["error"]["code"] == "insufficient_quota"
     assert "monthly token quota" in payload["error"]["message"] and headers["x-should-retry"] == "false"
