@@ -88,7 +88,8 @@ def test_request_larger_than_the_token_limit_is_refused_for_good(gateway: Gatewa
 
 
 def test_max_inflight_per_key_and_release_after_disconnect_and_failure(gateway: GatewayProcess,
-                                                                       upstream: FakeUpstream, make_key) -> None:
+                                                                       upstream: FakeUpstream, make_key,
+                                                                       redis_url: str) -> None:
     key = make_key(key_limits={"max_inflight": 2})
     for index in (0, 1):
         upstream.control(index, latency_s=1.0)
@@ -114,7 +115,7 @@ def test_max_inflight_per_key_and_release_after_disconnect_and_failure(gateway: 
     asyncio.run(abandon_stream())
     for index in (0, 1):
         upstream.control(index, stream_chunks=5, chunk_delay_s=0.0, fail_status=500, fail_count=-1)
-    time.sleep(0.5)
+    wait_settled(redis_url)  # both abandoned streams gave their slots back
     # upstream errors release their slot too
     assert post(gateway, key)[0] == 500
     assert post(gateway, key)[0] == 500
