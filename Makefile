@@ -68,11 +68,12 @@ lint-workflows: setup
 
 # The bootstrap (state bucket, KMS keys, GitHub OIDC CI roles, ECR) is its own Pulumi project in bootstrap/.
 BOOTSTRAP_STACK ?= bootstrap
+# The platform's policy pack guards the bootstrap too (S3, KMS rules); tests/delivery runs it offline as well.
 bootstrap-preview:
-	cd bootstrap && pulumi preview --stack $(BOOTSTRAP_STACK) --diff
+	cd bootstrap && pulumi preview --stack $(BOOTSTRAP_STACK) --diff --policy-pack ../policies
 
 bootstrap-up:
-	cd bootstrap && pulumi up --stack $(BOOTSTRAP_STACK)
+	cd bootstrap && pulumi up --stack $(BOOTSTRAP_STACK) --policy-pack ../policies
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache
