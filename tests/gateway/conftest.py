@@ -4,16 +4,22 @@ Fixtures:
 - ``redis_url``: URL of a FLUSHed Redis (the server is restarted first if a previous test stopped it).
 - ``pg_dsn``: DSN of a fresh, empty database created for this test.
 - ``redis_control`` / ``pg_control``: ``.stop()`` / ``.start()`` the server on the same port (outage tests).
+- ``upstream``: four fake model servers (``fake_upstream.py``); ``gateway`` / ``gateway_factory``: gateway
+  processes on this test's Redis and database; ``make_key``: an API key created through the KeyStore.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from tests.gateway.services import PostgresServer, RedisServer
+from tests.gateway.services import (
+    FakeUpstream, GatewayProcess, PostgresServer, RedisServer, create_api_key, default_catalog,
+)
 
 _db_counter = itertools.count()
 
@@ -64,12 +70,6 @@ def pg_dsn(postgres_server: PostgresServer) -> str:
 
 
 # ---------------------------------------------------------------------------- gateway end-to-end fixtures
-# (imports here so that the data-layer tests above need none of this)
-import asyncio  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
-
-from tests.gateway.services import FakeUpstream, GatewayProcess, create_api_key  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -86,21 +86,6 @@ def upstream(fake_fleet: FakeUpstream) -> FakeUpstream:
     """Four fake model servers (indexes 0-3), reset to defaults: up, no latency, no failures, empty logs."""
     fake_fleet.reset()
     return fake_fleet
-
-
-def default_catalog(upstream: FakeUpstream) -> dict[str, Any]:
-    prices = {"prompt_per_1k": 0.5, "completion_per_1k": 1.5}
-    return {"models": [
-        {"name": "chat-a", "aliases": ["gpt-4o-mini"], "kind": "chat", "backends": [upstream.url(0), upstream.url(1)],
-         "max_tokens_cap": 512, "max_context": 4096, "prices": prices, "fallbacks": ["chat-b"]},
-        {"name": "chat-b", "kind": "chat", "backends": [upstream.url(2)], "max_tokens_cap": 512,
-         "max_context": 4096, "prices": {"prompt_per_1k": 1.0, "completion_per_1k": 2.0}},
-        {"name": "chat-affinity", "kind": "chat", "backends": [upstream.url(0), upstream.url(1), upstream.url(2)],
-         "prefix_affinity": True},
-        {"name": "text-1", "kind": "completion", "backends": [upstream.url(3)], "prices": prices},
-        {"name": "embed-1", "kind": "embedding", "backends": [upstream.url(3)], "prices": prices},
-        {"name": "rerank-1", "kind": "rerank", "backends": [upstream.url(3)]},
-    ]}
 
 
 @pytest.fixture

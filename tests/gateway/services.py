@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -236,6 +237,22 @@ class FakeUpstream:
     def close(self) -> None:
         self._proc.terminate()
         self._proc.wait(timeout=10)
+
+
+def default_catalog(upstream: FakeUpstream) -> dict[str, Any]:
+    """The test catalog: six models over the fake servers 0-3 (aliases, fallback, affinity, every kind)."""
+    prices = {"prompt_per_1k": 0.5, "completion_per_1k": 1.5}
+    return {"models": [
+        {"name": "chat-a", "aliases": ["gpt-4o-mini"], "kind": "chat", "backends": [upstream.url(0), upstream.url(1)],
+         "max_tokens_cap": 512, "max_context": 4096, "prices": prices, "fallbacks": ["chat-b"]},
+        {"name": "chat-b", "kind": "chat", "backends": [upstream.url(2)], "max_tokens_cap": 512,
+         "max_context": 4096, "prices": {"prompt_per_1k": 1.0, "completion_per_1k": 2.0}},
+        {"name": "chat-affinity", "kind": "chat", "backends": [upstream.url(0), upstream.url(1), upstream.url(2)],
+         "prefix_affinity": True},
+        {"name": "text-1", "kind": "completion", "backends": [upstream.url(3)], "prices": prices},
+        {"name": "embed-1", "kind": "embedding", "backends": [upstream.url(3)], "prices": prices},
+        {"name": "rerank-1", "kind": "rerank", "backends": [upstream.url(3)]},
+    ]}
 
 
 class GatewayProcess:

@@ -15,7 +15,7 @@ from llm_gateway.keys import KeyLimits, OrgLimits, Principal
 from llm_gateway.limits import Limiter, _keys
 from llm_gateway.server import redis_client
 from llm_gateway.settings import Settings
-from tests.gateway.services import GatewayProcess, RedisClusterServers, http_request
+from tests.gateway.services import GatewayProcess, RedisClusterServers, default_catalog, http_request
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +58,6 @@ def test_limiter_and_cache_on_a_cluster(redis_cluster: RedisClusterServers) -> N
 
 
 def test_gateway_in_cluster_mode(redis_cluster: RedisClusterServers, pg_dsn: str, upstream, make_key) -> None:
-    from tests.gateway.conftest import default_catalog
-
     gateway = GatewayProcess(default_catalog(upstream), redis_cluster.url, pg_dsn, {"GATEWAY_REDIS_CLUSTER": "true"})
     try:
         gateway.start()

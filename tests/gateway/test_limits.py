@@ -126,6 +126,7 @@ def test_max_inflight_per_key_and_release_after_disconnect_and_failure(gateway: 
     def in_flight_pair() -> list[int]:
         return [status for status, _, _ in asyncio.run(fire([url] * 2, key, CHAT))]
 
+    wait_settled(redis_url)  # slots are released just after each response
     assert in_flight_pair() == [200, 200]
 
 
