@@ -104,3 +104,14 @@ def test_sigterm_drains_a_slow_stream_then_exits_zero(gateway: GatewayProcess, u
     assert text.rstrip().endswith(b"data: [DONE]")
     rows = usage_rows(pg_dsn, 1)
     assert len(rows) == 1 and rows[0]["completion_tokens"] == 8  # the meter was flushed before exit
+
+
+def test_gateway_starts_and_serves_without_redis(gateway_factory, make_key, redis_control: RedisServer) -> None:
+    redis_control.stop()
+    gateway = gateway_factory()
+    key = make_key()
+    assert [post(gateway, key)[0] for _ in range(3)] == [200, 200, 200]
+    assert metric_value(gateway.metrics_text(), "gateway_degraded_mode") == 1
+    redis_control.start()
+    assert wait_until(lambda: metric_value(gateway.metrics_text(), "gateway_degraded_mode") == 0)
+    assert post(gateway, key)[0] == 200
