@@ -194,21 +194,6 @@ class PlatformConfig(Strict):
     )
 
     @model_validator(mode="after")
-    def _global_fits_regions(self) -> PlatformConfig:
-        check_global_fits_regions(self)
-        return self
-
-    @model_validator(mode="after")
-    def _edge_fits_regions(self) -> PlatformConfig:
-        check_edge_fits_regions(self)
-        return self
-
-    @model_validator(mode="after")
-    def _models_fit_node_groups(self) -> PlatformConfig:
-        check_models_fit_node_groups(self)
-        return self
-
-    @model_validator(mode="after")
     def _cross_checks(self) -> PlatformConfig:
         names = [r.name for r in self.regions]
         if len(set(names)) != len(names):
@@ -227,6 +212,21 @@ class PlatformConfig(Strict):
             raise ValueError(f"node_groups: duplicate name in {group_names}")
         if not any(g.gpu is None and g.min_size >= 1 for g in self.node_groups):
             raise ValueError("node_groups: need a CPU group (no gpu) with min_size >= 1 for system pods and the gateway")
+        return self
+
+    @model_validator(mode="after")
+    def _global_fits_regions(self) -> PlatformConfig:
+        check_global_fits_regions(self)
+        return self
+
+    @model_validator(mode="after")
+    def _edge_fits_regions(self) -> PlatformConfig:
+        check_edge_fits_regions(self)
+        return self
+
+    @model_validator(mode="after")
+    def _models_fit_node_groups(self) -> PlatformConfig:
+        check_models_fit_node_groups(self)
         return self
 
     @property
@@ -254,6 +254,10 @@ def _format_error(err: ValidationError, source: str) -> str:
     given = first.get("input")
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     where = f"{PROJECT}:{key}" if key else f"{PROJECT}"
+    # A whole-config check names its key at the start of its message ("regions: ..."): make that the key.
+    named = re.match(r"^([\w.\[\]-]+): (.*)$", msg) if not key else None
+    if named:
+        where, msg = f"{PROJECT}:{named.group(1)}", named.group(2)
     if first["type"] == "missing":
         detail = "is required"
     elif isinstance(given, (str, int, float, bool)) or (isinstance(given, list) and len(json.dumps(given)) <= 80):
