@@ -63,6 +63,7 @@ class PostgresReplicaArgs:
     monitoring_interval_seconds: int = 60
     log_retention_days: int = 30
     final_snapshot: bool = True
+    """Take a final snapshot on delete once promoted (RDS does not allow one for a replica)."""
     promote: bool = False
     """True: stop replicating and become a standalone primary (failover); see the module docstring."""
     tags: dict[str, str] = field(default_factory=dict)
@@ -190,8 +191,9 @@ class PostgresReplica(pulumi.ComponentResource):
             backup_window=args.backup_window,
             maintenance_window=args.maintenance_window,
             iam_database_authentication_enabled=True,
-            skip_final_snapshot=not args.final_snapshot,
-            final_snapshot_identifier=f"{args.identifier}-final" if args.final_snapshot else None,
+            # RDS refuses a final snapshot when deleting a replica; a promoted one takes it like any primary.
+            skip_final_snapshot=not (args.promote and args.final_snapshot),
+            final_snapshot_identifier=f"{args.identifier}-final" if args.promote and args.final_snapshot else None,
             delete_automated_backups=False,
             copy_tags_to_snapshot=True,
             auto_minor_version_upgrade=True,

@@ -419,6 +419,8 @@ def test_postgres_replica_promotion_drops_the_source_and_keeps_the_credentials()
     replica, promoted = out.one(RDS_INSTANCE, "r0"), out.one(RDS_INSTANCE, "r1")
     assert replica.inputs["replicateSourceDb"] == "arn:aws:rds:us-east-1:123456789012:db:ledger"
     assert "replicateSourceDb" not in promoted.inputs
+    assert replica.inputs["skipFinalSnapshot"] is True and "finalSnapshotIdentifier" not in replica.inputs
+    assert promoted.inputs["skipFinalSnapshot"] is False and promoted.inputs["finalSnapshotIdentifier"] == "ledger-1-final"
     for instance in (replica, promoted):  # the master user and password stay the source's
         assert "manageMasterUserPassword" not in instance.inputs and "password" not in instance.inputs
         assert instance.inputs["kmsKeyId"] == key and instance.inputs["storageEncrypted"] is True
