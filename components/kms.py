@@ -26,6 +26,17 @@ class EncryptionKeyArgs:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+def _service_condition(principal: str, account_id: str, partition: str) -> dict[str, object]:
+    """Scope a service's use of the key to this account, the way that service documents it.
+
+    CloudWatch Logs encrypts with the log group ARN as encryption context (it does not send aws:SourceAccount).
+    """
+    if principal.startswith("logs."):
+        region = principal.split(".")[1]
+        return {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": f"arn:{partition}:logs:{region}:{account_id}:log-group:*"}}
+    return {"StringEquals": {"aws:SourceAccount": account_id}}
+
+
 class EncryptionKey(pulumi.ComponentResource):
     """A rotated customer-managed KMS key with an alias."""
 
@@ -48,15 +59,15 @@ class EncryptionKey(pulumi.ComponentResource):
                     "Resource": "*",
                 }
             ]
-            if principals:
+            for principal in principals:
                 statements.append(
                     {
-                        "Sid": "ServicesEncrypt",
+                        "Sid": "ServiceEncrypts" + "".join(w.capitalize() for w in principal.split(".")[:2]),
                         "Effect": "Allow",
-                        "Principal": {"Service": principals},
+                        "Principal": {"Service": principal},
                         "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
                         "Resource": "*",
-                        "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+                        "Condition": _service_condition(principal, account_id, part),
                     }
                 )
             if args.service_linked_roles:

@@ -50,7 +50,9 @@ def test_private_endpoint_encryption_logs_and_access_mode() -> None:
     assert log_group["name"] == "/aws/eks/llmp-test/cluster" and log_group["retentionInDays"] == 90 and log_group["kmsKeyId"]
     logs_key = next(k for k in key_arns.values() if "logs" in k.name)
     policy = json.loads(logs_key.inputs["policy"])
-    assert any(s.get("Principal", {}).get("Service") == ["logs.us-west-2.amazonaws.com"] for s in policy["Statement"])
+    logs = [s for s in policy["Statement"] if s.get("Principal", {}).get("Service") == "logs.us-west-2.amazonaws.com"]
+    assert len(logs) == 1  # CloudWatch Logs may use the key, only for this account's log groups
+    assert logs[0]["Condition"] == {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": "arn:aws:logs:us-west-2:123456789012:log-group:*"}}
 
 
 def test_public_endpoint_only_with_allowlist() -> None:
