@@ -64,6 +64,9 @@ class PostgresReplicaArgs:
     log_retention_days: int = 30
     final_snapshot: bool = True
     """Take a final snapshot on delete once promoted (RDS does not allow one for a replica)."""
+    lag_alarm_seconds: int | None = 300
+    """Alarm (in this region) when replication lag stays above this for 5 minutes: the RPO a failover would cost
+    right now. 300 s matches the tier's 5-minute RPO; None: no alarm."""
     promote: bool = False
     """True: stop replicating and become a standalone primary (failover); see the module docstring."""
     tags: dict[str, str] = field(default_factory=dict)
@@ -73,6 +76,8 @@ class PostgresReplicaArgs:
             raise ValueError(f"identifier: got {self.identifier!r}; allowed: 1-63 lowercase letters, digits, single hyphens, starting with a letter")
         if not re.fullmatch(r"(1[4-8])(\.\d+)?", self.engine_version):
             raise ValueError(f"engine_version: got {self.engine_version!r}; allowed: 14 to 18, optionally with a minor")
+        if self.lag_alarm_seconds is not None and not 1 <= self.lag_alarm_seconds <= 86400:
+            raise ValueError(f"lag_alarm_seconds: got {self.lag_alarm_seconds}; allowed: 1 to 86400, or None")
         if not 1 <= self.backup_retention_days <= 35:
             raise ValueError(f"backup_retention_days: got {self.backup_retention_days}; allowed: 1 to 35")
         if self.monitoring_interval_seconds not in MONITORING_INTERVALS:
@@ -207,6 +212,25 @@ class PostgresReplica(pulumi.ComponentResource):
             # The identifier is fixed, so a replacement (re-seeding from another source) must delete first.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring_attachment, *log_groups], delete_before_replace=True),
         )
+
+        if args.lag_alarm_seconds is not None and not args.promote:
+            aws.cloudwatch.MetricAlarm(
+                f"{name}-lag",
+                alarm_description=f"{args.identifier}: replica lag above {args.lag_alarm_seconds} s for 5 minutes; promoting it now "
+                                  "would lose that much usage. Runbook: docs/runbooks/region-failover.md",
+                namespace="AWS/RDS",
+                metric_name="ReplicaLag",
+                dimensions={"DBInstanceIdentifier": self.instance.identifier},
+                statistic="Maximum",
+                period=60,
+                evaluation_periods=5,
+                threshold=args.lag_alarm_seconds,
+                comparison_operator="GreaterThanThreshold",
+                # No data while the source is unreachable: that is exactly when the lag is unknown and growing.
+                treat_missing_data="breaching",
+                tags=tags,
+                opts=child,
+            )
 
         self.address = self.instance.address
         self.arn = self.instance.arn

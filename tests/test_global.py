@@ -420,6 +420,9 @@ def test_postgres_replica_promotion_drops_the_source_and_keeps_the_credentials()
     assert replica.inputs["replicateSourceDb"] == "arn:aws:rds:us-east-1:123456789012:db:ledger"
     assert "replicateSourceDb" not in promoted.inputs
     assert replica.inputs["skipFinalSnapshot"] is True and "finalSnapshotIdentifier" not in replica.inputs
+    lag = out.one("aws:cloudwatch/metricAlarm:MetricAlarm", "r0-lag").inputs
+    assert lag["metricName"] == "ReplicaLag" and lag["threshold"] == 300 and lag["dimensions"] == {"DBInstanceIdentifier": "ledger-0"}
+    assert not [a for a in out.of_type("aws:cloudwatch/metricAlarm:MetricAlarm") if a.name.startswith("r1")]  # promoted: no lag
     assert promoted.inputs["skipFinalSnapshot"] is False and promoted.inputs["finalSnapshotIdentifier"] == "ledger-1-final"
     for instance in (replica, promoted):  # the master user and password stay the source's
         assert "manageMasterUserPassword" not in instance.inputs and "password" not in instance.inputs
