@@ -107,8 +107,15 @@ def test_every_region_runs_a_full_regional_platform(global_stack: Rendering, reg
     assert home["aws:eks/nodeGroup:NodeGroup"] == len(stack_config()["llm-platform:node_groups"])
     for name in regions[1:]:
         assert per_region[name] == home, f"{name} differs from {regions[0]}: {(per_region[name] - home) + (home - per_region[name])}"
-    # Kubernetes objects go through one provider per cluster: as many providers as regions.
-    assert len(global_stack.of_type("pulumi:providers:kubernetes")) in (0, len(regions))
+    # Cluster workloads: one Kubernetes provider per regional cluster, the same objects through each.
+    k8s_providers = {p.urn: p.name for p in global_stack.of_type("pulumi:providers:kubernetes")}
+    assert sorted(k8s_providers.values()) == sorted(f"llmp-global-{r}-k8s" for r in regions)
+    per_cluster: dict[str, Counter[str]] = {name: Counter() for name in k8s_providers.values()}
+    for r in global_stack.resources:
+        if r.type.startswith("kubernetes:") and r.provider:
+            per_cluster[k8s_providers[r.provider.rsplit("::", 1)[0]]][r.type] += 1
+    counts = list(per_cluster.values())
+    assert counts[0]["kubernetes:apps/v1:Deployment"] >= 2 and all(c == counts[0] for c in counts)
 
 
 def test_health_check_per_region_on_its_alb(global_stack: Rendering, regions: list[str]) -> None:
