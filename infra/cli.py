@@ -114,7 +114,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"  {n:4d}  {typ}")
     s = doc["summary"]
     print("\nSummary:")
-    print(f"  tier {s['tier']}; {s['resource_count']} resources")
+    print(f"  tier {s['tier']}; {s['resource_count']} resources; rendered in {elapsed:.1f} s")
     for r in s["regions"]:
         print(f"  region {r['name']}: {r['az_count']} AZs, VPC {r['vpc_cidr']}")
     for g in s["node_groups"]:

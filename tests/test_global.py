@@ -597,3 +597,17 @@ def test_postgres_primary_with_a_stack_password_keeps_it_in_its_own_secret() -> 
     assert is_secret(version) and json.loads(version["value"]) == {"username": "llmadmin", "password": password}
     assert out.outputs["secret"].startswith("arn:aws:secretsmanager:us-east-1:123456789012:secret:")
     assert password not in json.dumps([r.to_json() for r in out.resources])
+
+
+def test_plan_prints_the_render_time_in_its_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    from infra import cli
+
+    code = cli.main(["plan", "global"])
+    out = capsys.readouterr().out
+    assert code == 0
+    summary = out.split("\nSummary:\n", 1)[1]
+    first = summary.splitlines()[0]
+    assert first.startswith("  tier global; ") and " resources; rendered in " in first and first.endswith(" s")
+    assert float(first.rsplit("rendered in ", 1)[1].removesuffix(" s")) > 0
+    for region in ("us-east-1", "eu-west-1", "ap-northeast-1"):
+        assert f"  region {region}: 3 AZs" in summary
