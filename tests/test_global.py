@@ -611,3 +611,27 @@ def test_plan_prints_the_render_time_in_its_summary(capsys: pytest.CaptureFixtur
     assert float(first.rsplit("rendered in ", 1)[1].removesuffix(" s")) > 0
     for region in ("us-east-1", "eu-west-1", "ap-northeast-1"):
         assert f"  region {region}: 3 AZs" in summary
+
+
+def test_small_components_reject_bad_args_and_map_replica_arns() -> None:
+    from components.internal_dns import AssociatedVpc, InternalDnsArgs
+    from components.region_peering import PeeredVpc, RegionPeeringArgs
+    from components.replicated_secret import ReplicatedSecretArgs, SecretReplica, regional_arn
+
+    with pytest.raises(ValueError, match=r"zone_name: got 'Bad_Zone'"):
+        InternalDnsArgs(zone_name="Bad_Zone", vpcs=[AssociatedVpc("vpc-1", "us-east-1")], cnames={})
+    with pytest.raises(ValueError, match=r"cnames: got label 'ledger.x'"):
+        InternalDnsArgs(zone_name="x.internal", vpcs=[AssociatedVpc("vpc-1", "us-east-1")], cnames={"ledger.x": "h"})
+    same = PeeredVpc("eu-west-1", None, "vpc-1", "10.0.0.0/16", [])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"peer.region: got 'eu-west-1', the home region"):
+        RegionPeeringArgs(home=same, peer=same)
+    with pytest.raises(ValueError, match=r"replicas: got regions \['eu-west-1', 'eu-west-1'\]"):
+        ReplicatedSecretArgs(description="d", kms_key_arn="k", value="v",
+                             replicas=[SecretReplica("eu-west-1", "k"), SecretReplica("eu-west-1", "k")])
+
+    def program() -> None:
+        arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ledger-credentials-a1b2c3"
+        pulumi.export("eu", regional_arn(arn, "eu-west-1"))
+
+    out = render_function(program)
+    assert out.outputs["eu"] == "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ledger-credentials-a1b2c3"
