@@ -5,7 +5,9 @@ several regions. Reads what it needs from each `RegionalPlatform` (network, clus
 Redis, Postgres, ALB, model bucket) and adds:
 - `GlobalRouting`: the one API hostname (latency records + health checks, optional geolocation residency) and an
   ACM certificate for it on every region's HTTPS listener;
-- `RegionPeering` (home <-> each other region) and data-port rules on the home Redis and Postgres for the peers' CIDRs;
+- `RegionPeering` for every pair of regions (full mesh: any region can take over the writers) and data-port rules
+  for the other regions' CIDRs on the home Redis and Postgres (the writer-capable stores in other regions get theirs
+  from their own components);
 - `GlobalDatastore` (shared_state: global_datastore) over the home region's Redis;
 - `PostgresReplica` of the ledger in every other region (one of them promoted by `ledger_primary_region`), and
   `InternalDns`: the private `ledger.<stack>.internal` CNAME every gateway writes usage through;
