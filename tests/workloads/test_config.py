@@ -80,9 +80,9 @@ def test_shared_gpu_caps_memory_utilisation() -> None:
 def test_catalog_is_checked_by_the_gateway_loader() -> None:
     message = error_for(lambda raw: model(raw, "chat-70b").update(fallbacks=["embed-small"]))
     # The wording is the gateway's own (its loader judged the file); we check it names the key and the culprit.
-    assert "llm-platform: models:" in message and "'chat-70b'" in message and "'embed-small'" in message and "embedding" in message
+    assert "llm-platform:models:" in message and "'chat-70b'" in message and "'embed-small'" in message and "embedding" in message
     message = error_for(lambda raw: model(raw, "sql-7b").update(aliases=["gpt-4o"]))
-    assert "llm-platform: models:" in message and "'gpt-4o'" in message
+    assert "llm-platform:models:" in message and "'gpt-4o'" in message
 
 
 def test_weights_need_one_source_and_one_s3_location() -> None:
