@@ -52,6 +52,8 @@ class CostEstimate:
     notes: list[str] = field(default_factory=list)
     unpriced: list[str] = field(default_factory=list)
     region_bases: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    """Resources that could not be priced (a price missing from the table): left out of the totals."""
 
     @property
     def total_desired(self) -> float:
@@ -99,6 +101,7 @@ class CostEstimate:
             "region_bases": self.region_bases,
             "notes": self.notes,
             "unpriced": self.unpriced,
+            "errors": self.errors,
         }
 
 
@@ -418,13 +421,14 @@ def _component_of(resource: RenderedResource, by_urn: dict[str, RenderedResource
 
 
 def estimate(rendering: Rendering, prices: PriceTable | None = None) -> CostEstimate:
-    """Monthly estimate of every priced resource of a rendered stack. Raises `PriceError` on a missing price."""
+    """Monthly estimate of every priced resource of a rendered stack; a missing price is listed in `errors`."""
     table = prices or load_price_table()
     by_urn = {r.urn: r for r in rendering.resources}
     plain = Rendering(rendering.stack, [_unwrapped(r) for r in rendering.resources], rendering.outputs)
     ctx = _Context(plain, table, by_urn, set())
     lines: list[CostLine] = []
     unpriced: list[str] = []
+    errors: list[str] = []
     regions: set[str] = set()
     for r in plain.resources:
         rule = RULES.get(r.type)
@@ -433,9 +437,16 @@ def estimate(rendering: Rendering, prices: PriceTable | None = None) -> CostEsti
                 unpriced.append(r.type)
             continue
         region = ctx.region_name(r)
-        regions.add(region)
         component = _component_of(r, by_urn)
-        for desired, maximum, detail in rule(r, ctx):
+        try:
+            priced = list(rule(r, ctx))
+        except PriceError as err:
+            # One missing price must not hide the rest of the estimate (or stop `plan`): it is listed instead.
+            if str(err) not in errors:
+                errors.append(str(err))
+            continue
+        regions.add(region)
+        for desired, maximum, detail in priced:
             lines.append(CostLine(component, r.type, r.name, region, desired, maximum, detail))
     return CostEstimate(
         stack=rendering.stack,
@@ -447,6 +458,7 @@ def estimate(rendering: Rendering, prices: PriceTable | None = None) -> CostEsti
         notes=sorted(ctx.notes) + table.notes,
         unpriced=sorted(unpriced),
         region_bases=[table.region(name).basis for name in sorted(regions)],
+        errors=errors,
     )
 
 
@@ -477,6 +489,8 @@ def format_estimate(est: CostEstimate, detail: bool = False) -> str:
     out.append(f"  prices: table {est.price_version} ({est.price_retrieved}); {'; '.join(est.region_bases)}")
     if est.unpriced:
         out.append(f"  not priced (no rule yet): {', '.join(est.unpriced)}")
+    for error in est.errors:
+        out.append(f"  NOT IN THE TOTALS: {error}")
     for note in est.notes:
         out.append(f"  note: {note}")
     return "\n".join(out)
@@ -501,6 +515,8 @@ def format_markdown(est: CostEstimate) -> str:
                 "are not included."]
     if est.unpriced:
         out.append(f"Not priced: {', '.join(est.unpriced)}.")
+    for error in est.errors:
+        out.append(f"**Not in the totals:** {error}")
     return "\n".join(out)
 
 
@@ -514,7 +530,7 @@ def cmd_cost(args: Any) -> int:
         print(format_markdown(est))
     else:
         print(format_estimate(est, detail=True))
-    return 0
+    return 1 if est.errors else 0
 
 
 def register(sub: Any) -> None:

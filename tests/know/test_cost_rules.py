@@ -16,7 +16,7 @@ import pulumi_aws as aws
 import pytest
 
 from infra.cost import estimate, format_estimate
-from infra.pricelist import PriceError, PriceTable, load_price_table
+from infra.pricelist import PriceTable, load_price_table
 from infra.render import render_function
 
 HOURS = 730.0
@@ -207,9 +207,17 @@ def test_free_resources_are_not_unpriced_and_unknown_types_are_listed(table: Pri
     assert "not priced" in format_estimate(est)
 
 
-def test_missing_price_names_the_key_and_region(table: PriceTable) -> None:
-    with pytest.raises(PriceError, match=r"no price 'ec2_hour.c7i.xlarge' for region us-east-1"):
-        estimate(render_function(lambda: _node_group_program(itype="c7i.xlarge")), table)
+def test_missing_price_is_listed_and_left_out_of_the_totals(table: PriceTable) -> None:
+    def program() -> None:
+        _node_group_program(itype="c7i.xlarge")
+        aws.kms.Key("k", description="k")
+
+    est = estimate(render_function(program), table)
+    assert len(est.errors) == 1
+    assert est.errors[0].endswith(
+        "prices.json: no price 'ec2_hour.c7i.xlarge' for region us-east-1; add it to the table or run `python -m infra.cli prices --refresh`")
+    assert est.total_desired == 1.0  # the KMS key is still counted
+    assert "NOT IN THE TOTALS: " in format_estimate(est)
 
 
 def test_unknown_region_is_a_clear_error(tmp_path: Path) -> None:
@@ -217,8 +225,9 @@ def test_unknown_region_is_a_clear_error(tmp_path: Path) -> None:
     del raw["regions"]["eu-west-1"]
     path = tmp_path / "p.json"
     path.write_text(json.dumps(raw))
-    with pytest.raises(PriceError, match=r"no prices for region 'eu-west-1'; known regions: us-east-1"):
-        estimate(render_function(lambda: _node_group_program(region="eu-west-1")), load_price_table(path))
+    est = estimate(render_function(lambda: _node_group_program(region="eu-west-1")), load_price_table(path))
+    assert est.lines == []
+    assert len(est.errors) == 1 and est.errors[0].endswith("no prices for region 'eu-west-1'; known regions: us-east-1")
 
 
 def test_repo_price_table_covers_every_instance_type() -> None:

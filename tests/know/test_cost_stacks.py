@@ -72,7 +72,7 @@ def test_dev_idle_with_gpus_at_zero_costs_what_the_table_says(rendered: Callable
     expected["secrets"] = len(rendering.of_type("aws:secretsmanager/secret:Secret")) * p["secrets_manager_secret_month"]
 
     est = estimate(rendering)
-    assert est.unpriced == []
+    assert est.unpriced == [] and est.errors == []
     assert abs(est.total_desired - round(sum(expected.values()), 2)) < 0.005, expected
     for g in gpu_groups:
         lines = [ln for ln in est.lines if ln.resource_type == "aws:eks/nodeGroup:NodeGroup" and g.name in ln.component]
@@ -83,7 +83,7 @@ def test_dev_idle_with_gpus_at_zero_costs_what_the_table_says(rendered: Callable
 @pytest.mark.parametrize("stack", known_stacks())
 def test_every_resource_of_every_stack_is_priced_or_known_free(stack: str, rendered: Callable[[str], Rendering]) -> None:
     est = estimate(rendered(stack))
-    assert est.unpriced == []
+    assert est.unpriced == [] and est.errors == []
     assert 0 < est.total_desired <= est.total_max
     assert est.total_desired == pytest.approx(sum(d for _, d, _ in est.by_component()), abs=0.05)
 
