@@ -126,6 +126,9 @@ FREE_TYPE_PREFIXES = (
     "aws:elasticache/globalReplicationGroup:", "aws:autoscaling/tag:", "aws:ec2/vpcPeeringConnection",
     "aws:ecr/repositoryCreationTemplate:", "aws:rds/globalCluster:",
 )
+# Resources that move data between regions: their traffic is billed as inter-region transfer (a note, by volume).
+CROSS_REGION_TYPES = ("aws:elasticache/globalReplicationGroup:GlobalReplicationGroup", "aws:ec2/vpcPeeringConnection:VpcPeeringConnection",
+                      "aws:s3/bucketReplicationConfig:BucketReplicationConfig", "aws:ecr/replicationConfiguration:ReplicationConfiguration")
 # Bucket types carry a cost line; their sub-resources (policies, encryption, versioning...) are free.
 BUCKET_TYPES = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
 
@@ -430,6 +433,13 @@ def estimate(rendering: Rendering, prices: PriceTable | None = None) -> CostEsti
     unpriced: list[str] = []
     errors: list[str] = []
     regions: set[str] = set()
+    if any(r.type in CROSS_REGION_TYPES for r in plain.resources):
+        try:
+            rate = f"about ${table.region(DEFAULT_REGION).rate('inter_region_transfer_gb'):.2f}/GB from US and EU regions"
+        except PriceError:
+            rate = "by volume"
+        ctx.notes.add("Cross-region replication (Global Datastore, database replicas, bucket replication, peering) is "
+                      f"billed as inter-region data transfer, {rate}.")
     for r in plain.resources:
         rule = RULES.get(r.type)
         if rule is None:
