@@ -517,9 +517,25 @@ def _drawn(box: Box) -> bool:
     return box.style not in ("note", "canvas")
 
 
+def backgrounds(root: Box) -> dict[str, str]:
+    """The colour behind each box's text: its own fill, or the nearest drawn ancestor's for undrawn boxes."""
+    out: dict[str, str] = {}
+
+    def visit(box: Box, behind: str) -> None:
+        fill = STYLES[box.style].fill if _drawn(box) else behind
+        out[box.key] = fill
+        for child in box.children:
+            visit(child, fill)
+
+    visit(root, "#FFFFFF")
+    return out
+
+
 def to_svg(root: Box, arrows: Sequence[Arrow]) -> str:
+    """Boxes, then arrows, then text with a halo of its background, so a crossing arrow never hides a word."""
     width, height = int(root.w), int(root.h)
     boxes = {b.key: b for b in root.walk()}
+    behind = backgrounds(root)
     out = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
@@ -535,14 +551,16 @@ def to_svg(root: Box, arrows: Sequence[Arrow]) -> str:
             dash = ' stroke-dasharray="6 4"' if style.dashed else ""
             out.append(f'<rect x="{box.x:.1f}" y="{box.y:.1f}" width="{box.w:.1f}" height="{box.h:.1f}" rx="{style.radius}" '
                        f'fill="{style.fill}" stroke="{style.stroke}" stroke-width="1.5"{dash}/>')
-        for x, y, text, size, bold, color in _text_runs(box):
-            weight = ' font-weight="bold"' if bold else ""
-            out.append(f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}"{weight} fill="{color}">{escape(text)}</text>')
     for arrow in arrows:
         if arrow.source in boxes and arrow.target in boxes:
             x1, y1, x2, y2 = _anchor_points(boxes[arrow.source], boxes[arrow.target])
             out.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="#545B64" stroke-width="1.5" '
                        'marker-end="url(#arrow)"/>')
+    for box in root.walk():
+        for x, y, text, size, bold, color in _text_runs(box):
+            weight = ' font-weight="bold"' if bold else ""
+            out.append(f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}"{weight} fill="{color}" '
+                       f'stroke="{behind[box.key]}" stroke-width="3" paint-order="stroke">{escape(text)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -563,6 +581,7 @@ def to_png(root: Box, arrows: Sequence[Arrow], path: Path, scale: float = 2.0) -
     image = Image.new("RGB", (int(root.w * scale), int(root.h * scale)), "#FFFFFF")
     draw = ImageDraw.Draw(image)
     boxes = {b.key: b for b in root.walk()}
+    behind = backgrounds(root)
     line_width = max(1, round(1.5 * scale))
     for box in root.walk():
         style = STYLES[box.style]
@@ -573,13 +592,16 @@ def to_png(root: Box, arrows: Sequence[Arrow], path: Path, scale: float = 2.0) -
                 _dashed_rect(draw, rect, style.stroke, line_width, 6 * scale)
             else:
                 draw.rounded_rectangle(rect, radius=style.radius * scale, fill=style.fill, outline=style.stroke, width=line_width)
-        for x, y, text, size, bold, color in _text_runs(box):
-            draw.text((x * scale, y * scale), text, font=font(round(size * scale), bold), fill=color, anchor="ls")
     for arrow in arrows:
         if arrow.source in boxes and arrow.target in boxes:
             x1, y1, x2, y2 = (v * scale for v in _anchor_points(boxes[arrow.source], boxes[arrow.target]))
             draw.line((x1, y1, x2, y2), fill="#545B64", width=line_width)
             _arrow_head(draw, x1, y1, x2, y2, 8 * scale)
+    halo = max(1, round(1.5 * scale))
+    for box in root.walk():
+        for x, y, text, size, bold, color in _text_runs(box):
+            draw.text((x * scale, y * scale), text, font=font(round(size * scale), bold), fill=color, anchor="ls",
+                      stroke_width=halo, stroke_fill=behind[box.key])
     image.save(path, format="PNG", optimize=True)
 
 
