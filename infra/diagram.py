@@ -196,10 +196,10 @@ def _network_box(view: _View, region: str, prefix: str) -> Box:
         azs.setdefault(az, []).append(f"{kind} {sn.inputs.get('cidrBlock', '?')}{extra}")
     az_boxes = [Box(f"{region}/az/{az}", az, lines, "az") for az, lines in azs.items()]
     endpoints = view.of("aws:ec2/vpcEndpoint:VpcEndpoint", region)
-    interface = [str(e.inputs.get("serviceName", "")).removeprefix(f"com.amazonaws.{region}.")
-                 for e in endpoints if e.inputs.get("vpcEndpointType") == "Interface"]
-    gateway = [str(e.inputs.get("serviceName", "")).removeprefix(f"com.amazonaws.{region}.")
-               for e in endpoints if e.inputs.get("vpcEndpointType") != "Interface"]
+    interface = sorted(str(e.inputs.get("serviceName", "")).removeprefix(f"com.amazonaws.{region}.")
+                       for e in endpoints if e.inputs.get("vpcEndpointType") == "Interface")
+    gateway = sorted(str(e.inputs.get("serviceName", "")).removeprefix(f"com.amazonaws.{region}.")
+                     for e in endpoints if e.inputs.get("vpcEndpointType") != "Interface")
     lines = [f"NAT gateways: {len(nats)}" + (" (one per AZ)" if nats and len(nats) == len(azs) and len(azs) > 1 else " (shared)" if nats else "")]
     if interface:
         lines.append(f"PrivateLink endpoints: {', '.join(interface)}")
@@ -260,7 +260,7 @@ def _cluster_box(view: _View, region: str, prefix: str) -> Box | None:
     lines = [access]
     if c.inputs.get("encryptionConfig"):
         lines.append("secrets encrypted with KMS · control-plane logs " + str(len(c.inputs.get("enabledClusterLogTypes") or [])) + " types")
-    addons = [str(a.inputs.get("addonName")) for a in view.of("aws:eks/addon:Addon", region) if a.inputs.get("addonName")]
+    addons = sorted(str(a.inputs.get("addonName")) for a in view.of("aws:eks/addon:Addon", region) if a.inputs.get("addonName"))
     if addons:
         lines.append("add-ons: " + ", ".join(addons))
     groups = sorted((_node_group_box(r, region, prefix) for r in view.of("aws:eks/nodeGroup:NodeGroup", region)),
