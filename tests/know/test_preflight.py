@@ -388,3 +388,23 @@ def test_cli_json_output(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
     assert doc["stack"] == "dev" and doc["ok"] is True
     assert [c["check"] for c in doc["checks"]] == ["quota"] * len(required_vcpus(cfg))
     assert all(c["status"] == "PASS" and c["fix"] == "" for c in doc["checks"])
+
+
+def test_quotas_are_checked_in_every_region_of_the_global_tier(quotas: tuple[Any, Stubber]) -> None:
+    client, stub = quotas
+    cfg = stack_config("global")
+    asked: list[str] = []
+    keys = sorted(required_vcpus(cfg))
+    for _ in cfg.regions:
+        for key in keys:
+            stub.add_response("get_service_quota", quota_response(preflight.QUOTAS[key].code, 10_000.0))
+
+    def clients(service: str, region: str) -> Any:
+        asked.append(region)
+        return client
+
+    results = check_quotas(cfg, clients)
+    regions = [r.name for r in cfg.regions]
+    assert len(regions) == 3 and asked == regions
+    assert [r.region for r in results] == [region for region in regions for _ in keys]
+    assert {r.status for r in results} == {"PASS"}
