@@ -24,6 +24,8 @@ from typing import Sequence
 import pulumi
 import pulumi_aws as aws
 
+from components.naming import AUTONAME_SUFFIX, short_name
+
 REDIS_PORT = 6379
 MAX_SECONDARIES = 2
 # Node families Global Datastore runs on ("not supported on instances older than m5 or r5").
@@ -161,7 +163,7 @@ class GlobalDatastore(pulumi.ComponentResource):
             # Engine, version, node type, parameter group, TLS and AUTH come from the Global Datastore; setting
             # them here would fight it. What stays regional: placement, key, replicas, snapshots.
             group = aws.elasticache.ReplicationGroup(
-                f"{member_name}-rg",
+                short_name(f"{member_name}-rg", 40 - AUTONAME_SUFFIX),  # the auto-named replication group id: at most 40 characters
                 description=f"{member_name}: read-only Global Datastore member (promotable)",
                 global_replication_group_id=self.global_replication_group_id,
                 subnet_group_name=subnet_group.name,

@@ -89,3 +89,29 @@ def test_plan_json_has_no_plaintext_secret(rendered: Render) -> None:
         assert kubeconfig not in text and "get-token" not in text  # the kubeconfig only ever appears as [secret]
         for secret in r.generated_secrets:
             assert secret not in text
+
+
+# AWS name limits for resources whose physical name Pulumi derives from the logical name (+ "-" and 7 characters).
+NAME_LIMITS = {
+    "aws:elasticache/replicationGroup:ReplicationGroup": ("replicationGroupId", 40),
+    "aws:lb/loadBalancer:LoadBalancer": ("name", 32),
+    "aws:lb/targetGroup:TargetGroup": ("name", 32),
+    "aws:s3/bucket:Bucket": ("bucket", 63),
+    "aws:iam/role:Role": ("name", 64),
+    "aws:iam/policy:Policy": ("name", 128),
+    "aws:rds/instance:Instance": ("identifier", 63),
+    "aws:eks/cluster:Cluster": ("name", 100),
+}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_physical_name_fits_its_aws_limit(rendered: Render, stack: str) -> None:
+    r = rendered(stack)
+    too_long = []
+    for typ, (field, limit) in NAME_LIMITS.items():
+        for x in r.of_type(typ):
+            given = x.inputs.get(field)
+            length = len(given) if isinstance(given, str) else len(x.name) + 8
+            if length > limit:
+                too_long.append(f"{x.name}: {field} would be {length} > {limit}")
+    assert not too_long
