@@ -17,6 +17,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from components.irsa import trust_policy
 from components.kms import EncryptionKey, EncryptionKeyArgs
 
 CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
@@ -49,28 +50,6 @@ class EksClusterArgs:
 def _assume_role_policy(service: str) -> str:
     return json.dumps(
         {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]}
-    )
-
-
-def irsa_trust_policy(oidc_provider_arn: str, oidc_issuer: str, namespace: str, service_account: str) -> str:
-    """Trust policy letting exactly one Kubernetes service account assume a role through the cluster's OIDC provider."""
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Federated": oidc_provider_arn},
-                    "Action": "sts:AssumeRoleWithWebIdentity",
-                    "Condition": {
-                        "StringEquals": {
-                            f"{oidc_issuer}:sub": f"system:serviceaccount:{namespace}:{service_account}",
-                            f"{oidc_issuer}:aud": "sts.amazonaws.com",
-                        }
-                    },
-                }
-            ],
-        }
     )
 
 
@@ -233,7 +212,7 @@ class EksCluster(pulumi.ComponentResource):
         role = aws.iam.Role(
             f"{self._name}-irsa-{short_name}",
             assume_role_policy=pulumi.Output.all(self.oidc_provider_arn, self.oidc_issuer).apply(
-                lambda v: irsa_trust_policy(str(v[0]), str(v[1]), namespace, service_account)
+                lambda v: trust_policy(str(v[0]), str(v[1]), namespace, service_account)
             ),
             tags=self._args.tags,
             opts=pulumi.ResourceOptions(parent=self),
