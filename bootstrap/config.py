@@ -6,12 +6,13 @@ what is allowed, like the platform's own config (`infra/config.py`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from infra.configkit import REGION_PATTERN, format_validation_error, project_config_from_pulumi
 
 PROJECT = "llm-platform-bootstrap"
 ROOT_DIR = Path(__file__).resolve().parent.parent
@@ -19,8 +20,6 @@ STACKS_DIR = ROOT_DIR / "stacks"
 # GitHub environment names the deploy workflow gates small/prod/global behind (.github/workflows/deploy.yml).
 DEFAULT_ENVIRONMENTS = ("small", "prod", "global")
 DEFAULT_ECR_REPOSITORIES = ("gateway", "vllm")
-# Same form as infra/config.py's; kept here so the bootstrap does not import the platform's whole config model.
-REGION_PATTERN = r"^[a-z]{2}(-gov)?-[a-z]+-\d$"
 REPOSITORY_PATTERN = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"
 OIDC_PROVIDER_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/token\.actions\.githubusercontent\.com$"
 
@@ -89,45 +88,14 @@ def regions_in_stacks(stacks_dir: Path = STACKS_DIR) -> set[str]:
     return found
 
 
-def _format_error(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
-    key = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in first["loc"]).replace(".[", "[")
-    msg = str(first["msg"]).removeprefix("Value error, ")
-    where = f"{PROJECT}:{key}" if key else PROJECT
-    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    if first["type"] == "missing":
-        return f"{source}: {where}: is required{more}"
-    if first["type"] == "value_error":
-        if msg.startswith(f"{key}:") or (not key and ":" in msg.split(" ")[0]):
-            return f"{source}: {PROJECT}:{msg}{more}"
-        return f"{source}: {where}: got {json.dumps(first.get('input'))}; {msg}{more}"
-    given = first.get("input")
-    shown = json.dumps(given) if isinstance(given, (str, int, float, bool)) or given is None else type(given).__name__
-    return f"{source}: {where}: got {shown}; {msg[0].lower() + msg[1:]}{more}"
-
-
 def parse_bootstrap_config(raw: dict[str, Any], source: str = "bootstrap config") -> BootstrapConfig:
     """Validate `{key: value}` (keys without the `llm-platform-bootstrap:` prefix)."""
     try:
         return BootstrapConfig.model_validate(raw)
     except ValidationError as err:
-        raise BootstrapConfigError(_format_error(err, source)) from None
+        raise BootstrapConfigError(format_validation_error(err, source, PROJECT)) from None
 
 
 def bootstrap_config_from_pulumi() -> dict[str, Any]:
     """Every `llm-platform-bootstrap:*` key the engine handed to the program, JSON-decoded where it is structured."""
-    import pulumi.runtime.config as runtime_config
-
-    merged: dict[str, Any] = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    raw: dict[str, Any] = {}
-    for full_key, value in merged.items():
-        project, _, key = full_key.partition(":")
-        if project != PROJECT:
-            continue
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                pass  # a plain string value
-        raw[key] = value
-    return raw
+    return project_config_from_pulumi(PROJECT)

@@ -9,12 +9,12 @@ Secure defaults live here, in one visible place; the tier files only say where a
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from infra.configkit import REGION_PATTERN, format_validation_error
 from infra.instances import GPU_FAMILIES, INSTANCE_SPECS, gpu_class_of
 from infra.workload_config import ModelConfig, WorkloadsConfig, check_models_fit_node_groups
 from infra.data_edge_config import DataConfig, EdgeConfig, ModelStoreConfig, check_edge_fits_regions
@@ -28,7 +28,6 @@ REQUIRED_ADDONS = ("vpc-cni", "coredns", "kube-proxy", "aws-ebs-csi-driver", "ek
 INTERFACE_ENDPOINTS = ("ecr.api", "ecr.dkr", "sts", "logs", "ec2", "elasticloadbalancing", "autoscaling", "ssm")
 # CloudWatch Logs accepts only these retention periods.
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
-REGION_PATTERN = r"^[a-z]{2}(-gov)?-[a-z]+-\d$"
 ROLE_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$"
 
 
@@ -240,55 +239,9 @@ def _check_retention(value: int) -> int:
     return value
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _format_error(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
-    key = _loc(tuple(first["loc"]))
-    msg = str(first["msg"]).removeprefix("Value error, ")
-    given = first.get("input")
-    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    where = f"{PROJECT}:{key}" if key else f"{PROJECT}"
-    # A whole-config check names its key at the start of its message ("regions: ..."): make that the key.
-    named = re.match(r"^([\w.\[\]-]+): (.*)$", msg) if not key else None
-    if named:
-        where, msg = f"{PROJECT}:{named.group(1)}", named.group(2)
-    if first["type"] == "missing":
-        detail = "is required"
-    elif isinstance(given, (str, int, float, bool)) or (isinstance(given, list) and len(json.dumps(given)) <= 80):
-        detail = f"got {json.dumps(given)}; {msg[0].lower() + msg[1:]}"
-    else:  # a whole section: the message itself names the field and value
-        detail = msg
-    return f"{source}: {where}: {detail}{more}"
-
-
 def parse_platform_config(raw: dict[str, Any], source: str = "stack config") -> PlatformConfig:
     """Validate a `{key: value}` map of project config (keys without the `llm-platform:` prefix)."""
     try:
         return PlatformConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_error(err, source)) from None
-
-
-def project_config_from_pulumi() -> dict[str, Any]:
-    """Every `llm-platform:*` key the engine handed to this program, JSON-decoded where it is an object."""
-    import pulumi.runtime.config as runtime_config
-
-    merged: dict[str, Any] = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    raw: dict[str, Any] = {}
-    for full_key, value in merged.items():
-        project, _, key = full_key.partition(":")
-        if project != PROJECT:
-            continue
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                pass  # a plain string value
-        raw[key] = value
-    return raw
+        raise ConfigError(format_validation_error(err, source, PROJECT)) from None

@@ -16,7 +16,8 @@ from components.eks_cluster import EksCluster, EksClusterArgs
 from components.kms import EncryptionKey, EncryptionKeyArgs
 from components.network import Network, NetworkArgs
 from components.node_group import NodeGroup, NodeGroupArgs
-from infra.config import ConfigError, PlatformConfig, RegionConfig, parse_platform_config, project_config_from_pulumi
+from infra.config import PROJECT, ConfigError, PlatformConfig, RegionConfig, parse_platform_config
+from infra.configkit import project_config_from_pulumi
 from infra.data_edge import DataEdge, build_data_edge, export_data_edge
 from infra.global_tier import build_global_tier, export_global_tier
 from infra.instances import INSTANCE_SPECS
@@ -41,7 +42,7 @@ class RegionalPlatform:
 
 
 def load_config() -> PlatformConfig:
-    return parse_platform_config(project_config_from_pulumi(), source=f"stacks/Pulumi.{pulumi.get_stack()}.yaml")
+    return parse_platform_config(project_config_from_pulumi(PROJECT), source=f"stacks/Pulumi.{pulumi.get_stack()}.yaml")
 
 
 def base_tags(cfg: PlatformConfig) -> dict[str, str]:
