@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from infra.configkit import REGION_PATTERN, format_validation_error, project_config_from_pulumi
+from infra.configkit import REGION_PATTERN, Strict, format_validation_error, project_config_from_pulumi
 
 PROJECT = "llm-platform-bootstrap"
 ROOT_DIR = Path(__file__).resolve().parent.parent
@@ -28,10 +28,8 @@ class BootstrapConfigError(Exception):
     """Invalid bootstrap config: one line naming the key, the value given and what is allowed."""
 
 
-class BootstrapConfig(BaseModel):
+class BootstrapConfig(Strict):
     """Everything the bootstrap needs; only `github_repository` and `region` are required."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     github_repository: Annotated[str, Field(pattern=REPOSITORY_PATTERN, description="owner/name exactly as GitHub spells it (the OIDC subject is case-sensitive)")]
     region: Annotated[str, Field(pattern=REGION_PATTERN, description="region of the state bucket, the KMS keys and the ECR repositories")]

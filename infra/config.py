@@ -12,9 +12,9 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from infra.configkit import REGION_PATTERN, format_validation_error
+from infra.configkit import REGION_PATTERN, Strict, check_log_retention, format_validation_error
 from infra.instances import GPU_FAMILIES, INSTANCE_SPECS, gpu_class_of
 from infra.workload_config import ModelConfig, WorkloadsConfig, check_models_fit_node_groups
 from infra.data_edge_config import DataConfig, EdgeConfig, ModelStoreConfig, check_edge_fits_regions
@@ -26,17 +26,11 @@ PROJECT = "llm-platform"
 SUPPORTED_EKS_VERSIONS = ("1.31", "1.32", "1.33", "1.34")
 REQUIRED_ADDONS = ("vpc-cni", "coredns", "kube-proxy", "aws-ebs-csi-driver", "eks-pod-identity-agent")
 INTERFACE_ENDPOINTS = ("ecr.api", "ecr.dkr", "sts", "logs", "ec2", "elasticloadbalancing", "autoscaling", "ssm")
-# CloudWatch Logs accepts only these retention periods.
-LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 ROLE_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$"
 
 
 class ConfigError(Exception):
     """Invalid stack config: the message is one line naming the key, the value given and what is allowed."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class RegionConfig(Strict):
@@ -74,7 +68,7 @@ class NetworkConfig(Strict):
     @field_validator("flow_logs_retention_days")
     @classmethod
     def _retention(cls, value: int) -> int:
-        return _check_retention(value)
+        return check_log_retention(value)
 
 
 class ClusterConfig(Strict):
@@ -113,7 +107,7 @@ class ClusterConfig(Strict):
     @field_validator("log_retention_days")
     @classmethod
     def _retention(cls, value: int) -> int:
-        return _check_retention(value)
+        return check_log_retention(value)
 
     @field_validator("addons")
     @classmethod
@@ -231,12 +225,6 @@ class PlatformConfig(Strict):
     @property
     def home_region(self) -> RegionConfig:
         return self.regions[0]
-
-
-def _check_retention(value: int) -> int:
-    if value not in LOG_RETENTION_DAYS:
-        raise ValueError(f"allowed: {', '.join(map(str, LOG_RETENTION_DAYS))}")
-    return value
 
 
 def parse_platform_config(raw: dict[str, Any], source: str = "stack config") -> PlatformConfig:

@@ -9,9 +9,24 @@ import json
 import re
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 REGION_PATTERN = r"^[a-z]{2}(-gov)?-[a-z]+-\d$"
+# CloudWatch Logs accepts only these retention periods.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+
+
+class Strict(BaseModel):
+    """Base of every config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_log_retention(value: int) -> int:
+    """A pydantic field check: the value must be a CloudWatch Logs retention period."""
+    if value not in LOG_RETENTION_DAYS:
+        raise ValueError(f"allowed: {', '.join(map(str, LOG_RETENTION_DAYS))}")
+    return value
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -35,6 +50,8 @@ def format_validation_error(err: ValidationError, source: str, project: str) -> 
         where, msg = f"{project}:{named.group(1)}", named.group(2)
     if first["type"] == "missing":
         detail = "is required"
+    elif msg.startswith("got "):  # the validator already showed the value, in its own words
+        detail = msg
     elif isinstance(given, (str, int, float, bool)) or (isinstance(given, list) and len(json.dumps(given)) <= 80):
         detail = f"got {json.dumps(given)}; {msg[0].lower() + msg[1:]}"
     else:  # a whole section: the message itself names the field and value

@@ -11,24 +11,16 @@ import ipaddress
 import re
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from components.edge import TLS_POLICIES
+from infra.configkit import Strict, check_log_retention
 
 if TYPE_CHECKING:
     from infra.config import PlatformConfig
 
 # ElastiCache engine versions with TLS "required" mode and AUTH rotation (Redis OSS >= 7.0, Valkey >= 7.2).
 CACHE_ENGINE_VERSIONS: dict[str, tuple[str, ...]] = {"redis": ("7.0", "7.1"), "valkey": ("7.2", "8.0", "8.1")}
-# ALB TLS policies that accept nothing below TLS 1.2 (POLICIES.md #28; the policy pack checks the same list).
-ALB_TLS_POLICIES = (
-    "ELBSecurityPolicy-TLS13-1-2-2021-06",
-    "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
-    "ELBSecurityPolicy-TLS13-1-2-Ext1-2021-06",
-    "ELBSecurityPolicy-TLS13-1-2-Ext2-2021-06",
-    "ELBSecurityPolicy-TLS13-1-3-2021-06",
-    "ELBSecurityPolicy-TLS13-1-2-FIPS-2023-04",
-    "ELBSecurityPolicy-TLS13-1-3-FIPS-2023-04",
-)
-LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 MIN_BACKUP_RETENTION_DAYS = 7
 DAILY_WINDOW = r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$"
 WEEKLY_WINDOW = r"^(mon|tue|wed|thu|fri|sat|sun):([01]\d|2[0-3]):[0-5]\d-(mon|tue|wed|thu|fri|sat|sun):([01]\d|2[0-3]):[0-5]\d$"
@@ -36,17 +28,7 @@ DNS_NAME = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
 CERTIFICATE_ARN = r"^arn:aws[a-z-]*:acm:([a-z]{2}(-gov)?-[a-z]+-\d):\d{12}:certificate/[0-9a-f-]{36}$"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _retention(value: int) -> int:
-    if value not in LOG_RETENTION_DAYS:
-        raise ValueError(f"got {value}; allowed: {', '.join(map(str, LOG_RETENTION_DAYS))}")
-    return value
-
-
-class RedisConfig(_Strict):
+class RedisConfig(Strict):
     """ElastiCache replication group (`llm-platform:data.redis`)."""
 
     engine: Literal["redis", "valkey"] = Field("valkey", description="Valkey (Redis OSS fork, ~20% cheaper nodes) or Redis OSS")
@@ -67,7 +49,7 @@ class RedisConfig(_Strict):
     @field_validator("log_retention_days")
     @classmethod
     def _log_retention(cls, value: int) -> int:
-        return _retention(value)
+        return check_log_retention(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> RedisConfig:
@@ -79,7 +61,7 @@ class RedisConfig(_Strict):
         return self
 
 
-class PostgresConfig(_Strict):
+class PostgresConfig(Strict):
     """RDS for PostgreSQL (`llm-platform:data.postgres`)."""
 
     engine_version: Annotated[str, Field(pattern=r"^(1[4-8])(\.\d+)?$", description="major (17) or major.minor (17.4)")] = "17"
@@ -104,7 +86,7 @@ class PostgresConfig(_Strict):
     @field_validator("log_retention_days")
     @classmethod
     def _log_retention(cls, value: int) -> int:
-        return _retention(value)
+        return check_log_retention(value)
 
     @field_validator("performance_insights_retention_days")
     @classmethod
@@ -134,14 +116,14 @@ class PostgresConfig(_Strict):
         return self
 
 
-class DataConfig(_Strict):
+class DataConfig(Strict):
     """`llm-platform:data`: the gateway's Redis and Postgres."""
 
     redis: RedisConfig = Field(default_factory=RedisConfig)  # type: ignore[arg-type]
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)  # type: ignore[arg-type]
 
 
-class WafConfig(_Strict):
+class WafConfig(Strict):
     """`llm-platform:edge.waf`: the WebACL in front of the ALB."""
 
     mode: Literal["count", "block"] = Field("block", description="count: record only (tuning); block: enforce")
@@ -169,10 +151,10 @@ class WafConfig(_Strict):
     @field_validator("log_retention_days")
     @classmethod
     def _log_retention(cls, value: int) -> int:
-        return _retention(value)
+        return check_log_retention(value)
 
 
-class EdgeConfig(_Strict):
+class EdgeConfig(Strict):
     """`llm-platform:edge`: API host name, TLS, ALB and WAF."""
 
     domain_name: Annotated[str, Field(pattern=DNS_NAME, max_length=253, description="API host name, e.g. api.llm.example.com")]
@@ -182,7 +164,7 @@ class EdgeConfig(_Strict):
     certificate_arn: Annotated[str, Field(pattern=CERTIFICATE_ARN)] | None = Field(
         None, description="existing ACM certificate in the home region; else one is requested and DNS-validated"
     )
-    ssl_policy: str = ALB_TLS_POLICIES[0]
+    ssl_policy: str = TLS_POLICIES[0]
     idle_timeout_seconds: Annotated[int, Field(ge=60, le=4000, description="long enough for pauses in streamed completions")] = 300
     deregistration_delay_seconds: Annotated[int, Field(ge=0, le=3600)] = 120
     deletion_protection: bool = True
@@ -194,8 +176,8 @@ class EdgeConfig(_Strict):
     @field_validator("ssl_policy")
     @classmethod
     def _tls_policy(cls, value: str) -> str:
-        if value not in ALB_TLS_POLICIES:
-            raise ValueError(f"got {value!r}; allowed (TLS 1.2+ only): {', '.join(ALB_TLS_POLICIES)}")
+        if value not in TLS_POLICIES:
+            raise ValueError(f"got {value!r}; allowed (TLS 1.2+ only): {', '.join(TLS_POLICIES)}")
         return value
 
     @field_validator("ingress_cidrs")
@@ -219,7 +201,7 @@ class EdgeConfig(_Strict):
         return self
 
 
-class ModelStoreConfig(_Strict):
+class ModelStoreConfig(Strict):
     """`llm-platform:model_store`: the S3 bucket model weights are staged in."""
 
     noncurrent_version_retention_days: Annotated[int, Field(ge=1, le=3650)] = 30

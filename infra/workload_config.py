@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from components.labels import DEVICE_PLUGIN_CONFIG_LABEL
+from infra.configkit import Strict
 
 if TYPE_CHECKING:
     from infra.config import NodeGroupConfig, PlatformConfig
@@ -33,11 +34,7 @@ ChartName = Literal[
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ReplicaRange(_Strict):
+class ReplicaRange(Strict):
     min: Annotated[int, Field(ge=0, description="replicas kept when idle; 0 lets the model scale to zero")]
     max: Annotated[int, Field(ge=1, le=100, description="upper bound for the autoscaler")]
 
@@ -48,14 +45,14 @@ class ReplicaRange(_Strict):
         return self
 
 
-class ModelPrices(_Strict):
+class ModelPrices(Strict):
     """USD per 1000 tokens, metered by the gateway."""
 
     prompt_per_1k: Annotated[float, Field(ge=0)] = 0.0
     completion_per_1k: Annotated[float, Field(ge=0)] = 0.0
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """One served model: a vLLM Deployment, its Service and autoscaler, and one entry of the gateway catalog."""
 
     name: Annotated[str, Field(pattern=r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$",
@@ -122,7 +119,7 @@ class ModelConfig(_Strict):
         return self.max_tokens_cap or min(4096, self.max_model_len)
 
 
-class ImageRef(_Strict):
+class ImageRef(Strict):
     repository: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9]$",
                                      description="registry/repository, e.g. <account>.dkr.ecr.<region>.amazonaws.com/llm-platform/gateway")]
     tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", description="pinned version tag")]
@@ -139,12 +136,12 @@ class ImageRef(_Strict):
         return f"{self.repository}:{self.tag}"
 
 
-class Resources(_Strict):
+class Resources(Strict):
     cpu: Annotated[str, Field(pattern=CPU_QUANTITY)]
     memory: Annotated[str, Field(pattern=MEMORY_QUANTITY)]
 
 
-class GatewayWorkloadConfig(_Strict):
+class GatewayWorkloadConfig(Strict):
     image: ImageRef
     replicas: ReplicaRange = Field(default_factory=lambda: ReplicaRange(min=2, max=10))
     requests: Resources = Field(default_factory=lambda: Resources(cpu="500m", memory="512Mi"))
@@ -159,7 +156,7 @@ class GatewayWorkloadConfig(_Strict):
         return self
 
 
-class ChartPin(_Strict):
+class ChartPin(Strict):
     repo: Annotated[str, Field(pattern=r"^(https|oci)://[\w./-]+$", description="https:// chart repository or oci:// registry path")]
     version: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+$", description="exact chart version, no ranges")]
 
@@ -178,7 +175,7 @@ DEFAULT_CHARTS: dict[str, ChartPin] = {
 }
 
 
-class WorkloadsConfig(_Strict):
+class WorkloadsConfig(Strict):
     gateway: GatewayWorkloadConfig
     vllm_image: ImageRef
     charts: dict[ChartName, ChartPin] = Field(default_factory=dict, description="overrides of DEFAULT_CHARTS")

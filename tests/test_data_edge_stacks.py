@@ -238,13 +238,6 @@ def test_existing_certificate_instead_of_zone(monkeypatch: pytest.MonkeyPatch) -
     assert _listeners(r)[443]["certificateArn"] == cert
 
 
-def test_tls_allowlists_agree() -> None:
-    from components.edge import TLS_POLICIES
-    from infra.data_edge_config import ALB_TLS_POLICIES
-
-    assert TLS_POLICIES == ALB_TLS_POLICIES
-
-
 # Known, documented departures (README "Data and edge"): ELB log delivery only writes to SSE-S3 buckets, and the
 # ElastiCache AUTH token rotates through Pulumi (ROTATE strategy), not a Secrets Manager rotation Lambda.
 ACCEPTED = {("s3-sse-kms", "-access-logs"), ("secrets-rotation", "-redis-auth"),
