@@ -27,6 +27,23 @@ def parameter_group_family(engine_version: str) -> str:
     return f"postgres{engine_version.split('.')[0]}"
 
 
+def check_identifier_and_version(identifier: str, engine_version: str) -> None:
+    """The instance identifier and engine version rules RDS applies to a primary and to a replica alike."""
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", identifier) or "--" in identifier or identifier.endswith("-"):
+        raise ValueError(f"identifier: got {identifier!r}; allowed: 1-63 lowercase letters, digits, single hyphens, starting with a letter")
+    if not re.fullmatch(ENGINE_VERSION_PATTERN, engine_version):
+        raise ValueError(f"engine_version: got {engine_version!r}; allowed: 14 to 18, optionally with a minor (e.g. 17 or 17.4)")
+
+
+def check_monitoring(monitoring_interval_seconds: int, performance_insights_retention_days: int) -> None:
+    """The enhanced-monitoring intervals and Performance Insights retentions RDS accepts."""
+    if monitoring_interval_seconds not in MONITORING_INTERVALS:
+        raise ValueError(f"monitoring_interval_seconds: got {monitoring_interval_seconds}; allowed: {', '.join(map(str, MONITORING_INTERVALS))}")
+    pi = performance_insights_retention_days
+    if not (pi == 7 or (pi % 31 == 0 and 31 <= pi <= 731)):
+        raise ValueError(f"performance_insights_retention_days: got {pi}; allowed: 7 or a multiple of 31 up to 731")
+
+
 @dataclass
 class PostgresDatabaseArgs:
     identifier: str
@@ -80,21 +97,136 @@ class PostgresDatabaseArgs:
     """Tags for every resource (the provider adds the stack's default tags)."""
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", self.identifier) or "--" in self.identifier or self.identifier.endswith("-"):
-            raise ValueError(f"identifier: got {self.identifier!r}; allowed: 1-63 lowercase letters, digits, single hyphens, starting with a letter")
-        if not re.fullmatch(ENGINE_VERSION_PATTERN, self.engine_version):
-            raise ValueError(f"engine_version: got {self.engine_version!r}; allowed: 14 to 18, optionally with a minor (e.g. 17 or 17.4)")
+        check_identifier_and_version(self.identifier, self.engine_version)
         if not 0 <= self.backup_retention_days <= 35:
             raise ValueError(f"backup_retention_days: got {self.backup_retention_days}; allowed: 0 to 35")
-        if self.monitoring_interval_seconds not in MONITORING_INTERVALS:
-            raise ValueError(f"monitoring_interval_seconds: got {self.monitoring_interval_seconds}; allowed: {', '.join(map(str, MONITORING_INTERVALS))}")
-        pi = self.performance_insights_retention_days
-        if not (pi == 7 or (pi % 31 == 0 and 31 <= pi <= 731)):
-            raise ValueError(f"performance_insights_retention_days: got {pi}; allowed: 7 or a multiple of 31 up to 731")
+        check_monitoring(self.monitoring_interval_seconds, self.performance_insights_retention_days)
         if self.max_allocated_storage_gib < self.allocated_storage_gib:
             raise ValueError(
                 f"max_allocated_storage_gib: got {self.max_allocated_storage_gib}; allowed: >= allocated_storage_gib ({self.allocated_storage_gib})"
             )
+
+
+class PostgresSurroundings:
+    """The hardened surroundings of one RDS PostgreSQL instance, shared by the primary and its cross-region replicas.
+
+    A security group open only to the given cluster security groups (and CIDRs), with no egress rule (the database
+    never opens connections; the provider removes AWS's default allow-all); a subnet group; a parameter group that
+    forces TLS and logs connections; the enhanced-monitoring role; and the exported-log groups, created before RDS
+    would create them itself with no retention and no CMK. Resources are children of `parent`, named `<name>-...`.
+    """
+
+    security_group: aws.ec2.SecurityGroup
+    subnet_group: aws.rds.SubnetGroup
+    parameter_group: aws.rds.ParameterGroup
+    monitoring_role: aws.iam.Role
+    instance_depends_on: list[pulumi.Resource]
+    """What the instance must wait for: the monitoring role's policy and its log groups."""
+
+    def __init__(
+        self,
+        parent: pulumi.Resource,
+        name: str,
+        *,
+        identifier: str,
+        security_group_description: str,
+        engine_version: str,
+        vpc_id: pulumi.Input[str],
+        subnet_ids: Sequence[pulumi.Input[str]],
+        allowed_security_group_ids: Sequence[pulumi.Input[str]],
+        log_kms_key_arn: pulumi.Input[str],
+        log_retention_days: int,
+        tags: dict[str, str],
+        allowed_cidrs: Sequence[str] = (),
+    ) -> None:
+        child = pulumi.ResourceOptions(parent=parent)
+        partition = aws.get_partition_output(opts=pulumi.InvokeOutputOptions(parent=parent))
+
+        self.security_group = aws.ec2.SecurityGroup(
+            f"{name}-sg",
+            vpc_id=vpc_id,
+            description=security_group_description,
+            tags={**tags, "Name": f"{identifier}-postgres"},
+            opts=child,
+        )
+        for index, source_sg in enumerate(allowed_security_group_ids):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-from-cluster-{index}",
+                security_group_id=self.security_group.id,
+                description="PostgreSQL (TLS enforced by rds.force_ssl) from the EKS cluster nodes and pods",
+                ip_protocol="tcp",
+                from_port=POSTGRES_PORT,
+                to_port=POSTGRES_PORT,
+                referenced_security_group_id=source_sg,
+                tags=tags,
+                opts=child,
+            )
+        for index, cidr in enumerate(allowed_cidrs):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-from-peer-{index}",
+                security_group_id=self.security_group.id,
+                description=f"PostgreSQL (TLS) from {cidr} over inter-region peering (writes after a promotion)",
+                ip_protocol="tcp",
+                from_port=POSTGRES_PORT,
+                to_port=POSTGRES_PORT,
+                cidr_ipv4=cidr,
+                tags=tags,
+                opts=child,
+            )
+
+        self.subnet_group = aws.rds.SubnetGroup(
+            f"{name}-subnets",
+            description=f"{identifier}: private subnets",
+            subnet_ids=list(subnet_ids),
+            tags=tags,
+            opts=child,
+        )
+        self.parameter_group = aws.rds.ParameterGroup(
+            f"{name}-params",
+            family=parameter_group_family(engine_version),
+            description=f"{identifier}: TLS required, connections logged",
+            parameters=[
+                {"name": "rds.force_ssl", "value": "1"},
+                {"name": "log_connections", "value": "1"},
+                {"name": "log_disconnections", "value": "1"},
+            ],
+            tags=tags,
+            opts=child,
+        )
+
+        self.monitoring_role = aws.iam.Role(
+            f"{name}-monitoring",
+            description=f"RDS enhanced monitoring for {identifier}",
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Principal": {"Service": "monitoring.rds.amazonaws.com"}, "Action": "sts:AssumeRole"}
+                    ],
+                }
+            ),
+            tags=tags,
+            opts=child,
+        )
+        monitoring_attachment = aws.iam.RolePolicyAttachment(
+            f"{name}-monitoring",
+            role=self.monitoring_role.name,
+            policy_arn=partition.partition.apply(lambda p: f"arn:{p}:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"),
+            opts=child,
+        )
+
+        log_groups = [
+            aws.cloudwatch.LogGroup(
+                f"{name}-log-{export}",
+                name=f"/aws/rds/instance/{identifier}/{export}",
+                retention_in_days=log_retention_days,
+                kms_key_id=log_kms_key_arn,
+                tags=tags,
+                opts=child,
+            )
+            for export in LOG_EXPORTS
+        ]
+        self.instance_depends_on = [monitoring_attachment, *log_groups]
 
 
 class PostgresDatabase(pulumi.ComponentResource):
@@ -111,84 +243,20 @@ class PostgresDatabase(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: PostgresDatabaseArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:data:PostgresDatabase", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         tags = args.tags
-        partition = aws.get_partition_output(opts=pulumi.InvokeOutputOptions(parent=self))
-
-        security_group = aws.ec2.SecurityGroup(
-            f"{name}-sg",
+        surroundings = PostgresSurroundings(
+            self,
+            name,
+            identifier=args.identifier,
+            security_group_description=f"RDS {args.identifier}: PostgreSQL (TLS only) from the EKS cluster only",
+            engine_version=args.engine_version,
             vpc_id=args.vpc_id,
-            description=f"RDS {args.identifier}: PostgreSQL (TLS only) from the EKS cluster only",
-            tags={**tags, "Name": f"{args.identifier}-postgres"},
-            opts=child,
-        )
-        # No egress rule: the database never opens connections, and the provider removes AWS's default allow-all.
-        for index, source_sg in enumerate(args.allowed_security_group_ids):
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-from-cluster-{index}",
-                security_group_id=security_group.id,
-                description="PostgreSQL (TLS enforced by rds.force_ssl) from the EKS cluster nodes and pods",
-                ip_protocol="tcp",
-                from_port=POSTGRES_PORT,
-                to_port=POSTGRES_PORT,
-                referenced_security_group_id=source_sg,
-                tags=tags,
-                opts=child,
-            )
-
-        subnet_group = aws.rds.SubnetGroup(
-            f"{name}-subnets",
-            description=f"{args.identifier}: private subnets",
-            subnet_ids=list(args.subnet_ids),
+            subnet_ids=args.subnet_ids,
+            allowed_security_group_ids=args.allowed_security_group_ids,
+            log_kms_key_arn=args.log_kms_key_arn,
+            log_retention_days=args.log_retention_days,
             tags=tags,
-            opts=child,
         )
-        parameter_group = aws.rds.ParameterGroup(
-            f"{name}-params",
-            family=parameter_group_family(args.engine_version),
-            description=f"{args.identifier}: TLS required, connections logged",
-            parameters=[
-                {"name": "rds.force_ssl", "value": "1"},
-                {"name": "log_connections", "value": "1"},
-                {"name": "log_disconnections", "value": "1"},
-            ],
-            tags=tags,
-            opts=child,
-        )
-
-        monitoring_role = aws.iam.Role(
-            f"{name}-monitoring",
-            description=f"RDS enhanced monitoring for {args.identifier}",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {"Effect": "Allow", "Principal": {"Service": "monitoring.rds.amazonaws.com"}, "Action": "sts:AssumeRole"}
-                    ],
-                }
-            ),
-            tags=tags,
-            opts=child,
-        )
-        monitoring_attachment = aws.iam.RolePolicyAttachment(
-            f"{name}-monitoring",
-            role=monitoring_role.name,
-            policy_arn=partition.partition.apply(lambda p: f"arn:{p}:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"),
-            opts=child,
-        )
-
-        # RDS would create these on first export with no retention and no CMK; owning them first sets both.
-        log_groups = [
-            aws.cloudwatch.LogGroup(
-                f"{name}-log-{export}",
-                name=f"/aws/rds/instance/{args.identifier}/{export}",
-                retention_in_days=args.log_retention_days,
-                kms_key_id=args.log_kms_key_arn,
-                tags=tags,
-                opts=child,
-            )
-            for export in LOG_EXPORTS
-        ]
 
         self.instance = aws.rds.Instance(
             f"{name}-db",
@@ -208,10 +276,10 @@ class PostgresDatabase(pulumi.ComponentResource):
             max_allocated_storage=args.max_allocated_storage_gib,
             storage_encrypted=True,
             kms_key_id=args.kms_key_arn,
-            db_subnet_group_name=subnet_group.name,
-            vpc_security_group_ids=[security_group.id],
+            db_subnet_group_name=surroundings.subnet_group.name,
+            vpc_security_group_ids=[surroundings.security_group.id],
             publicly_accessible=False,
-            parameter_group_name=parameter_group.name,
+            parameter_group_name=surroundings.parameter_group.name,
             multi_az=args.multi_az,
             deletion_protection=args.deletion_protection,
             backup_retention_period=args.backup_retention_days,
@@ -227,14 +295,14 @@ class PostgresDatabase(pulumi.ComponentResource):
             performance_insights_kms_key_id=args.kms_key_arn,
             performance_insights_retention_period=args.performance_insights_retention_days,
             monitoring_interval=args.monitoring_interval_seconds,
-            monitoring_role_arn=monitoring_role.arn,
+            monitoring_role_arn=surroundings.monitoring_role.arn,
             enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
             apply_immediately=args.apply_immediately,
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring_attachment, *log_groups]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=surroundings.instance_depends_on),
         )
 
-        self.security_group_id = security_group.id
+        self.security_group_id = surroundings.security_group.id
         self.address = self.instance.address
         self.port = self.instance.port
         if args.master_password is None:

@@ -19,17 +19,19 @@ The source must not use an RDS-managed master password: RDS refuses replicas of 
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import pulumi
 import pulumi_aws as aws
 
-POSTGRES_PORT = 5432
-LOG_EXPORTS = ("postgresql", "upgrade")
-MONITORING_INTERVALS = (1, 5, 10, 15, 30, 60)
+from components.postgres_database import (
+    LOG_EXPORTS,
+    POSTGRES_PORT,
+    PostgresSurroundings,
+    check_identifier_and_version,
+    check_monitoring,
+)
 
 
 @dataclass
@@ -72,19 +74,12 @@ class PostgresReplicaArgs:
     tags: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", self.identifier) or "--" in self.identifier or self.identifier.endswith("-"):
-            raise ValueError(f"identifier: got {self.identifier!r}; allowed: 1-63 lowercase letters, digits, single hyphens, starting with a letter")
-        if not re.fullmatch(r"(1[4-8])(\.\d+)?", self.engine_version):
-            raise ValueError(f"engine_version: got {self.engine_version!r}; allowed: 14 to 18, optionally with a minor")
+        check_identifier_and_version(self.identifier, self.engine_version)
         if self.lag_alarm_seconds is not None and not 1 <= self.lag_alarm_seconds <= 86400:
             raise ValueError(f"lag_alarm_seconds: got {self.lag_alarm_seconds}; allowed: 1 to 86400, or None")
         if not 1 <= self.backup_retention_days <= 35:
             raise ValueError(f"backup_retention_days: got {self.backup_retention_days}; allowed: 1 to 35")
-        if self.monitoring_interval_seconds not in MONITORING_INTERVALS:
-            raise ValueError(f"monitoring_interval_seconds: got {self.monitoring_interval_seconds}; allowed: {', '.join(map(str, MONITORING_INTERVALS))}")
-        pi = self.performance_insights_retention_days
-        if not (pi == 7 or (pi % 31 == 0 and 31 <= pi <= 731)):
-            raise ValueError(f"performance_insights_retention_days: got {pi}; allowed: 7 or a multiple of 31 up to 731")
+        check_monitoring(self.monitoring_interval_seconds, self.performance_insights_retention_days)
 
 
 class PostgresReplica(pulumi.ComponentResource):
@@ -99,81 +94,20 @@ class PostgresReplica(pulumi.ComponentResource):
         super().__init__("llm-platform:global:PostgresReplica", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = args.tags
-        partition = aws.get_partition_output(opts=pulumi.InvokeOutputOptions(parent=self))
-
-        security_group = aws.ec2.SecurityGroup(
-            f"{name}-sg",
+        surroundings = PostgresSurroundings(
+            self,
+            name,
+            identifier=args.identifier,
+            security_group_description=f"RDS replica {args.identifier}: PostgreSQL (TLS only) from the EKS cluster only",
+            engine_version=args.engine_version,
             vpc_id=args.vpc_id,
-            description=f"RDS replica {args.identifier}: PostgreSQL (TLS only) from the EKS cluster only",
-            tags={**tags, "Name": f"{args.identifier}-postgres"},
-            opts=child,
-        )
-        for index, source_sg in enumerate(args.allowed_security_group_ids):
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-from-cluster-{index}",
-                security_group_id=security_group.id,
-                description="PostgreSQL (TLS enforced by rds.force_ssl) from the EKS cluster nodes and pods",
-                ip_protocol="tcp",
-                from_port=POSTGRES_PORT,
-                to_port=POSTGRES_PORT,
-                referenced_security_group_id=source_sg,
-                tags=tags,
-                opts=child,
-            )
-        for index, cidr in enumerate(args.allowed_cidrs):
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-from-peer-{index}",
-                security_group_id=security_group.id,
-                description=f"PostgreSQL (TLS) from {cidr} over inter-region peering (writes after a promotion)",
-                ip_protocol="tcp",
-                from_port=POSTGRES_PORT,
-                to_port=POSTGRES_PORT,
-                cidr_ipv4=cidr,
-                tags=tags,
-                opts=child,
-            )
-        subnet_group = aws.rds.SubnetGroup(
-            f"{name}-subnets", description=f"{args.identifier}: private subnets", subnet_ids=list(args.subnet_ids), tags=tags, opts=child
-        )
-        parameter_group = aws.rds.ParameterGroup(
-            f"{name}-params",
-            family=f"postgres{args.engine_version.split('.')[0]}",
-            description=f"{args.identifier}: TLS required, connections logged",
-            parameters=[
-                {"name": "rds.force_ssl", "value": "1"},
-                {"name": "log_connections", "value": "1"},
-                {"name": "log_disconnections", "value": "1"},
-            ],
+            subnet_ids=args.subnet_ids,
+            allowed_security_group_ids=args.allowed_security_group_ids,
+            allowed_cidrs=args.allowed_cidrs,
+            log_kms_key_arn=args.log_kms_key_arn,
+            log_retention_days=args.log_retention_days,
             tags=tags,
-            opts=child,
         )
-        monitoring_role = aws.iam.Role(
-            f"{name}-monitoring",
-            description=f"RDS enhanced monitoring for {args.identifier}",
-            assume_role_policy=json.dumps(
-                {"Version": "2012-10-17",
-                 "Statement": [{"Effect": "Allow", "Principal": {"Service": "monitoring.rds.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
-            ),
-            tags=tags,
-            opts=child,
-        )
-        monitoring_attachment = aws.iam.RolePolicyAttachment(
-            f"{name}-monitoring",
-            role=monitoring_role.name,
-            policy_arn=partition.partition.apply(lambda p: f"arn:{p}:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"),
-            opts=child,
-        )
-        log_groups = [
-            aws.cloudwatch.LogGroup(
-                f"{name}-log-{export}",
-                name=f"/aws/rds/instance/{args.identifier}/{export}",
-                retention_in_days=args.log_retention_days,
-                kms_key_id=args.log_kms_key_arn,
-                tags=tags,
-                opts=child,
-            )
-            for export in LOG_EXPORTS
-        ]
 
         self.instance = aws.rds.Instance(
             f"{name}-db",
@@ -185,10 +119,10 @@ class PostgresReplica(pulumi.ComponentResource):
             max_allocated_storage=args.max_allocated_storage_gib,
             storage_encrypted=True,
             kms_key_id=args.kms_key_arn,
-            db_subnet_group_name=subnet_group.name,
-            vpc_security_group_ids=[security_group.id],
+            db_subnet_group_name=surroundings.subnet_group.name,
+            vpc_security_group_ids=[surroundings.security_group.id],
             publicly_accessible=False,
-            parameter_group_name=parameter_group.name,
+            parameter_group_name=surroundings.parameter_group.name,
             port=POSTGRES_PORT,
             multi_az=args.multi_az,
             deletion_protection=args.deletion_protection,
@@ -206,11 +140,11 @@ class PostgresReplica(pulumi.ComponentResource):
             performance_insights_kms_key_id=args.kms_key_arn,
             performance_insights_retention_period=args.performance_insights_retention_days,
             monitoring_interval=args.monitoring_interval_seconds,
-            monitoring_role_arn=monitoring_role.arn,
+            monitoring_role_arn=surroundings.monitoring_role.arn,
             enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
             tags={**tags, "llm-platform/ledger-role": "promoted-primary" if args.promote else "replica"},
             # The identifier is fixed, so a replacement (re-seeding from another source) must delete first.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring_attachment, *log_groups], delete_before_replace=True),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=surroundings.instance_depends_on, delete_before_replace=True),
         )
 
         if args.lag_alarm_seconds is not None and not args.promote:
@@ -234,5 +168,5 @@ class PostgresReplica(pulumi.ComponentResource):
 
         self.address = self.instance.address
         self.arn = self.instance.arn
-        self.security_group_id = security_group.id
+        self.security_group_id = surroundings.security_group.id
         self.register_outputs({"address": self.address, "arn": self.arn, "security_group_id": self.security_group_id})
