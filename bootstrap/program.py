@@ -42,6 +42,7 @@ from bootstrap.config import (
     parse_bootstrap_config,
 )
 from components.kms import EncryptionKey, EncryptionKeyArgs
+from components.private_bucket import harden_private_bucket, tls_only_statements
 
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 STS_AUDIENCE = "sts.amazonaws.com"
@@ -243,27 +244,7 @@ def images_policy(arns: BootstrapArns) -> dict[str, Any]:
 
 
 def state_bucket_policy(bucket_arn: str) -> dict[str, Any]:
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "DenyInsecureTransport",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "s3:*",
-                "Resource": [bucket_arn, f"{bucket_arn}/*"],
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            },
-            {
-                "Sid": "DenyOldTls",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "s3:*",
-                "Resource": [bucket_arn, f"{bucket_arn}/*"],
-                "Condition": {"NumericLessThan": {"s3:TlsVersion": "1.2"}},
-            },
-        ],
-    }
+    return {"Version": "2012-10-17", "Statement": tls_only_statements(bucket_arn, outdated_tls_sid="DenyOldTls")}
 
 
 def ecr_lifecycle_policy(keep_images: int) -> dict[str, Any]:
@@ -313,45 +294,12 @@ class Bootstrap(pulumi.ComponentResource):
         # --- Pulumi state bucket -----------------------------------------------------------------------------
         bucket_name = identity.account_id.apply(lambda account: f"{prefix}-state-{account}-{cfg.region}")
         self.state_bucket = aws.s3.Bucket(f"{prefix}-state", bucket=bucket_name, force_destroy=cfg.force_destroy, tags=tags, opts=kept)
-        bucket_id = self.state_bucket.id
-        aws.s3.BucketOwnershipControls(
-            f"{prefix}-state-ownership",
-            bucket=bucket_id,
-            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
-            opts=child,
-        )
-        public_access = aws.s3.BucketPublicAccessBlock(
-            f"{prefix}-state-public-access",
-            bucket=bucket_id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        aws.s3.BucketVersioning(
-            f"{prefix}-state-versioning",
-            bucket=bucket_id,
-            versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
-            opts=child,
-        )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{prefix}-state-encryption",
-            bucket=bucket_id,
-            rules=[
-                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                        sse_algorithm="aws:kms", kms_master_key_id=self.state_key.arn
-                    ),
-                    bucket_key_enabled=True,
-                )
-            ],
-            opts=child,
-        )
-        aws.s3.BucketLifecycleConfiguration(
-            f"{prefix}-state-lifecycle",
-            bucket=bucket_id,
-            rules=[
+        harden_private_bucket(
+            self,
+            f"{prefix}-state",
+            self.state_bucket,
+            kms_key_arn=self.state_key.arn,
+            lifecycle_rules=[
                 aws.s3.BucketLifecycleConfigurationRuleArgs(
                     id="expire-superseded-state",
                     status="Enabled",
@@ -364,14 +312,8 @@ class Bootstrap(pulumi.ComponentResource):
                     ),
                 )
             ],
-            opts=child,
-        )
-        aws.s3.BucketPolicy(
-            f"{prefix}-state-tls-only",
-            bucket=bucket_id,
             policy=self.state_bucket.arn.apply(lambda arn: json.dumps(state_bucket_policy(arn))),
-            # S3 rejects a bucket policy while the public access block is being applied concurrently.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
+            policy_name=f"{prefix}-state-tls-only",
         )
 
         # --- ECR repositories ----------------------------------------------------------------------------------

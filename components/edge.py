@@ -18,8 +18,9 @@ from typing import Literal, Sequence
 import pulumi
 import pulumi_aws as aws
 
-from components.model_bucket import tls_only_statements
+from components.certificate import dns_validated_certificate
 from components.naming import AUTONAME_SUFFIX, short_name
+from components.private_bucket import harden_private_bucket, tls_only_statements
 
 # ALB-supported TLS policies that allow nothing below TLS 1.2 (ELB.17/18); the first is the default.
 TLS_POLICIES = (
@@ -376,44 +377,6 @@ class Edge(pulumi.ComponentResource):
     ) -> aws.s3.Bucket:
         child = pulumi.ResourceOptions(parent=self)
         bucket = aws.s3.Bucket(f"{name}-access-logs", force_destroy=not args.deletion_protection, tags=args.tags, opts=child)
-        ownership = aws.s3.BucketOwnershipControls(
-            f"{name}-access-logs-ownership", bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=child
-        )
-        public_access = aws.s3.BucketPublicAccessBlock(
-            f"{name}-access-logs-public-access",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        # ELB log delivery writes only to SSE-S3 buckets (SSE-KMS is refused for ALB access logs), so AES256 here.
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-access-logs-encryption",
-            bucket=bucket.id,
-            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}],
-            opts=child,
-        )
-        versioning = aws.s3.BucketVersioning(
-            f"{name}-access-logs-versioning", bucket=bucket.id, versioning_configuration={"status": "Enabled"}, opts=child
-        )
-        aws.s3.BucketLifecycleConfiguration(
-            f"{name}-access-logs-lifecycle",
-            bucket=bucket.id,
-            rules=[
-                {
-                    "id": "expire-access-logs",
-                    "status": "Enabled",
-                    "filter": {"prefix": ""},
-                    "expiration": {"days": args.access_log_retention_days},
-                    "noncurrent_version_expiration": {"noncurrent_days": 1},
-                    "abort_incomplete_multipart_upload": {"days_after_initiation": 1},
-                }
-            ],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
-        )
-
         def policy(values: list[str]) -> str:
             arn, account, region_name, part = values
             log_objects = f"{arn}/{ACCESS_LOG_PREFIX}/AWSLogs/{account}/*"
@@ -438,40 +401,38 @@ class Edge(pulumi.ComponentResource):
                 )
             return json.dumps({"Version": "2012-10-17", "Statement": [*statements, *tls_only_statements(arn)]})
 
-        self._log_bucket_policy = aws.s3.BucketPolicy(
-            f"{name}-access-logs-policy",
-            bucket=bucket.id,
+        self._log_bucket_policy = harden_private_bucket(
+            self,
+            f"{name}-access-logs",
+            bucket,
+            # ELB log delivery writes only to SSE-S3 buckets (SSE-KMS is refused for ALB access logs), so AES256 here.
+            kms_key_arn=None,
+            lifecycle_rules=[
+                {
+                    "id": "expire-access-logs",
+                    "status": "Enabled",
+                    "filter": {"prefix": ""},
+                    "expiration": {"days": args.access_log_retention_days},
+                    "noncurrent_version_expiration": {"noncurrent_days": 1},
+                    "abort_incomplete_multipart_upload": {"days_after_initiation": 1},
+                }
+            ],
             policy=pulumi.Output.all(bucket.arn, account_id, region, partition).apply(policy),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access, ownership]),
         )
         return bucket
 
     def _certificate(self, name: str, args: EdgeArgs) -> pulumi.Output[str]:
         child = pulumi.ResourceOptions(parent=self)
         assert args.hosted_zone_id is not None  # EdgeArgs guarantees a zone when no certificate is given
-        certificate = aws.acm.Certificate(
+        return dns_validated_certificate(
             f"{name}-api",
+            f"{name}-api-validation",
             domain_name=args.domain_name,
-            validation_method="DNS",
-            key_algorithm="RSA_2048",  # ECDSA-only would lock out older TLS clients
+            zone_id=args.hosted_zone_id,
             tags=args.tags,
             opts=child,
+            record_opts=child,
         )
-        option = certificate.domain_validation_options.apply(lambda options: options[0])
-        record = aws.route53.Record(
-            f"{name}-api-validation",
-            zone_id=args.hosted_zone_id,
-            name=option.apply(lambda o: str(o.resource_record_name)),
-            type=option.apply(lambda o: str(o.resource_record_type)),
-            records=[option.apply(lambda o: str(o.resource_record_value))],
-            ttl=300,
-            allow_overwrite=True,
-            opts=child,
-        )
-        validation = aws.acm.CertificateValidation(
-            f"{name}-api", certificate_arn=certificate.arn, validation_record_fqdns=[record.fqdn], opts=child
-        )
-        return validation.certificate_arn
 
     def _waf(
         self,

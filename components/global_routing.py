@@ -24,6 +24,8 @@ from typing import Literal, Sequence
 import pulumi
 import pulumi_aws as aws
 
+from components.certificate import dns_validated_certificate
+
 CONTINENTS = ("AF", "AN", "AS", "EU", "OC", "NA", "SA")
 LATENCY_LABEL = "latency"
 
@@ -236,34 +238,19 @@ class GlobalRouting(pulumi.ComponentResource):
         if endpoint.provider is None:
             raise ValueError(f"endpoints[{endpoint.region}].provider: got None with an https_listener_arn; allowed: the region's aws.Provider")
         in_region = pulumi.ResourceOptions(parent=self, provider=endpoint.provider)
-        certificate = aws.acm.Certificate(
+        certificate_arn = dns_validated_certificate(
             f"{name}-cert-{endpoint.region}",
+            f"{name}-cert-validation-{endpoint.region}",
             domain_name=args.api_hostname,
-            validation_method="DNS",
-            key_algorithm="RSA_2048",
+            zone_id=args.zone_id,
             tags=args.tags,
             opts=in_region,
-        )
-        option = certificate.domain_validation_options.apply(lambda options: options[0])
-        # ACM asks for the same CNAME for one domain in one account whatever the region; overwriting makes the
-        # per-region records idempotent instead of conflicting.
-        record = aws.route53.Record(
-            f"{name}-cert-validation-{endpoint.region}",
-            zone_id=args.zone_id,
-            name=option.apply(lambda o: str(o.resource_record_name)),
-            type=option.apply(lambda o: str(o.resource_record_type)),
-            records=[option.apply(lambda o: str(o.resource_record_value))],
-            ttl=300,
-            allow_overwrite=True,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        validation = aws.acm.CertificateValidation(
-            f"{name}-cert-{endpoint.region}", certificate_arn=certificate.arn, validation_record_fqdns=[record.fqdn], opts=in_region
+            record_opts=pulumi.ResourceOptions(parent=self),
         )
         aws.lb.ListenerCertificate(
             f"{name}-cert-{endpoint.region}",
             listener_arn=endpoint.https_listener_arn,
-            certificate_arn=validation.certificate_arn,
+            certificate_arn=certificate_arn,
             opts=in_region,
         )
-        return validation.certificate_arn
+        return certificate_arn

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from components.private_bucket import harden_private_bucket, tls_only_statements
+
 
 @dataclass
 class ModelBucketArgs:
@@ -33,29 +35,6 @@ class ModelBucketArgs:
             raise ValueError(f"noncurrent_version_retention_days: got {self.noncurrent_version_retention_days}; allowed: 1 to 3650")
         if not 1 <= self.abort_incomplete_upload_days <= 365:
             raise ValueError(f"abort_incomplete_upload_days: got {self.abort_incomplete_upload_days}; allowed: 1 to 365")
-
-
-def tls_only_statements(bucket_arn: str) -> list[dict[str, object]]:
-    """Bucket-policy statements denying plain HTTP and TLS below 1.2 (shared with the access-log bucket)."""
-    resources = [bucket_arn, f"{bucket_arn}/*"]
-    return [
-        {
-            "Sid": "DenyInsecureTransport",
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:*",
-            "Resource": resources,
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-        },
-        {
-            "Sid": "DenyOutdatedTls",
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:*",
-            "Resource": resources,
-            "Condition": {"NumericLessThan": {"s3:TlsVersion": "1.2"}},
-        },
-    ]
 
 
 def read_only_policy(bucket_arn: str, kms_key_arn: str, region: str) -> str:
@@ -94,36 +73,12 @@ class ModelBucket(pulumi.ComponentResource):
 
         self.bucket = aws.s3.Bucket(f"{name}", force_destroy=args.force_destroy, tags=args.tags, opts=child)
         bucket = self.bucket
-        ownership = aws.s3.BucketOwnershipControls(
-            f"{name}-ownership", bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=child
-        )
-        public_access = aws.s3.BucketPublicAccessBlock(
-            f"{name}-public-access",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-encryption",
-            bucket=bucket.id,
-            rules=[
-                {
-                    "apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms", "kms_master_key_id": args.kms_key_arn},
-                    "bucket_key_enabled": True,
-                }
-            ],
-            opts=child,
-        )
-        versioning = aws.s3.BucketVersioning(
-            f"{name}-versioning", bucket=bucket.id, versioning_configuration={"status": "Enabled"}, opts=child
-        )
-        aws.s3.BucketLifecycleConfiguration(
-            f"{name}-lifecycle",
-            bucket=bucket.id,
-            rules=[
+        harden_private_bucket(
+            self,
+            name,
+            bucket,
+            kms_key_arn=args.kms_key_arn,
+            lifecycle_rules=[
                 {
                     "id": "expire-noncurrent-and-abandoned-uploads",
                     "status": "Enabled",
@@ -132,14 +87,7 @@ class ModelBucket(pulumi.ComponentResource):
                     "abort_incomplete_multipart_upload": {"days_after_initiation": args.abort_incomplete_upload_days},
                 }
             ],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
-        )
-        aws.s3.BucketPolicy(
-            f"{name}-policy",
-            bucket=bucket.id,
             policy=bucket.arn.apply(lambda arn: json.dumps({"Version": "2012-10-17", "Statement": tls_only_statements(arn)})),
-            # S3 rejects a policy while the public-access block is being written; order them.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access, ownership]),
         )
 
         self.read_policy_json = pulumi.Output.all(bucket.arn, args.kms_key_arn, region.region).apply(
