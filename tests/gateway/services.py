@@ -15,7 +15,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+def _postgres_bin() -> Path:
+    """Debian/Ubuntu install server binaries under /usr/lib/postgresql/<major>/bin (15 on Debian 12): take the newest."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    if not found:
+        raise RuntimeError("PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin: run `make setup` (apt package postgresql)")
+    return found[-1].parent
+
+
+PG_BIN = _postgres_bin()
 
 
 def free_port() -> int:
