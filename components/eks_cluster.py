@@ -17,7 +17,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components.irsa import trust_policy
+from components.irsa import service_trust_policy, trust_policy
 from components.kms import EncryptionKey, EncryptionKeyArgs
 
 CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
@@ -45,12 +45,6 @@ class EksClusterArgs:
     as the cluster creator it is already admin, and a second entry for it would fail."""
     log_retention_days: int = 90
     tags: dict[str, str] = field(default_factory=dict)
-
-
-def _assume_role_policy(service: str) -> str:
-    return json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]}
-    )
 
 
 def kubeconfig_json(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
@@ -122,7 +116,7 @@ class EksCluster(pulumi.ComponentResource):
             opts=child,
         )
 
-        role = aws.iam.Role(f"{name}-cluster", assume_role_policy=_assume_role_policy("eks.amazonaws.com"), tags=tags, opts=child)
+        role = aws.iam.Role(f"{name}-cluster", assume_role_policy=service_trust_policy("eks.amazonaws.com"), tags=tags, opts=child)
         attachment = aws.iam.RolePolicyAttachment(
             f"{name}-cluster-policy", role=role.name, policy_arn="arn:aws:iam::aws:policy/AmazonEKSClusterPolicy", opts=child
         )

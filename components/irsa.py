@@ -1,4 +1,5 @@
-"""IAM roles for Kubernetes service accounts (IRSA), each trusted by exactly one service account.
+"""IAM roles for Kubernetes service accounts (IRSA), each trusted by exactly one service account; and the trust
+policy of roles AWS services assume (`service_trust_policy`).
 
 The trust policy pins both OIDC claims EKS puts in a projected service-account token: `sub` must be the one
 service account (`system:serviceaccount:<namespace>:<name>`) and `aud` must be `sts.amazonaws.com`. Without
@@ -23,6 +24,13 @@ class ServiceAccountIdentity:
     """ARN of the cluster's IAM OIDC provider."""
     oidc_issuer: pulumi.Input[str]
     """Issuer host and path without `https://`, e.g. `oidc.eks.us-east-1.amazonaws.com/id/ABC`."""
+
+
+def service_trust_policy(service: str) -> str:
+    """Trust policy of a role an AWS service assumes (`eks.amazonaws.com`, `monitoring.rds.amazonaws.com`, ...)."""
+    return json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]}
+    )
 
 
 def trust_policy(oidc_provider_arn: str, oidc_issuer: str, namespace: str, service_account: str) -> str:

@@ -9,12 +9,13 @@ node-template tags on their Auto Scaling group so the autoscaler can scale them 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Literal, Mapping, Sequence
 
 import pulumi
 import pulumi_aws as aws
+
+from components.irsa import service_trust_policy
 
 GPU_LABEL = "llm-platform/gpu"
 GPU_TAINT_KEY = "nvidia.com/gpu"
@@ -76,9 +77,7 @@ class NodeGroup(pulumi.ComponentResource):
 
         self.role = aws.iam.Role(
             f"{name}-node",
-            assume_role_policy=json.dumps(
-                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
-            ),
+            assume_role_policy=service_trust_policy("ec2.amazonaws.com"),
             tags=tags,
             opts=child,
         )

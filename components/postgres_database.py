@@ -16,6 +16,8 @@ from typing import Sequence
 import pulumi
 import pulumi_aws as aws
 
+from components.irsa import service_trust_policy
+
 POSTGRES_PORT = 5432
 LOG_EXPORTS = ("postgresql", "upgrade")
 ENGINE_VERSION_PATTERN = r"^(1[4-8])(\.\d+)?$"
@@ -197,14 +199,7 @@ class PostgresSurroundings:
         self.monitoring_role = aws.iam.Role(
             f"{name}-monitoring",
             description=f"RDS enhanced monitoring for {identifier}",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {"Effect": "Allow", "Principal": {"Service": "monitoring.rds.amazonaws.com"}, "Action": "sts:AssumeRole"}
-                    ],
-                }
-            ),
+            assume_role_policy=service_trust_policy("monitoring.rds.amazonaws.com"),
             tags=tags,
             opts=child,
         )

@@ -22,6 +22,7 @@ from typing import Sequence
 import pulumi
 import pulumi_aws as aws
 
+from components.irsa import service_trust_policy
 from components.kms import EncryptionKey, EncryptionKeyArgs
 
 
@@ -141,10 +142,7 @@ class ArtifactReplication(pulumi.ComponentResource):
         template_role = aws.iam.Role(
             f"{name}-ecr-templates",
             description="ECR creates replicated repositories encrypted with each region's KMS key",
-            assume_role_policy=json.dumps(
-                {"Version": "2012-10-17",
-                 "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecr.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
-            ),
+            assume_role_policy=service_trust_policy("ecr.amazonaws.com"),
             tags=tags,
             opts=child,
         )
@@ -190,10 +188,7 @@ class ArtifactReplication(pulumi.ComponentResource):
             replication_role = aws.iam.Role(
                 f"{name}-s3",
                 description=f"S3 cross-region replication of the model bucket from {args.home_region}",
-                assume_role_policy=json.dumps(
-                    {"Version": "2012-10-17",
-                     "Statement": [{"Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
-                ),
+                assume_role_policy=service_trust_policy("s3.amazonaws.com"),
                 tags=tags,
                 opts=child,
             )
