@@ -25,6 +25,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.naming import AUTONAME_SUFFIX, short_name
+from components.security_groups import data_store_security_group
 
 REDIS_PORT = 6379
 MAX_SECONDARIES = 2
@@ -122,37 +123,19 @@ class GlobalDatastore(pulumi.ComponentResource):
         for member in args.secondaries:
             in_region = pulumi.ResourceOptions(parent=self, provider=member.provider)
             member_name = f"{name}-{member.region}"
-            security_group = aws.ec2.SecurityGroup(
-                f"{member_name}-sg",
+            security_group = data_store_security_group(
+                member_name,
                 vpc_id=member.vpc_id,
+                port=REDIS_PORT,
                 description=f"Global Datastore member {member_name}: Redis TLS port from the EKS cluster only",
-                tags={**tags, "Name": f"{member_name}-redis"},
+                name_tag=f"{member_name}-redis",
+                allowed_security_group_ids=member.allowed_security_group_ids,
+                cluster_rule_description="Redis (TLS, AUTH) from the EKS cluster nodes and pods of this region",
+                peer_protocol="Redis (TLS, AUTH)",
+                allowed_cidrs=member.allowed_cidrs,
+                tags=tags,
                 opts=in_region,
             )
-            for index, source_sg in enumerate(member.allowed_security_group_ids):
-                aws.vpc.SecurityGroupIngressRule(
-                    f"{member_name}-from-cluster-{index}",
-                    security_group_id=security_group.id,
-                    description="Redis (TLS, AUTH) from the EKS cluster nodes and pods of this region",
-                    ip_protocol="tcp",
-                    from_port=REDIS_PORT,
-                    to_port=REDIS_PORT,
-                    referenced_security_group_id=source_sg,
-                    tags=tags,
-                    opts=in_region,
-                )
-            for index, cidr in enumerate(member.allowed_cidrs):
-                aws.vpc.SecurityGroupIngressRule(
-                    f"{member_name}-from-peer-{index}",
-                    security_group_id=security_group.id,
-                    description=f"Redis (TLS, AUTH) from {cidr} over inter-region peering (writes after a promotion)",
-                    ip_protocol="tcp",
-                    from_port=REDIS_PORT,
-                    to_port=REDIS_PORT,
-                    cidr_ipv4=cidr,
-                    tags=tags,
-                    opts=in_region,
-                )
             subnet_group = aws.elasticache.SubnetGroup(
                 f"{member_name}-subnets",
                 description=f"{member_name}: private subnets",

@@ -17,6 +17,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.irsa import service_trust_policy
+from components.security_groups import data_store_security_group
 
 POSTGRES_PORT = 5432
 LOG_EXPORTS = ("postgresql", "upgrade")
@@ -112,8 +113,7 @@ class PostgresDatabaseArgs:
 class PostgresSurroundings:
     """The hardened surroundings of one RDS PostgreSQL instance, shared by the primary and its cross-region replicas.
 
-    A security group open only to the given cluster security groups (and CIDRs), with no egress rule (the database
-    never opens connections; the provider removes AWS's default allow-all); a subnet group; a parameter group that
+    A security group open only to the given cluster security groups (and CIDRs); a subnet group; a parameter group that
     forces TLS and logs connections; the enhanced-monitoring role; and the exported-log groups, created before RDS
     would create them itself with no retention and no CMK. Resources are children of `parent`, named `<name>-...`.
     """
@@ -144,37 +144,19 @@ class PostgresSurroundings:
         child = pulumi.ResourceOptions(parent=parent)
         partition = aws.get_partition_output(opts=pulumi.InvokeOutputOptions(parent=parent))
 
-        self.security_group = aws.ec2.SecurityGroup(
-            f"{name}-sg",
+        self.security_group = data_store_security_group(
+            name,
             vpc_id=vpc_id,
+            port=POSTGRES_PORT,
             description=security_group_description,
-            tags={**tags, "Name": f"{identifier}-postgres"},
+            name_tag=f"{identifier}-postgres",
+            allowed_security_group_ids=allowed_security_group_ids,
+            cluster_rule_description="PostgreSQL (TLS enforced by rds.force_ssl) from the EKS cluster nodes and pods",
+            peer_protocol="PostgreSQL (TLS)",
+            allowed_cidrs=allowed_cidrs,
+            tags=tags,
             opts=child,
         )
-        for index, source_sg in enumerate(allowed_security_group_ids):
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-from-cluster-{index}",
-                security_group_id=self.security_group.id,
-                description="PostgreSQL (TLS enforced by rds.force_ssl) from the EKS cluster nodes and pods",
-                ip_protocol="tcp",
-                from_port=POSTGRES_PORT,
-                to_port=POSTGRES_PORT,
-                referenced_security_group_id=source_sg,
-                tags=tags,
-                opts=child,
-            )
-        for index, cidr in enumerate(allowed_cidrs):
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-from-peer-{index}",
-                security_group_id=self.security_group.id,
-                description=f"PostgreSQL (TLS) from {cidr} over inter-region peering (writes after a promotion)",
-                ip_protocol="tcp",
-                from_port=POSTGRES_PORT,
-                to_port=POSTGRES_PORT,
-                cidr_ipv4=cidr,
-                tags=tags,
-                opts=child,
-            )
 
         self.subnet_group = aws.rds.SubnetGroup(
             f"{name}-subnets",

@@ -17,6 +17,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from components.naming import AUTONAME_SUFFIX, short_name
+from components.security_groups import data_store_security_group
 
 # ElastiCache AUTH tokens accept printable ASCII except `/`, `"`, `@` and space; this conservative subset is also
 # safe in a redis:// URL and in shell and YAML without quoting.
@@ -112,26 +113,18 @@ class RedisCache(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         tags = args.tags
 
-        security_group = aws.ec2.SecurityGroup(
-            f"{name}-sg",
+        security_group = data_store_security_group(
+            name,
             vpc_id=args.vpc_id,
+            port=REDIS_PORT,
             description=f"ElastiCache {name}: Redis TLS port from the EKS cluster only",
-            tags={**tags, "Name": f"{name}-redis"},
+            name_tag=f"{name}-redis",
+            allowed_security_group_ids=args.allowed_security_group_ids,
+            cluster_rule_description="Redis (TLS, AUTH) from the EKS cluster nodes and pods",
+            peer_protocol="Redis (TLS, AUTH)",
+            tags=tags,
             opts=child,
         )
-        # No egress rule: the cache never opens connections, and the provider removes AWS's default allow-all.
-        for index, source_sg in enumerate(args.allowed_security_group_ids):
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-from-cluster-{index}",
-                security_group_id=security_group.id,
-                description="Redis (TLS, AUTH) from the EKS cluster nodes and pods",
-                ip_protocol="tcp",
-                from_port=REDIS_PORT,
-                to_port=REDIS_PORT,
-                referenced_security_group_id=source_sg,
-                tags=tags,
-                opts=child,
-            )
 
         subnet_group = aws.elasticache.SubnetGroup(
             f"{name}-subnets",
