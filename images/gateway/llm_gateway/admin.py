@@ -32,8 +32,8 @@ import asyncpg
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from llm_gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound, ServiceUnavailable, Unauthorized
-from llm_gateway.http import Receive, Scope, Send, header, read_body, send_error, send_json
+from llm_gateway.errors import InvalidRequest, MethodNotAllowed, NotFound, Unauthorized
+from llm_gateway.http import Receive, Scope, Send, answer_json_api, header, read_body
 from llm_gateway.keys import ORG_LIMIT_FIELDS, KeyStore
 
 log = logging.getLogger(__name__)
@@ -205,22 +205,13 @@ class AdminApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        try:
+
+        async def answer() -> tuple[int, object]:
             self._authorize(scope)
-            status, body = await self._dispatch(scope, receive)
-        except GatewayError as exc:
-            await send_error(send, exc.status, exc.message, exc.type, exc.param, exc.code, exc.headers)
-            return
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
-                asyncpg.exceptions.OperatorInterventionError, asyncpg.InternalClientError, TimeoutError) as exc:
-            error = ServiceUnavailable(f"database unavailable ({type(exc).__name__}); retry shortly")
-            await send_error(send, error.status, error.message, error.type, None, error.code)
-            return
-        except Exception:
-            log.exception("admin request failed: %s %s", scope["method"], scope["path"])
-            await send_error(send, 500, "internal error in the admin API; see the gateway log", "server_error")
-            return
-        await send_json(send, status, body)
+            return await self._dispatch(scope, receive)
+
+        await answer_json_api(send, answer, api="admin", unavailable="database unavailable", log=log,
+                              request=f"{scope['method']} {scope['path']}")
 
     def _authorize(self, scope: Scope) -> None:
         given = header(scope, b"x-admin-token")

@@ -5,12 +5,14 @@ Every response the gateway writes itself carries ``SECURITY_HEADERS``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import asyncpg
 import orjson
 
-from llm_gateway.errors import BodyTooLarge
+from llm_gateway.errors import BodyTooLarge, GatewayError, ServiceUnavailable
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -88,3 +90,40 @@ def header(scope: Scope, name: bytes) -> bytes | None:
         if key == name:
             return bytes(value)
     return None
+
+
+# What a lost or unreachable PostgreSQL raises (as opposed to a bad query, which is a bug and answers 500).
+DATABASE_UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InternalClientError, TimeoutError,
+)
+
+
+async def answer_json_api(
+    send: Send,
+    answer: Callable[[], Awaitable[tuple[int, object]]],
+    *,
+    api: str,
+    unavailable: str,
+    log: logging.Logger,
+    request: str,
+) -> None:
+    """Send `answer()`'s `(status, body)` as JSON, or the error it ends in, for the database-backed JSON APIs.
+
+    A `GatewayError` is answered as itself; an unreachable database as 503 `<unavailable> (<exception>); retry
+    shortly`; anything else is logged (`<api> request failed: <request>`) and answered 500 without details.
+    """
+    try:
+        status, body = await answer()
+    except GatewayError as exc:
+        await send_error(send, exc.status, exc.message, exc.type, exc.param, exc.code, exc.headers)
+        return
+    except DATABASE_UNREACHABLE as exc:
+        error = ServiceUnavailable(f"{unavailable} ({type(exc).__name__}); retry shortly")
+        await send_error(send, error.status, error.message, error.type, None, error.code)
+        return
+    except Exception:
+        log.exception("%s request failed: %s", api, request)
+        await send_error(send, 500, f"internal error in the {api} API; see the gateway log", "server_error")
+        return
+    await send_json(send, status, body)

@@ -21,8 +21,8 @@ from urllib.parse import parse_qs
 
 import asyncpg
 
-from llm_gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound, ServiceUnavailable, Unauthorized
-from llm_gateway.http import Receive, Scope, Send, send_error, send_json
+from llm_gateway.errors import InvalidRequest, MethodNotAllowed, NotFound, Unauthorized
+from llm_gateway.http import Receive, Scope, Send, answer_json_api
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +64,12 @@ class UsageApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        try:
-            body = await self._dispatch(scope)
-        except GatewayError as exc:
-            await send_error(send, exc.status, exc.message, exc.type, exc.param, exc.code, exc.headers)
-            return
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
-                asyncpg.exceptions.OperatorInterventionError, asyncpg.InternalClientError, TimeoutError) as exc:
-            error = ServiceUnavailable(f"usage data temporarily unavailable ({type(exc).__name__}); retry shortly")
-            await send_error(send, error.status, error.message, error.type, None, error.code)
-            return
-        except Exception:
-            log.exception("usage request failed: %s", scope["path"])
-            await send_error(send, 500, "internal error in the usage API; see the gateway log", "server_error")
-            return
-        await send_json(send, 200, body)
+
+        async def answer() -> tuple[int, object]:
+            return 200, await self._dispatch(scope)
+
+        await answer_json_api(send, answer, api="usage", unavailable="usage data temporarily unavailable", log=log,
+                              request=str(scope["path"]))
 
     async def _dispatch(self, scope: Scope) -> dict[str, Any]:
         principal = scope.get("llm_gateway.principal")
