@@ -39,9 +39,21 @@ class LimitsPrincipal(Protocol):
     org_limits: Any
 
 
-ADMIT_LUA = r"""
+# Both scripts start with this: Redis's clock in ms, and a token bucket's level now (refilled at `rate` per minute
+# since its last write, never above `cap`), so admission and reconciliation refill a bucket the same way.
+BUCKET_LUA = r"""
 local now_t = redis.call('TIME')
 local now = tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000)
+local function level_now(key, rate, cap)
+  local h = redis.call('HMGET', key, 't', 'ts')
+  if not h[1] then return cap end
+  local level = tonumber(h[1]) + (now - tonumber(h[2])) * rate / 60000
+  if level > cap then level = cap end
+  return level
+end
+"""
+
+ADMIT_LUA = BUCKET_LUA + r"""
 local reserve = tonumber(ARGV[1])
 local request_id = ARGV[2]
 local inflight_ttl = tonumber(ARGV[3])
@@ -78,12 +90,7 @@ local levels = {}
 for i, b in ipairs(buckets) do
   local rate, cap, cost = b[2], b[3], b[4]
   if rate > 0 then
-    local h = redis.call('HMGET', KEYS[b[1]], 't', 'ts')
-    local level = cap
-    if h[1] then
-      level = tonumber(h[1]) + (now - tonumber(h[2])) * rate / 60000
-      if level > cap then level = cap end
-    end
+    local level = level_now(KEYS[b[1]], rate, cap)
     levels[i] = level
     if cost > cap then
       return {3, b[5], 0, -1, -1, -1, -1, -1, -1}
@@ -149,9 +156,7 @@ end
 return out
 """
 
-RECONCILE_LUA = r"""
-local now_t = redis.call('TIME')
-local now = tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000)
+RECONCILE_LUA = BUCKET_LUA + r"""
 local delta = tonumber(ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[2])
 if delta ~= 0 then
@@ -159,13 +164,7 @@ if delta ~= 0 then
   for _, b in ipairs(token_buckets) do
     local rate, cap = b[2], b[3]
     if rate > 0 then
-      local h = redis.call('HMGET', KEYS[b[1]], 't', 'ts')
-      local level = cap
-      if h[1] then
-        level = tonumber(h[1]) + (now - tonumber(h[2])) * rate / 60000
-        if level > cap then level = cap end
-      end
-      level = level - delta
+      local level = level_now(KEYS[b[1]], rate, cap) - delta
       if level > cap then level = cap end
       if level < -cap then level = -cap end
       redis.call('HSET', KEYS[b[1]], 't', tostring(level), 'ts', now)
