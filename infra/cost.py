@@ -52,6 +52,8 @@ class CostEstimate:
     notes: list[str] = field(default_factory=list)
     unpriced: list[str] = field(default_factory=list)
     region_bases: list[str] = field(default_factory=list)
+    regions: list[str] = field(default_factory=list)
+    """The stack's regions, home first (the order the estimate is printed in)."""
     errors: list[str] = field(default_factory=list)
     """Resources that could not be priced (a price missing from the table): left out of the totals."""
 
@@ -69,10 +71,10 @@ class CostEstimate:
     def by_region_component(self) -> list[tuple[str, str, float, float]]:
         """(region, component, desired, max), home region first, components in reading order within a region."""
         totals: dict[tuple[str, str], list[float]] = {}
-        region_order: list[str] = []
+        regions = list(self.regions)
         for line in self.lines:
-            if line.region not in region_order:
-                region_order.append(line.region)
+            if line.region not in regions:
+                regions.append(line.region)
             acc = totals.setdefault((line.region, line.component), [0.0, 0.0])
             acc[0] += line.monthly_desired
             acc[1] += line.monthly_max
@@ -81,7 +83,7 @@ class CostEstimate:
             region, component = key
             kind = component.split(" ", 1)[0]
             rank = COMPONENT_ORDER.index(kind) if kind in COMPONENT_ORDER else len(COMPONENT_ORDER)
-            return region_order.index(region), rank, component
+            return regions.index(region), rank, component
 
         return [(region, name, round(d, 2), round(m, 2)) for (region, name), (d, m) in sorted(totals.items(), key=lambda kv: order(kv[0]))]
 
@@ -153,8 +155,7 @@ class _Context:
             return region
         # Kubernetes objects reach AWS through a cluster, not an AWS provider: the region named in their
         # provider (e.g. `k8s-eu-west-1`), else the home region.
-        regions = [str(r.inputs["region"]) for r in self.rendering.resources
-                   if r.type == "pulumi:providers:aws" and r.inputs.get("region")]
+        regions = region_order(self.rendering)
         for name in regions:
             if resource.provider and name in resource.provider:
                 return name
@@ -412,6 +413,23 @@ RULES: dict[str, Rule] = {
 }
 
 
+def region_order(rendering: Rendering) -> list[str]:
+    """The stack's regions, home first: from the program's `region` / `<region>:region` outputs, else its providers.
+
+    Registration order under the engine is not deterministic, so the outputs (exported in config order) decide.
+    """
+    regions: list[str] = []
+    home = rendering.outputs.get("region")
+    if isinstance(home, str):
+        regions.append(home)
+    for key, value in rendering.outputs.items():
+        if key.endswith(":region") and isinstance(value, str) and value not in regions:
+            regions.append(value)
+    providers = sorted({str(r.inputs["region"]) for r in rendering.resources
+                        if r.type == "pulumi:providers:aws" and r.inputs.get("region")})
+    return regions + [name for name in providers if name not in regions]
+
+
 def _component_of(resource: RenderedResource, by_urn: dict[str, RenderedResource]) -> str:
     """The nearest enclosing platform component (`llm-platform:*`), as `Type name`."""
     parent = resource.parent
@@ -469,6 +487,7 @@ def estimate(rendering: Rendering, prices: PriceTable | None = None) -> CostEsti
         unpriced=sorted(unpriced),
         region_bases=[table.region(name).basis for name in sorted(regions)],
         errors=errors,
+        regions=region_order(rendering),
     )
 
 

@@ -21,6 +21,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from PIL import Image, ImageDraw, ImageFont
 
+from infra.cost import region_order
 from infra.instances import INSTANCE_SPECS
 from infra.render import DEFAULT_REGION, RenderedResource, Rendering, unwrap_secrets
 
@@ -154,11 +155,7 @@ class _View:
         self.rendering = rendering
         self.resources = [_plain(r) for r in rendering.resources]
         self.by_id = {r.id: r for r in self.resources if r.id}
-        regions: list[str] = []
-        for r in self.resources:
-            if r.type == "pulumi:providers:aws" and r.inputs.get("region") and r.inputs["region"] not in regions:
-                regions.append(str(r.inputs["region"]))
-        self.regions = regions or [DEFAULT_REGION]
+        self.regions = region_order(rendering) or [DEFAULT_REGION]
 
     def region_of(self, r: RenderedResource) -> str:
         return self.rendering.region_of(r) or DEFAULT_REGION

@@ -95,6 +95,7 @@ def full_platform() -> None:
                                                      spec=k8s.core.v1.PodSpecArgs(containers=[k8s.core.v1.ContainerArgs(name="g", image="g:1")]))),
         opts=pulumi.ResourceOptions(provider=k8s_provider),
     )
+    pulumi.export("region", "us-east-1")  # the program exports its home region; the diagram puts it first
     aws.route53.Record("api", zone_id="Z1", name="api.example.com", type="A", set_identifier="us-east-1",
                        latency_routing_policies=[aws.route53.RecordLatencyRoutingPolicyArgs(region="us-east-1")],
                        aliases=[aws.route53.RecordAliasArgs(name="alb", zone_id="Z2", evaluate_target_health=True)])
