@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,20 @@ def test_preview_tests_first_then_previews_each_stack_with_the_policy_pack() -> 
     assert w["cloud-url"] == "${{ secrets.PULUMI_BACKEND_URL }}"
     order = [s.get("uses", "").split("@")[0] or s.get("run") for s in preview["steps"]]
     assert order.index(AWS_CREDENTIALS_ACTION) < order.index('make preflight STACK="$STACK"') < order.index(PULUMI_ACTION)
+
+
+def test_preview_posts_the_cost_estimate_of_its_stack_on_the_pr() -> None:
+    preview = load("preview.yml")["jobs"]["preview"]
+    (step,) = [s for s in preview["steps"] if "infra.cli cost" in s.get("run", "")]
+    assert '--format markdown' in step["run"] and '"$STACK"' in step["run"]
+    # one comment per stack, found again by its marker and edited, so pushes do not pile up comments
+    assert "llm-platform-cost:${STACK}" in step["run"] and "-X PATCH" in step["run"]
+    assert step["env"]["GH_TOKEN"] == "${{ github.token }}"
+    assert preview["permissions"]["pull-requests"] == "write"
+    # the command it runs exists and prints a markdown table with a total
+    out = subprocess.run([sys.executable, "-m", "infra.cli", "cost", "dev", "--format", "markdown"], cwd=ROOT_DIR,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "| **total** |" in out.stdout
 
 
 def test_policy_config_exists_for_every_stack() -> None:
