@@ -40,7 +40,7 @@ def over_budget_stack(tmp_path: Path) -> Path:
 def test_plan_exits_3_on_a_mandatory_violation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     stacks = over_budget_stack(tmp_path)
     assert main(["--stacks-dir", str(stacks), "plan", "budget"]) == 3
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())  # messages are wrapped at 110 columns wherever they fall
     assert "Policy (policies/config/prod.json):" in out  # a stack without its own file uses its tier's
     assert "[mandatory] tier-gpu-node-budget" in out and "this tier's budget is 24" in out
 
