@@ -20,7 +20,7 @@ from infra.config import ConfigError, PlatformConfig, parse_platform_config
 from infra import diagram, preflight, pricelist
 from infra import manifests as manifests_command
 from infra import cost as cost_command
-from infra.cost import estimate, format_estimate
+from infra.cost import CostEstimate, estimate, format_estimate
 from infra.pricelist import PriceError
 from infra.render import STACKS_DIR as DEFAULT_STACKS_DIR
 from infra.render import Rendering, RenderError, known_stacks, read_stack_config, render
@@ -83,14 +83,14 @@ def summary(rendering: Rendering) -> dict[str, Any]:
     }
 
 
-def plan_document(rendering: Rendering, violations: Sequence[Violation] = ()) -> dict[str, Any]:
-    """The `plan --json` contract of DESIGN.md."""
+def plan_document(rendering: Rendering, violations: Sequence[Violation] = (), cost: CostEstimate | None = None) -> dict[str, Any]:
+    """The `plan --json` contract of DESIGN.md (`cost` is estimated here unless the caller already has it)."""
     return {
         "stack": rendering.stack,
         "resources": [r.to_json() for r in rendering.resources],
         "outputs": rendering.public_outputs(),
         "policy": [v.to_json() for v in violations],
-        "cost": estimate(rendering).to_json(),
+        "cost": (cost or estimate(rendering)).to_json(),
         "summary": summary(rendering),
     }
 
@@ -100,7 +100,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     rendering = render_stack(args.stack)
     tier = stack_platform_config(args.stack).tier
     violations = policy_commands.plan_violations(rendering, args.stack, tier)
-    doc = plan_document(rendering, violations)
+    cost = estimate(rendering)
+    doc = plan_document(rendering, violations, cost)
     elapsed = time.monotonic() - started
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=False, default=str))
@@ -121,7 +122,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         kind = f"GPU {g['gpu']}" if g["gpu"] else "CPU"
         print(f"  node group {g['name']} ({kind}, {g['capacity']}): {', '.join(g['instance_types'])} min {g['min']} / desired {g['desired']} / max {g['max']}")
     print()
-    print(format_estimate(estimate(rendering), detail=args.cost_detail))
+    print(format_estimate(cost, detail=args.cost_detail))
     print("\nOutputs:")
     for k, v in doc["outputs"].items():
         text = json.dumps(v, default=str)

@@ -103,7 +103,7 @@ class Rendering:
         """The AWS region a resource is deployed to, read from its explicit provider."""
         if not resource.provider:
             return None
-        provider_urn = resource.provider.split("::" + resource.provider.rsplit("::", 1)[-1])[0]
+        provider_urn = resource.provider.rsplit("::", 1)[0]  # "<provider urn>::<provider id>"
         for r in self.resources:
             if r.urn == provider_urn and r.type == "pulumi:providers:aws":
                 region = r.inputs.get("region")
