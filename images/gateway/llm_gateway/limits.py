@@ -36,11 +36,15 @@ from llm_gateway import metrics
 from llm_gateway.resp import PipelinedRedis, Script
 
 
-class LimitsPrincipal(Protocol):
-    key_id: str
-    org_id: str
-    key_limits: Any
-    org_limits: Any
+class LimitsPrincipal(Protocol):  # read-only members, so the frozen ``keys.Principal`` satisfies it
+    @property
+    def key_id(self) -> str: ...
+    @property
+    def org_id(self) -> str: ...
+    @property
+    def key_limits(self) -> Any: ...
+    @property
+    def org_limits(self) -> Any: ...
 
 
 # Both scripts start with this: Redis's clock in ms, and a token bucket's level now (refilled at `rate` per minute

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import select
 import socket
 import ssl
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ from redis.exceptions import (
 )
 
 _INCOMPLETE = object()  # hiredis.Reader.gets() result while a reply is still partial (replies may be False/None)
-_PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
+_PEER_CLOSED = select.POLLHUP | select.POLLERR | select.POLLNVAL | getattr(select, "POLLRDHUP", 0)
 
 
 def reply_error(error: hiredis.ReplyError) -> RedisError:
@@ -112,11 +113,16 @@ class _RespProtocol(asyncio.Protocol):
         self._loop = loop
         self._timeout_s = timeout_s
         self._reader = hiredis.Reader(notEnoughData=_INCOMPLETE)
-        # (future, timeout timer) per command written and not answered yet, oldest first; a cancelled caller's
+        # (future, reply deadline) per command written and not answered yet, oldest first; a cancelled caller's
         # future stays here until its reply arrives, so the replies after it keep their owners
-        self._waiting: collections.deque[tuple[asyncio.Future[Any], asyncio.TimerHandle]] = collections.deque()
+        self._waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        # One timer for the oldest command's deadline (all share one timeout, so it is the earliest), re-armed
+        # lazily when it fires: no timer per command on the hot path.
+        self._watchdog: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
-        self._sock = sock  # the transport's own socket, kept to peek at it (see found_dead)
+        # a poll set of our own on the transport's socket, to look at it before a write (see found_dead)
+        self._poll = select.poll()
+        self._poll.register(sock.fileno(), select.POLLIN | _PEER_CLOSED)
         self.closed_by: RedisError | None = None
 
     # --- asyncio callbacks ---
@@ -138,8 +144,7 @@ class _RespProtocol(asyncio.Protocol):
             if not waiting:
                 self.fail(ConnectionError("Redis sent a reply to no command (unexpected push message?)"))
                 return
-            future, timer = waiting.popleft()
-            timer.cancel()
+            future = waiting.popleft()[0]
             if not future.done():  # done = its caller was cancelled: the reply is dropped
                 future.set_result(reply)
 
@@ -157,31 +162,46 @@ class _RespProtocol(asyncio.Protocol):
         (e.g. Redis restarted while this process was busy): the kernel already holds the EOF."""
         if self._waiting:
             return False  # replies are due: whatever the socket holds is theirs
-        try:
-            peeked = self._sock.recv(1, _PEEK_FLAGS)
-        except BlockingIOError:
+        ready = self._poll.poll(0)  # a zero-timeout poll(2): no exception on the (usual) nothing-to-read path
+        if not ready:
             return False
-        except OSError:
-            return True
+        events = ready[0][1]
         # Bytes on an idle plain connection are a protocol violation; over TLS they may be a session ticket
-        # the TLS layer has not read yet, so only an EOF counts there.
-        return peeked == b"" or not tls
+        # the TLS layer has not read yet, so only the peer's close counts there.
+        return bool(events & _PEER_CLOSED) or not tls
 
-    def write(self, payload: bytes, count: int) -> list[asyncio.Future[Any]]:
-        """Send ``count`` already packed commands in one write; one future per command, in order."""
+    def write(self, payload: bytes) -> asyncio.Future[Any]:
+        """Send one packed command; the future of its reply."""
         assert self._transport is not None
-        deadline = self._loop.time() + self._timeout_s
-        futures: list[asyncio.Future[Any]] = []
-        for _ in range(count):
-            future = self._loop.create_future()
-            timer = self._loop.call_at(deadline, self._timed_out, future)
-            self._waiting.append((future, timer))
-            futures.append(future)
+        future = self._loop.create_future()
+        self._expect(future)
+        self._transport.write(payload)
+        return future
+
+    def write_many(self, payload: bytes, count: int) -> list[asyncio.Future[Any]]:
+        """Send ``count`` packed commands in one write; one future per command, in order."""
+        assert self._transport is not None
+        futures = [self._loop.create_future() for _ in range(count)]
+        for future in futures:
+            self._expect(future)
         self._transport.write(payload)
         return futures
 
-    def _timed_out(self, future: asyncio.Future[Any]) -> None:
-        self.fail(TimeoutError(f"Redis did not answer within {self._timeout_s}s"))
+    def _expect(self, future: asyncio.Future[Any]) -> None:
+        deadline = self._loop.time() + self._timeout_s
+        self._waiting.append((future, deadline))
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_at(deadline, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self._watchdog = None
+        if not self._waiting:
+            return
+        deadline = self._waiting[0][1]
+        if self._loop.time() >= deadline:
+            self.fail(TimeoutError(f"Redis did not answer within {self._timeout_s}s"))
+        else:
+            self._watchdog = self._loop.call_at(deadline, self._check_deadline)
 
     def fail(self, error: RedisError) -> None:
         """Close the connection and fail every command still waiting on it."""
@@ -189,9 +209,11 @@ class _RespProtocol(asyncio.Protocol):
             self.closed_by = error
         if self._transport is not None:
             self._transport.abort()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         waiting, self._waiting = self._waiting, collections.deque()
-        for future, timer in waiting:
-            timer.cancel()
+        for future, _ in waiting:
             if not future.done():
                 future.set_exception(type(error)(*error.args))  # one instance each: tracebacks are per raise
                 future.exception()  # a caller that was cancelled meanwhile will never retrieve it: no warning
@@ -222,7 +244,9 @@ class PipelinedRedis:
     # --- commands ---
     async def execute(self, *args: Any) -> Any:
         """One command; its reply, or the redis-py exception for an error reply."""
-        (reply,) = await self._send(hiredis.pack_command(args), 1)
+        payload = hiredis.pack_command(args)
+        protocol = self._live_protocol() or await self._reconnect()
+        reply = await protocol.write(payload)
         if isinstance(reply, hiredis.ReplyError):
             raise reply_error(reply)
         return reply
@@ -232,11 +256,12 @@ class PipelinedRedis:
         if not commands:
             return []
         payload = b"".join(hiredis.pack_command(tuple(command)) for command in commands)
-        replies = await self._send(payload, len(commands))
+        protocol = self._live_protocol() or await self._reconnect()
+        replies = await asyncio.gather(*protocol.write_many(payload, len(commands)))
         return [reply_error(reply) if isinstance(reply, hiredis.ReplyError) else reply for reply in replies]
 
     async def ping(self) -> bool:
-        return await self.execute("PING") == b"PONG"
+        return bool(await self.execute("PING") == b"PONG")
 
     async def evalsha(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """EVALSHA; on NOSCRIPT (script cache flushed by a restart or failover) SCRIPT LOAD and try once more."""
@@ -260,23 +285,23 @@ class PipelinedRedis:
         return results
 
     # --- connection ---
-    async def _send(self, payload: bytes, count: int) -> list[Any]:
+    def _live_protocol(self) -> _RespProtocol | None:
+        """The current connection if it can take a command now, else None (``_reconnect`` then)."""
         protocol = self._protocol
-        if protocol is None or not protocol.usable or protocol.found_dead(self.address.tls):
-            # Nothing was written on the dead connection: sending on a fresh one cannot run anything twice.
-            if protocol is not None:
-                protocol.fail(ConnectionError("stale connection to Redis replaced"))
-            protocol = await self._connected()
-        futures = protocol.write(payload, count)
-        if count == 1:
-            return [await futures[0]]
-        return list(await asyncio.gather(*futures))
+        if protocol is not None and protocol.usable and not protocol.found_dead(self.address.tls):
+            return protocol
+        return None
 
-    async def _connected(self) -> _RespProtocol:
+    async def _reconnect(self) -> _RespProtocol:
+        """A fresh connection. Nothing was written on the dead one by the caller, so sending on the new one
+        cannot run the caller's command twice."""
+        if self._protocol is not None:
+            self._protocol.fail(ConnectionError("stale connection to Redis replaced"))
+            self._protocol = None
         if self._closed:
             raise ConnectionError("this Redis connection was closed")
         if self._connecting is None:
-            self._connecting = asyncio.ensure_future(self._connect())
+            self._connecting = asyncio.create_task(self._connect())
             self._connecting.add_done_callback(self._connect_done)
         # shielded: a caller that gives up must not abort the connect the other callers are waiting for
         return await asyncio.shield(self._connecting)
@@ -322,7 +347,7 @@ class PipelinedRedis:
         if address.db:
             setup.append(("SELECT", address.db))
         if setup:
-            futures = protocol.write(b"".join(hiredis.pack_command(command) for command in setup), len(setup))
+            futures = protocol.write_many(b"".join(hiredis.pack_command(command) for command in setup), len(setup))
             try:
                 replies = await asyncio.gather(*futures)
             except BaseException:
