@@ -36,6 +36,14 @@ def pause_server(url: str, ms: int) -> None:
         client.close()
 
 
+def wait_out_pause(url: str) -> None:
+    client = redis.Redis.from_url(url, socket_timeout=30)
+    try:
+        client.ping()  # answered once the pause is over
+    finally:
+        client.close()
+
+
 async def client_id(client: PipelinedRedis) -> int:
     return int(await client.execute("CLIENT", "ID"))
 
@@ -114,12 +122,12 @@ async def test_a_timeout_fails_every_pending_command_closes_the_connection_and_t
     client = PipelinedRedis.from_url(redis_url, timeout_s=0.2)
     try:
         first = await client_id(client)
-        pause_server(redis_url, 700)
+        pause_server(redis_url, 1500)
         results = await asyncio.gather(*(client.execute("ECHO", str(index)) for index in range(5)),
                                        return_exceptions=True)
         assert all(isinstance(result, TimeoutError) for result in results), results
         assert "did not answer within 0.2s" in str(results[0])
-        await asyncio.sleep(0.7)  # the pause ends; the late replies must not reach anyone
+        wait_out_pause(redis_url)  # the late replies are sent now, to a connection that no longer exists
         assert await client.execute("ECHO", "after") == b"after"
         assert await client_id(client) != first  # a fresh connection
     finally:
@@ -171,7 +179,7 @@ async def test_a_cancelled_caller_does_not_shift_the_replies_of_the_others(redis
     client = PipelinedRedis.from_url(redis_url, timeout_s=5)
     try:
         connection = await client_id(client)
-        pause_server(redis_url, 300)
+        pause_server(redis_url, 1000)
         cancelled = asyncio.ensure_future(client.execute("ECHO", "cancelled"))
         kept = asyncio.ensure_future(client.execute("ECHO", "kept"))
         await asyncio.sleep(0.05)  # both written, neither answered
@@ -405,3 +413,26 @@ def test_the_same_on_uvloop(scenario, redis_control: RedisServer) -> None:  # ty
     redis_control.flush()
     wants_server = "redis_control" in inspect.signature(scenario).parameters
     uvloop.run(scenario(redis_control if wants_server else redis_control.url))
+
+
+async def test_a_node_demoted_to_replica_is_left_for_a_new_connection(redis_url: str) -> None:
+    """After a failover the old primary answers READONLY on the connection it kept; the next command must go
+    through a new connection (which follows the endpoint's DNS to the new primary)."""
+    demoted = RedisServer()
+    demoted.start()
+    client = PipelinedRedis.from_url(demoted.url)
+    admin = redis.Redis.from_url(demoted.url)
+    try:
+        first = await client_id(client)
+        writes = Script.of("return redis.call('INCR', KEYS[1])")
+        assert await client.evalsha(writes, ["n"], []) == 1
+        primary_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+        admin.execute_command("REPLICAOF", "127.0.0.1", primary_port)
+        with pytest.raises(ReadOnlyError):
+            await client.evalsha(writes, ["n"], [])
+        admin.execute_command("REPLICAOF", "NO", "ONE")
+        assert await client_id(client) != first
+    finally:
+        admin.close()
+        await client.aclose()
+        demoted.close()

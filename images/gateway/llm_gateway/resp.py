@@ -1,9 +1,11 @@
 """A lean, pipelined Redis connection for the limiter's per-request scripts (standalone Redis only).
 
 Why not redis-py here: every admission is one EVALSHA with 8 keys and 17 arguments on the response's critical
-path, and redis-py spends ~185 µs of Python per call on this machine (script object → client → pool → retry →
-connection → parser), against ~110 µs for one asyncio protocol that writes ``hiredis.pack_command`` and resolves
-futures in FIFO order from ``hiredis.Reader``. Everything else (cache, health pings, cluster mode) stays on redis-py.
+path, and redis-py's layers (script object → client → pool → retry → connection → parser) cost more Python than
+the round trip itself. One asyncio protocol that writes ``hiredis.pack_command`` and resolves futures in FIFO order
+from ``hiredis.Reader`` takes ~0.6-0.7x the time per sequential admission (~80-100 µs less on the 2-core dev
+machine) and ~0.5x per call with 32 concurrent callers (``bench/redis_client_bench.py``). Everything else (response
+cache, the degraded-mode recovery ping, cluster mode) stays on redis-py.
 
 Contract (what the limiter relies on):
 - One connection, commands pipelined: concurrent callers share it and replies resolve in the order written.
@@ -248,7 +250,7 @@ class PipelinedRedis:
         protocol = self._live_protocol() or await self._reconnect()
         reply = await protocol.write(payload)
         if isinstance(reply, hiredis.ReplyError):
-            raise reply_error(reply)
+            raise self._error_reply(protocol, reply)
         return reply
 
     async def execute_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
@@ -258,7 +260,17 @@ class PipelinedRedis:
         payload = b"".join(hiredis.pack_command(tuple(command)) for command in commands)
         protocol = self._live_protocol() or await self._reconnect()
         replies = await asyncio.gather(*protocol.write_many(payload, len(commands)))
-        return [reply_error(reply) if isinstance(reply, hiredis.ReplyError) else reply for reply in replies]
+        return [self._error_reply(protocol, reply) if isinstance(reply, hiredis.ReplyError) else reply
+                for reply in replies]
+
+    @staticmethod
+    def _error_reply(protocol: _RespProtocol, reply: hiredis.ReplyError) -> RedisError:
+        error = reply_error(reply)
+        if isinstance(error, ReadOnlyError):
+            # A failover demoted this node but kept our connection: only a new connection follows the endpoint's
+            # DNS to the new primary (otherwise every admission would fail here until the process restarts).
+            protocol.fail(ConnectionError("Redis node became a read-only replica: reconnecting"))
+        return error
 
     async def ping(self) -> bool:
         return bool(await self.execute("PING") == b"PONG")
