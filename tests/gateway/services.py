@@ -267,12 +267,14 @@ class GatewayProcess:
     """``python -m llm_gateway`` in a subprocess on free ports, configured the way Kubernetes does it."""
 
     def __init__(self, catalog: dict[str, object], redis_url: str, pg_dsn: str,
-                 env: dict[str, str] | None = None, admin_token: str | None = None) -> None:
+                 env: dict[str, str] | None = None, admin_token: str | None = None,
+                 src: Path = GATEWAY_SRC) -> None:
         import secrets
 
         import yaml
 
         self.dir = Path(tempfile.mkdtemp(prefix="gw-proc-"))
+        self.src = src  # another checkout of images/gateway, for A/B benchmarks of two versions
         self.port = free_port()
         self.metrics_port = free_port()
         (self.dir / "models.yaml").write_text(yaml.safe_dump(catalog))
@@ -282,7 +284,7 @@ class GatewayProcess:
         self.log_path = self.dir / "gateway.log"
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": str(GATEWAY_SRC),
+            "PYTHONPATH": str(src),
             "GATEWAY_HOST": "127.0.0.1",
             "GATEWAY_PORT": str(self.port),
             "GATEWAY_METRICS_PORT": str(self.metrics_port),
@@ -306,7 +308,7 @@ class GatewayProcess:
         import sys
 
         log = open(self.log_path, "ab")
-        self._proc = subprocess.Popen([sys.executable, "-m", "llm_gateway"], cwd=str(GATEWAY_SRC), env=self.env,
+        self._proc = subprocess.Popen([sys.executable, "-m", "llm_gateway"], cwd=str(self.src), env=self.env,
                                       stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout_s

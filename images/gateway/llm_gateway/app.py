@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import orjson
 
 from llm_gateway import errors, metrics
@@ -29,7 +28,9 @@ from llm_gateway.logs import JsonLogger, client_request_id, new_request_id
 from llm_gateway.metering import UsageRecord
 from llm_gateway.routing import Backend, Router, backoff_delay
 from llm_gateway.settings import Settings
-from llm_gateway.upstream import RETRYABLE_ERRORS, RETRYABLE_STATUSES, request_timeout
+from llm_gateway.upstream import (
+    RETRYABLE_ERRORS, RETRYABLE_STATUSES, Timeouts, UpstreamClient, UpstreamError, UpstreamResponse,
+)
 
 # path → (endpoint label, model kinds it serves)
 ENDPOINTS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -76,7 +77,7 @@ class RequestContext:
 
 class Gateway:
     def __init__(self, settings: Settings, catalog: Catalog, keystore: Any, meter: Any, limiter: Limiter,
-                 cache: ResponseCache, router: Router, session: aiohttp.ClientSession, logger: JsonLogger,
+                 cache: ResponseCache, router: Router, upstream: UpstreamClient, logger: JsonLogger,
                  *, admin_app: Any = None, usage_app: Any = None, pool: Any = None) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -85,7 +86,7 @@ class Gateway:
         self.limiter = limiter
         self.cache = cache
         self.router = router
-        self.session = session
+        self.upstream = upstream
         self.log = logger
         self.admin_app = admin_app
         self.usage_app = usage_app
@@ -93,9 +94,9 @@ class Gateway:
         self.draining = False
         self.inflight = 0
         self._background: set[asyncio.Task[Any]] = set()
-        self._timeout_plain = request_timeout(settings.request_timeout_s, settings.connect_timeout_s, None)
-        self._timeout_stream = request_timeout(settings.request_timeout_s, settings.connect_timeout_s,
-                                               settings.stream_idle_timeout_s)
+        self._timeout_plain = Timeouts(settings.connect_timeout_s, settings.request_timeout_s)
+        self._timeout_stream = Timeouts(settings.connect_timeout_s, settings.request_timeout_s,
+                                        settings.stream_idle_timeout_s)
 
     # ------------------------------------------------------------------ ASGI entry
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -341,7 +342,7 @@ class Gateway:
         return plan
 
     async def open_upstream(self, ctx: RequestContext, upstream_body: dict[str, Any],
-                            affinity: bytes | None) -> aiohttp.ClientResponse:
+                            affinity: bytes | None) -> UpstreamResponse:
         """A response with a non-retryable status, after retries, breakers and fallbacks; ``ctx.backend`` set."""
         assert ctx.entry is not None
         timeout = self._timeout_stream if ctx.stream else self._timeout_plain
@@ -366,18 +367,18 @@ class Gateway:
                 if ctx.attempts == 1:
                     metrics.OVERHEAD.observe(time.perf_counter() - ctx.started)
                 try:
-                    response = await self.session.post(
-                        backend.url + path, data=payload, timeout=timeout,
-                        headers={"content-type": "application/json", "x-request-id": ctx.request_id})
+                    response = await self.upstream.request(
+                        "POST", backend.url, path, payload, timeout,
+                        (("content-type", "application/json"), ("x-request-id", ctx.request_id)))
                 except RETRYABLE_ERRORS as exc:
                     backend.release()
                     self.router.failure(backend)
                     last_error = f"{type(exc).__name__} from a {entry.name} backend"
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     backend.release()
                     self.router.failure(backend)
                     raise errors.UpstreamTimeout("the model server did not answer in time") from None
-                except aiohttp.ClientError as exc:  # anything else the client library reports: not retryable
+                except UpstreamError as exc:  # a malformed answer: not retryable
                     backend.release()
                     self.router.failure(backend)
                     raise errors.UpstreamError(f"the model server request failed ({type(exc).__name__})") from None
@@ -413,7 +414,7 @@ class Gateway:
         assert backend is not None
         try:
             body = await response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (UpstreamError, TimeoutError):
             self.router.failure(backend)
             raise errors.UpstreamError("the model server dropped the connection mid-response") from None
         finally:
@@ -426,7 +427,7 @@ class Gateway:
         ctx.status = response.status
         if response.status == 200:
             self.read_usage(ctx, body)
-        content_type = response.headers.get("content-type", "application/json").encode("latin-1")
+        content_type = response.header(b"content-type", b"application/json")
         await send_bytes(send, response.status, body, headers, (b"content-type", content_type))
         return body
 
@@ -457,7 +458,7 @@ class Gateway:
             if response.status >= 500:
                 self.router.failure(backend)
             ctx.status = response.status
-            content_type = response.headers.get("content-type", "application/json").encode("latin-1")
+            content_type = response.header(b"content-type", b"application/json")
             await send_bytes(send, response.status, body, headers, (b"content-type", content_type))
             return
 
@@ -469,7 +470,7 @@ class Gateway:
         chunks_seen = 0
         failed = False
         try:
-            async for piece in response.content.iter_any():
+            async for piece in response.chunks():
                 if ctx.ttft_s is None:
                     ctx.ttft_s = time.perf_counter() - ctx.started
                 pending += piece
@@ -484,14 +485,14 @@ class Gateway:
                     await send({"type": "http.response.body", "body": ready, "more_body": True})
             if pending:
                 await send({"type": "http.response.body", "body": pending, "more_body": True})
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (UpstreamError, TimeoutError, OSError) as exc:
             if watcher.done():
                 ctx.status, ctx.error_type = 499, "client_disconnected"
             else:
                 failed = True
                 ctx.error_type = "upstream_stream_error"
                 message = ("the model server stopped sending (idle timeout)"
-                           if isinstance(exc, asyncio.TimeoutError) else "the model server dropped the stream")
+                           if isinstance(exc, TimeoutError) else "the model server dropped the stream")
                 event = orjson.dumps({"error": {"message": message, "type": "upstream_error", "param": None,
                                                 "code": "stream_interrupted"}})
                 await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True})

@@ -22,10 +22,9 @@ import random
 import time
 from collections.abc import Iterable
 
-import aiohttp
-
 from llm_gateway import metrics
 from llm_gateway.catalog import Catalog, ModelEntry
+from llm_gateway.upstream import Timeouts, UpstreamClient, UpstreamError
 
 CLOSED, HALF_OPEN, OPEN = 0, 1, 2
 
@@ -164,26 +163,24 @@ class Router:
         }
 
     # --- active health checks ---
-    async def check_once(self, session: aiohttp.ClientSession) -> None:
+    async def check_once(self, client: UpstreamClient) -> None:
         backends = [b for pool in self.pools.values() for b in pool]
-        results = await asyncio.gather(*(self._probe(session, b.url) for b in backends))
+        results = await asyncio.gather(*(self._probe(client, b.url) for b in backends))
         for backend, healthy in zip(backends, results, strict=True):
             backend.set_healthy(healthy)
 
-    async def _probe(self, session: aiohttp.ClientSession, url: str) -> bool:
+    async def _probe(self, client: UpstreamClient, url: str) -> bool:
         try:
-            async with session.get(f"{url}/health",
-                                   timeout=aiohttp.ClientTimeout(total=self.health_timeout_s)) as resp:
-                await resp.read()
-                return resp.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            status = await client.get_status(url, "/health", Timeouts(self.health_timeout_s, self.health_timeout_s))
+        except (UpstreamError, TimeoutError, OSError):
             return False
+        return status == 200
 
-    def start_health_checks(self, session: aiohttp.ClientSession) -> None:
+    def start_health_checks(self, client: UpstreamClient) -> None:
         async def loop() -> None:
             while True:
                 await asyncio.sleep(self.health_interval_s)
-                await self.check_once(session)
+                await self.check_once(client)
 
         self._health_task = asyncio.create_task(loop())
 

@@ -32,9 +32,10 @@ from llm_gateway.catalog import CatalogError, load_catalog
 from llm_gateway.http import Receive, Scope, Send, send_bytes, send_error
 from llm_gateway.limits import Limiter
 from llm_gateway.logs import JsonLogger
+from llm_gateway.resp import PipelinedRedis
 from llm_gateway.routing import Router
 from llm_gateway.settings import Settings, SettingsError
-from llm_gateway.upstream import create_session
+from llm_gateway.upstream import UpstreamClient
 
 
 class _Server(uvicorn.Server):
@@ -155,25 +156,29 @@ async def build(settings: Settings, logger: JsonLogger) -> tuple[Gateway, list[A
     meter = UsageMeter(dsn, settings.spill_dir)
     await meter.start()
     redis = redis_client(settings)
+    # the limiter's two scripts per request skip redis-py on a standalone Redis (see resp.py)
+    pipelined = None if settings.redis_cluster else PipelinedRedis.from_url(
+        settings.redis_url, settings.read_secret(settings.redis_password_file), settings.redis_timeout_s)
     limiter = Limiter(redis, settings.expected_replicas, settings.inflight_ttl_s,
-                      settings.redis_reconnect_interval_s, logger, cluster=settings.redis_cluster)
+                      settings.redis_reconnect_interval_s, logger, cluster=settings.redis_cluster,
+                      pipelined=pipelined)
     cache = ResponseCache(redis, settings.cache_ttl_s, settings.cache_max_entry_bytes, limiter)
     router = Router(catalog, breaker_failures=settings.breaker_failures, breaker_reset_s=settings.breaker_reset_s,
                     affinity_epsilon=settings.affinity_epsilon, health_interval_s=settings.health_interval_s,
                     health_timeout_s=settings.health_timeout_s)
-    session = create_session()
-    await router.check_once(session)
-    router.start_health_checks(session)
+    upstream = UpstreamClient()
+    await router.check_once(upstream)
+    router.start_health_checks(upstream)
     admin_token = settings.read_secret(settings.admin_token_file)
     public_names = [name for entry in catalog.models for name in (entry.name, *entry.aliases)]
     admin_app = AdminApp(keystore, pool, admin_token, model_names=lambda: public_names) if admin_token else None
-    gateway = Gateway(settings, catalog, keystore, meter, limiter, cache, router, session, logger,
+    gateway = Gateway(settings, catalog, keystore, meter, limiter, cache, router, upstream, logger,
                       admin_app=admin_app, usage_app=UsageApp(pool), pool=pool)
 
     async def close_all() -> None:
         await router.close()
         await limiter.close()
-        await session.close()
+        await upstream.close()
         await meter.close()
         with contextlib.suppress(Exception):
             await keystore.close()
@@ -181,6 +186,8 @@ async def build(settings: Settings, logger: JsonLogger) -> tuple[Gateway, list[A
             await keystore.flush_last_used()
         with contextlib.suppress(Exception):
             await redis.aclose()
+        if pipelined is not None:
+            await pipelined.aclose()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(pool.close(), timeout=5)
 
