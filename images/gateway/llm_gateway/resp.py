@@ -320,7 +320,11 @@ class PipelinedRedis:
 
     def _connect_done(self, task: asyncio.Task[_RespProtocol]) -> None:
         self._connecting = None
-        if not task.cancelled() and task.exception() is None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        if self._closed:  # closed while this connect was finishing: do not keep it open
+            task.result().fail(ConnectionError("this Redis connection was closed"))
+        else:
             self._protocol = task.result()
 
     async def _connect(self) -> _RespProtocol:
@@ -338,7 +342,7 @@ class PipelinedRedis:
     async def _open(self) -> _RespProtocol:
         loop = asyncio.get_running_loop()
         address = self.address
-        # Our own socket (not the transport's wrapper), so an idle connection's EOF can be peeked before a write.
+        # Our own socket (not the transport's wrapper), so found_dead can poll it before a write.
         infos = await loop.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
         family, kind, proto, _, sockaddr = infos[0]
         sock = socket.socket(family, kind, proto)
