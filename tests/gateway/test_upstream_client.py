@@ -378,14 +378,29 @@ def test_slow_reader_pauses_the_socket_instead_of_buffering_everything(run: Any)
         server = await ScriptedServer(lambda i, c, req: actions).start()
         client = UpstreamClient()
         res = await client.request("POST", server.url, "/big", b"{}", Timeouts(1.0, 30.0, idle_s=5.0))
+        chunks = res.chunks()
+        size = len(await anext(chunks))
         await asyncio.sleep(0.5)  # a slow consumer: the server keeps writing meanwhile
         buffered = res._conn.buffered
-        assert buffered < len(piece) * total  # reading paused well before the whole body was held
-        size = 0
-        async for chunk in res.chunks():
+        assert buffered < len(piece) * total - size  # reading paused well before the whole body was held
+        async for chunk in chunks:
             size += len(chunk)
         res.release()
         assert size == len(piece) * total  # and resumed: nothing lost
+        await client.close()
+        await server.close()
+
+    run(main)
+
+
+def test_large_plain_body_is_read_whole(run: Any) -> None:
+    """A non-streamed answer bigger than the stream pause threshold (embeddings of many inputs) is not paused."""
+
+    async def main() -> None:
+        body = b"[" + b"0.123456789," * 400_000 + b"0]"  # ~4.8 MB
+        server = await ScriptedServer(lambda i, c, req: [response(body)]).start()
+        client = UpstreamClient()
+        assert await post(client, server.url, Timeouts(connect_s=1.0, total_s=10.0)) == (200, body)
         await client.close()
         await server.close()
 

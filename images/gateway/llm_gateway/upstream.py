@@ -96,6 +96,7 @@ class _Connection(asyncio.Protocol):
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.paused = False
+        self.streaming = False  # only a stream's reader drains the buffer as it goes: only then pause reading
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -109,7 +110,7 @@ class _Connection(asyncio.Protocol):
             self._fail(UpstreamProtocolError(f"malformed HTTP response from the model server: {exc}"))
             self.abort()
             return
-        if self.buffered > _PAUSE_READING_BYTES and not self.paused and self.transport is not None:
+        if self.streaming and self.buffered > _PAUSE_READING_BYTES and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
 
@@ -242,6 +243,7 @@ class UpstreamResponse:
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives (each item: whatever came in since the last one)."""
         conn = self._conn
+        conn.streaming = True
         while True:
             if conn.body:
                 yield conn.take_body()
