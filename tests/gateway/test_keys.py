@@ -99,6 +99,23 @@ async def test_cache_hit_makes_no_query_and_negative_entries_are_cached(pool: as
     assert counting.queries == before + 4
 
 
+async def test_cache_holds_no_plain_key_nor_the_stored_hash(pool: asyncpg.Pool) -> None:
+    """The in-process cache is keyed by a salted BLAKE2b: a heap dump shows neither keys nor database hashes, and
+    two replicas' cache keys for the same key differ."""
+    counting = CountingPool(pool)
+    store, other = KeyStore(counting), KeyStore(pool)
+    await _org(store)
+    full_key, _ = await store.create_key("acme")
+    assert await store.authenticate(full_key) is not None and await other.authenticate(full_key) is not None
+    (cached,) = list(store._cache)
+    (cached_elsewhere,) = list(other._cache)
+    assert full_key.encode() not in cached and cached != hashlib.sha256(full_key.encode()).digest()
+    assert cached != cached_elsewhere
+    queries = counting.queries
+    assert await store.authenticate(full_key) is not None  # a hit: found under the same cache key
+    assert counting.queries == queries
+
+
 async def test_concurrent_misses_share_one_query(pool: asyncpg.Pool) -> None:
     counting = CountingPool(pool)
     store = KeyStore(counting)

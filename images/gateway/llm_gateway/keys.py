@@ -5,7 +5,10 @@ Key format: ``sk-llmp-<key_id>_<secret>`` where ``key_id`` is 16 hex characters 
 HMAC-SHA256(pepper, key) — or SHA-256(key) without a pepper, which is enough for 256-bit random secrets.
 The full key is returned once, at creation.
 
-Authentication cost: a hit in the in-process cache costs one hash and a dict lookup, no Postgres query.
+Authentication cost: a hit in the in-process cache costs one hash and a dict lookup, no Postgres query. The
+cache is keyed by a keyed BLAKE2b of the key (a random salt per process, so the cache holds no plain keys and
+nothing usable elsewhere): Python's own BLAKE2 avoids OpenSSL's per-call digest fetch, which measured ~16 µs
+per request in the running gateway against ~7 µs. The stored hash below is computed only on a miss.
 Entries (positive and negative) live ``cache_ttl_s`` / ``negative_ttl_s``; concurrent misses for the same
 key share one query (single flight). Revocation, limit changes and org suspension therefore
 reach every replica within ``cache_ttl_s``; the replica that performs the change drops its own entries
@@ -202,7 +205,8 @@ class KeyStore:
         self._pepper = pepper
         self._clock = clock
         self._wall_clock = wall_clock
-        self._cache: OrderedDict[bytes, _CacheEntry] = OrderedDict()
+        self._cache: OrderedDict[bytes, _CacheEntry] = OrderedDict()  # keyed by ``_cache_key``
+        self._cache_salt = secrets.token_bytes(16)
         self._inflight: dict[bytes, asyncio.Future[Principal | None]] = {}
         self._last_used_interval_s = last_used_interval_s
         self._lookup_timeout_s = lookup_timeout_s
@@ -227,6 +231,9 @@ class KeyStore:
             return hmac.new(self._pepper, token.encode(), hashlib.sha256).digest()
         return hashlib.sha256(token.encode()).digest()
 
+    def _cache_key(self, token: str) -> bytes:
+        return hashlib.blake2b(token.encode(), key=self._cache_salt, digest_size=16).digest()
+
     # ---- authentication (hot path) ---------------------------------------------------------------
 
     async def authenticate(self, bearer_token: str) -> Principal | None:
@@ -234,21 +241,21 @@ class KeyStore:
         parsed = parse_key(bearer_token)
         if parsed is None:
             return None
-        digest = self.hash_key(bearer_token)
+        cache_key = self._cache_key(bearer_token)
         now = self._clock()
-        entry = self._cache.get(digest)
+        entry = self._cache.get(cache_key)
         if entry is not None and now < entry.fresh_until:
-            self._cache.move_to_end(digest)
+            self._cache.move_to_end(cache_key)
             self.cache_hits += 1
             return self._unexpired(entry)
         self.cache_misses += 1
         if now < self._db_retry_at:
             return self._stale_or_unavailable(entry, now, None)  # Postgres just failed: don't pile on
-        lookup = self._inflight.get(digest)
+        lookup = self._inflight.get(cache_key)
         if lookup is None:
-            lookup = asyncio.ensure_future(self._load(parsed[0], digest))
-            self._inflight[digest] = lookup
-            lookup.add_done_callback(functools.partial(self._lookup_done, digest))
+            lookup = asyncio.ensure_future(self._load(parsed[0], self.hash_key(bearer_token), cache_key))
+            self._inflight[cache_key] = lookup
+            lookup.add_done_callback(functools.partial(self._lookup_done, cache_key))
         try:
             # shield: one caller being cancelled (client went away) must not cancel the shared lookup.
             return await asyncio.shield(lookup)
@@ -275,7 +282,7 @@ class KeyStore:
             return None
         return entry.principal
 
-    async def _load(self, key_id: str, digest: bytes) -> Principal | None:
+    async def _load(self, key_id: str, digest: bytes, cache_key: bytes) -> Principal | None:
         self.db_lookups += 1
         generation = self._generation
         try:
@@ -289,7 +296,7 @@ class KeyStore:
         entry = _CacheEntry(principal, now + ttl, now + max(ttl, self.stale_ttl_s), key_expires_at)
         if generation == self._generation:
             # Not cached if an invalidation ran during the query: the row may predate a revocation.
-            self._store(digest, entry)
+            self._store(cache_key, entry)
         if principal is not None:
             self._touch(principal.key_id)
         return self._unexpired(entry)
@@ -315,9 +322,9 @@ class KeyStore:
         )
         return principal, key_expires_at
 
-    def _store(self, digest: bytes, entry: _CacheEntry) -> None:
-        self._cache[digest] = entry
-        self._cache.move_to_end(digest)
+    def _store(self, cache_key: bytes, entry: _CacheEntry) -> None:
+        self._cache[cache_key] = entry
+        self._cache.move_to_end(cache_key)
         while len(self._cache) > self._max_entries:
             self._cache.popitem(last=False)
 
