@@ -228,3 +228,24 @@ def test_burst_and_monthly_token_quota(gateway: GatewayProcess, make_key, redis_
     status, headers, payload = post(gateway, monthly)
     assert status == 429 and payload["error"]["code"] == "insufficient_quota"
     assert "monthly token quota" in payload["error"]["message"] and headers["x-should-retry"] == "false"
+
+
+def test_redis_key_names_follow_the_utc_day_and_month(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built once per key and day: the day's quota keys change at 00:00 UTC, the month's on the 1st."""
+    from datetime import UTC, datetime
+
+    import redis.asyncio as aioredis
+
+    import llm_gateway.limits as limits_module
+
+    limiter = limits_module.Limiter(aioredis.Redis())  # no connection is made: only the key names are asked for
+    just_before = datetime(2026, 11, 30, 23, 59, 59, 900000, tzinfo=UTC).timestamp()
+    monkeypatch.setattr(limits_module.time, "time", lambda: just_before)
+    first = limiter._key_names("org-a", "k1")
+    assert limiter._key_names("org-a", "k1") is first  # cached
+    assert "gw:{org-a}:q:d20261130:req" in first and "gw:{org-a}:q:m202611:tok" in first
+    assert first == limits_module._keys("org-a", "k1", datetime.fromtimestamp(just_before, UTC))
+    monkeypatch.setattr(limits_module.time, "time", lambda: just_before + 0.2)  # 00:00:00.1 on Dec 1st
+    second = limiter._key_names("org-a", "k1")
+    assert "gw:{org-a}:q:d20261201:req" in second and "gw:{org-a}:q:m202612:tok" in second
+    assert limiter._key_names("org-b", "k1") != second  # per org (and key)

@@ -350,6 +350,7 @@ class Limiter:
         self._recovery: asyncio.Task[None] | None = None
         self._logger = logger
         self._pending: list[tuple[Reservation, int]] = []
+        self._names: dict[tuple[str, str], tuple[int, list[str]]] = {}
         self._flusher: asyncio.Task[None] | None = None
         metrics.DEGRADED.set(0)
 
@@ -382,10 +383,21 @@ class Limiter:
             self._recovery.cancel()
 
     # --- admission ---
+    def _key_names(self, org_id: str, key_id: str) -> list[str]:
+        """The Redis keys of this key and org for the current UTC day, built once per day (read-only list)."""
+        day = int(time.time() // 86400)
+        cached = self._names.get((org_id, key_id))
+        if cached is not None and cached[0] == day:
+            return cached[1]
+        if len(self._names) >= 50_000:  # bounded: active keys come back on their next request
+            self._names.clear()
+        keys = _keys(org_id, key_id, datetime.fromtimestamp(day * 86400, UTC))
+        self._names[(org_id, key_id)] = (day, keys)
+        return keys
+
     async def admit(self, principal: LimitsPrincipal, request_id: str, reserve_tokens: int) -> tuple[Decision, Reservation | None]:
         kl, ol = principal.key_limits, principal.org_limits
-        now = datetime.now(UTC)
-        keys = _keys(principal.org_id, principal.key_id, now)
+        keys = self._key_names(principal.org_id, principal.key_id)
         key_rpm, key_tpm, org_rpm, org_tpm = _pos(kl.rpm), _pos(kl.tpm), _pos(ol.rpm), _pos(ol.tpm)
         key_burst = _pos(kl.burst) or key_rpm
         max_inflight = _pos(kl.max_inflight)
