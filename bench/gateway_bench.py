@@ -1,16 +1,18 @@
 """Gateway benchmark: latency the gateway adds, max sustained RPS, streaming first-byte delay.
 
 Starts real Redis and Postgres, the fake upstream and the gateway (auth, limits, metering on) on loopback, then
-drives both the upstream directly and the gateway with the same open-loop load. Everything shares this machine's
+drives both the upstream directly and the gateway with the same open-loop load, alternating between them in
+one-second slices. Everything shares this machine's
 cores, so the figures that matter are the differences and ratios measured in one run.
 
-    .venv/bin/python bench/gateway_bench.py [--rate 300] [--seconds 10] [--concurrency 64]
+    .venv/bin/python bench/gateway_bench.py [--rate 300] [--seconds 10] [--slice-seconds 1] [--concurrency 64]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import statistics
 import sys
 import time
@@ -118,17 +120,23 @@ async def run(args: argparse.Namespace, upstream_url: str, gateway: GatewayProce
         await open_loop(session, direct_url, {}, 200, 1, BODY)
         await open_loop(session, gw_url, auth, 200, 1, BODY)
 
-        direct, via_gateway = [], []
-        direct_errors = gateway_errors = 0
+        latencies: dict[str, list[float]] = {"direct": [], "gateway": []}
+        errors = {"direct": 0, "gateway": 0}
+        targets = {"direct": (direct_url, {}), "gateway": (gw_url, auth)}
         overhead_before = overhead_totals(gateway)
-        for _ in range(2):  # interleave halves so background noise hits both paths alike
-            lat, err = await open_loop(session, direct_url, {}, args.rate, args.seconds / 2, BODY)
-            direct += lat
-            direct_errors += err
-            lat, err = await open_loop(session, gw_url, auth, args.rate, args.seconds / 2, BODY)
-            via_gateway += lat
-            gateway_errors += err
+        # Short slices, in a shuffled order each round: bursts of background load on this shared host then hit
+        # both paths alike instead of whichever half they happen to fall in.
+        for _ in range(max(1, round(args.seconds / args.slice_seconds))):
+            order = list(targets)
+            random.shuffle(order)
+            for name in order:
+                url, headers = targets[name]
+                lat, err = await open_loop(session, url, headers, args.rate, args.slice_seconds, BODY)
+                latencies[name] += lat
+                errors[name] += err
         overhead_after = overhead_totals(gateway)
+        direct, via_gateway = latencies["direct"], latencies["gateway"]
+        direct_errors, gateway_errors = errors["direct"], errors["gateway"]
 
         fb_direct = await first_byte(session, direct_url, {}, 200)
         fb_gateway = await first_byte(session, gw_url, auth, 200)
@@ -152,6 +160,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=300.0, help="open-loop requests per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="open-loop duration per path")
+    parser.add_argument("--slice-seconds", type=float, default=1.0,
+                        help="the open loop alternates between the paths in slices this long")
     parser.add_argument("--concurrency", type=int, default=64, help="closed-loop clients for max RPS")
     args = parser.parse_args()
 
