@@ -256,6 +256,25 @@ def test_malformed_response_is_a_protocol_error(run: Any) -> None:
     run(main)
 
 
+def test_bytes_arriving_on_a_pooled_connection_retire_it(run: Any) -> None:
+    async def main() -> None:
+        def script(i: int, c: int, req: bytes) -> list[Action]:
+            if i == 0:  # a second, unasked-for response follows the first one a moment later
+                return [response(), 0.05, response(b'{"stray": true}')]
+            return [response(b'{"n": %d}' % i)]
+
+        server = await ScriptedServer(script).start()
+        client = UpstreamClient()
+        assert await post(client, server.url) == (200, OK_JSON)
+        await asyncio.sleep(0.2)
+        assert await post(client, server.url) == (200, b'{"n": 1}')  # never the stray answer
+        assert server.connections == 2
+        await client.close()
+        await server.close()
+
+    run(main)
+
+
 def test_interim_100_continue_is_skipped(run: Any) -> None:
     async def main() -> None:
         server = await ScriptedServer(lambda i, c, req: [b"HTTP/1.1 100 Continue\r\n\r\n", response()]).start()

@@ -81,6 +81,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
+        self.in_use = False  # an exchange is under way (False while pooled)
         self.idle_since = 0.0
         self._reset()
 
@@ -103,6 +104,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport isn't an asyncio.Transport
 
     def data_received(self, data: bytes) -> None:
+        if not self.in_use:  # bytes nobody asked for, on a pooled connection: its framing can't be trusted
+            self.abort()
+            return
         self.received_any = True
         try:
             self.parser.feed_data(data)
@@ -304,6 +308,7 @@ class UpstreamClient:
         if conn is None:
             conn = await self._connect(origin, loop, timeouts.connect_s)
         conn._reset()
+        conn.in_use = True
         assert conn.transport is not None
         conn.transport.write(message)
         first_deadline = deadline
@@ -357,6 +362,7 @@ class UpstreamClient:
         if self._closed:
             conn.abort()
             return
+        conn.in_use = False
         conn.idle_since = conn.loop.time()
         idle = self._idle.setdefault(origin, [])
         # drop the stale ones here, so a burst's worth of connections doesn't linger once the burst is over
