@@ -13,7 +13,6 @@ in every round: noise then hits all three alike, and the per-round difference B 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import random
 import shutil
 import statistics
@@ -28,10 +27,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "images" / "gateway"), str(ROOT / "bench")
 import aiohttp  # noqa: E402
 import uvloop  # noqa: E402
 
-from gateway_bench import BODY, open_loop  # noqa: E402
-from tests.gateway.services import (  # noqa: E402
-    GATEWAY_SRC, FakeUpstream, GatewayProcess, PostgresServer, RedisServer, create_api_key,
-)
+from gateway_bench import BODY, GATEWAY_ENV, bench_catalog, open_loop, unlimited_key  # noqa: E402
+from tests.gateway.services import GATEWAY_SRC, FakeUpstream, GatewayProcess, PostgresServer, RedisServer  # noqa: E402
 
 
 def export_revision(revision: str, into: Path) -> Path:
@@ -90,17 +87,9 @@ def main() -> None:
         redis.start()
         postgres.start()
         dsn = postgres.create_database("ab")
-        catalog = {"models": [{"name": "bench-chat", "kind": "chat", "backends": [fake.url(0)],
-                               "prices": {"prompt_per_1k": 0.5, "completion_per_1k": 1.5}}]}
         for name, src in sources.items():
-            gateways[name] = GatewayProcess(catalog, redis.url, dsn, {"GATEWAY_HEALTH_INTERVAL_S": "5",
-                                                                      "GATEWAY_LOG_LEVEL": "warning"},
-                                            src=src).start()
-        unlimited = {"rpm": 10_000_000, "tpm": 1_000_000_000}
-        key, _ = asyncio.run(create_api_key(dsn, "ab-org", key_limits={**unlimited, "max_inflight": 10_000},
-                                            org_limits={**unlimited, "daily_requests": 100_000_000,
-                                                        "daily_tokens": 10_000_000_000,
-                                                        "monthly_tokens": 100_000_000_000}))
+            gateways[name] = GatewayProcess(bench_catalog(fake.url(0)), redis.url, dsn, GATEWAY_ENV, src=src).start()
+        key = unlimited_key(dsn, "ab-org")
         slices = uvloop.run(run(args, fake.url(0) + "/v1/chat/completions", gateways, key))
     finally:
         for gateway in gateways.values():

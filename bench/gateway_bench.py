@@ -31,6 +31,24 @@ from tests.gateway.services import (  # noqa: E402
 BODY = {"model": "bench-chat", "messages": [{"role": "user", "content": "Say something short."}], "max_tokens": 5}
 
 
+# The gateway under test: one model on the fake upstream, health checks rare, logs quiet.
+GATEWAY_ENV = {"GATEWAY_HEALTH_INTERVAL_S": "5", "GATEWAY_LOG_LEVEL": "warning"}
+
+
+def bench_catalog(upstream_url: str) -> dict[str, object]:
+    return {"models": [{"name": "bench-chat", "kind": "chat", "backends": [upstream_url],
+                        "prices": {"prompt_per_1k": 0.5, "completion_per_1k": 1.5}}]}
+
+
+def unlimited_key(dsn: str, org_id: str) -> str:
+    """An API key whose limits and quotas the benchmark never reaches (they are still checked on every request)."""
+    key, _ = asyncio.run(create_api_key(
+        dsn, org_id, key_limits={"rpm": 10_000_000, "tpm": 1_000_000_000, "max_inflight": 10_000},
+        org_limits={"rpm": 10_000_000, "tpm": 1_000_000_000, "daily_requests": 100_000_000,
+                    "daily_tokens": 10_000_000_000, "monthly_tokens": 100_000_000_000}))
+    return key
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -171,16 +189,8 @@ def main() -> None:
         redis.start()
         postgres.start()
         dsn = postgres.create_database("bench")
-        catalog = {"models": [{"name": "bench-chat", "kind": "chat", "backends": [fake.url(0)],
-                               "prices": {"prompt_per_1k": 0.5, "completion_per_1k": 1.5}}]}
-        gateway = GatewayProcess(catalog, redis.url, dsn, {"GATEWAY_HEALTH_INTERVAL_S": "5",
-                                                           "GATEWAY_LOG_LEVEL": "warning"}).start()
-        key, _ = asyncio.run(create_api_key(dsn, "bench-org", key_limits={"rpm": 10_000_000, "tpm": 1_000_000_000,
-                                                                        "max_inflight": 10_000},
-                                            org_limits={"rpm": 10_000_000, "tpm": 1_000_000_000,
-                                                        "daily_requests": 100_000_000,
-                                                        "daily_tokens": 10_000_000_000,
-                                                        "monthly_tokens": 100_000_000_000}))
+        gateway = GatewayProcess(bench_catalog(fake.url(0)), redis.url, dsn, GATEWAY_ENV).start()
+        key = unlimited_key(dsn, "bench-org")
         r = uvloop.run(run(args, fake.url(0), gateway, key))
         metered = len(usage_rows(dsn, 1, timeout_s=5))
     finally:
