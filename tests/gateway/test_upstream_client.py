@@ -31,7 +31,7 @@ def response(body: bytes = OK_JSON, status: str = "200 OK", extra: bytes = b"") 
             + extra + b"\r\n" + body)
 
 
-Action = bytes | float | None  # bytes: write; float: sleep; None: close the connection
+Action = bytes | float | asyncio.Event | None  # bytes: write; float: sleep; Event: wait for it; None: close
 
 
 @dataclass
@@ -71,6 +71,8 @@ class ScriptedServer:
                         return
                     if isinstance(action, float):
                         await asyncio.sleep(action)
+                    elif isinstance(action, asyncio.Event):
+                        await asyncio.wait_for(action.wait(), 10)
                     else:
                         writer.write(action)
                         await writer.drain()
@@ -181,24 +183,27 @@ def test_chunked_split_and_connection_delimited_bodies(run: Any) -> None:
 def test_stream_chunks_arrive_as_they_are_sent(run: Any) -> None:
     async def main() -> None:
         events = [b"data: {\"n\": %d}\n\n" % n for n in range(4)]
+        delivered = [asyncio.Event() for _ in events]
+        # the server sends each next event only once the client holds the previous one: a client that buffered
+        # the stream until its end would stall here (and fail on the server's 10 s wait)
         script_actions: list[Action] = [b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                                         b"transfer-encoding: chunked\r\n\r\n"]
-        for event in events:
-            script_actions += [b"%x\r\n%s\r\n" % (len(event), event), 0.1]
+        for event, got_it in zip(events, delivered, strict=True):
+            script_actions += [b"%x\r\n%s\r\n" % (len(event), event), got_it]
         script_actions.append(b"0\r\n\r\n")
         server = await ScriptedServer(lambda i, c, req: script_actions).start()
         client = UpstreamClient()
-        loop = asyncio.get_running_loop()
         res = await client.request("POST", server.url, "/v1/chat/completions", b"{}",
-                                   Timeouts(2.0, 5.0, idle_s=2.0))
+                                   Timeouts(2.0, 30.0, idle_s=15.0))
         assert res.status == 200 and res.header(b"content-type") == b"text/event-stream"
-        received, stamps = [], []
+        received = b""
         async for piece in res.chunks():
-            received.append(piece)
-            stamps.append(loop.time())
+            received += piece
+            for number, got_it in enumerate(delivered):
+                if received.count(b"data: ") > number:
+                    got_it.set()
         res.release()
-        assert b"".join(received) == b"".join(events)
-        assert len(received) == 4  # one piece per event: nothing was held back until the end
+        assert received == b"".join(events)
         assert client.idle_connections() == 1  # the stream ended cleanly: reusable
         await client.close()
         await server.close()
@@ -318,12 +323,12 @@ def test_total_and_idle_timeouts_raise_and_drop_the_connection(run: Any) -> None
 def test_idle_connections_older_than_the_limit_are_not_reused(run: Any) -> None:
     async def main() -> None:
         server = await ScriptedServer(lambda i, c, req: [response()]).start()
-        client = UpstreamClient(max_idle_s=0.1)
+        client = UpstreamClient(max_idle_s=1.0)
         await post(client, server.url)
-        await asyncio.sleep(0.3)  # longer than max_idle_s: the server may be closing it right now
+        await asyncio.sleep(1.5)  # longer than max_idle_s: the server may be closing it right now
         await post(client, server.url)
         assert server.connections == 2
-        await post(client, server.url)  # immediately after: reused
+        await post(client, server.url)  # right after (well within max_idle_s): reused
         assert server.connections == 2
         await client.close()
         await server.close()
@@ -331,12 +336,21 @@ def test_idle_connections_older_than_the_limit_are_not_reused(run: Any) -> None:
     run(main)
 
 
+async def wait_until_pooled_connections_closed(client: UpstreamClient) -> None:
+    """Until every pooled connection has seen the server's close (a fixed sleep would race a loaded host)."""
+    for _ in range(500):
+        if all(conn.closed for idle in client._idle.values() for conn in idle):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the server's close never reached the pooled connection")
+
+
 def test_server_closing_an_idle_connection_costs_no_request(run: Any) -> None:
     async def main() -> None:
         server = await ScriptedServer(lambda i, c, req: [response(), None]).start()  # close after each answer
         client = UpstreamClient()
         for _ in range(3):
-            await asyncio.sleep(0.05)  # let the close reach the pooled connection
+            await wait_until_pooled_connections_closed(client)
             assert await post(client, server.url) == (200, OK_JSON)
         assert server.connections == 3
         await client.close()
