@@ -105,3 +105,25 @@ async def test_logger_batches_lines_inside_the_event_loop() -> None:
     logger.info("stopped")
     logger.flush()
     assert json.loads(stream.getvalue().splitlines()[-1])["event"] == "stopped"
+
+
+def test_request_ids_are_unique_well_formed_and_differ_after_fork() -> None:
+    import os
+    import re
+
+    from llm_gateway.logs import new_request_id
+
+    ids = [new_request_id() for _ in range(100_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"req_[0-9a-f]{32}", value) for value in ids[:1000])
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a process started by forking must not repeat the parent's ids
+        os.write(write_end, new_request_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child_id = os.read(read_end, 100).decode()
+    os.close(read_end)
+    os.close(write_end)
+    assert re.fullmatch(r"req_[0-9a-f]{32}", child_id)
+    assert child_id[:24] != new_request_id()[:24]  # a different random prefix, not just the next counter value
