@@ -66,7 +66,9 @@ async def test_wrong_and_malformed_keys_are_rejected(pool: asyncpg.Pool) -> None
     full_key, _ = await store.create_key("acme")
     key_id, secret = parse_key(full_key) or ("", "")
     before = counting.queries
-    for malformed in ["", "Bearer x", "sk-llmp-", "sk-llmp-nothex0000000000_" + secret, f"sk-llmp-{key_id}" + secret,
+    # "separator missing" must not start the secret with the separator itself (token_urlsafe does, 1 key in 64)
+    no_separator = f"sk-llmp-{key_id}" + secret.lstrip("_")
+    for malformed in ["", "Bearer x", "sk-llmp-", "sk-llmp-nothex0000000000_" + secret, no_separator,
                       "sk-other-" + key_id + "_" + secret, f"{KEY_PREFIX}{key_id}_short"]:
         assert await store.authenticate(malformed) is None
     assert counting.queries == before  # malformed keys never reach Postgres
