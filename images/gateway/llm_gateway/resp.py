@@ -386,5 +386,3 @@ class PipelinedRedis:
         if self._protocol is not None:
             self._protocol.fail(ConnectionError("this Redis connection was closed"))
             self._protocol = None
-
-    close = aclose

@@ -209,6 +209,14 @@ class _Connection(asyncio.Protocol):
         return data
 
 
+def _next_deadline(loop: asyncio.AbstractEventLoop, deadline: float | None, idle_s: float | None) -> float | None:
+    """When the wait for the next bytes gives up: the exchange's deadline, or sooner for a stream's idle bound."""
+    if idle_s is None:
+        return deadline
+    idle = loop.time() + idle_s
+    return idle if deadline is None else min(idle, deadline)
+
+
 class UpstreamResponse:
     """A response whose status and headers have arrived; read the body with ``read()`` or ``chunks()``, then
     ``release()`` (the connection goes back to the pool when the body was read whole) or ``close()``."""
@@ -232,16 +240,10 @@ class UpstreamResponse:
                 return value
         return default
 
-    def _next_deadline(self) -> float | None:
-        if self._idle_s is None:
-            return self._deadline
-        idle = self._conn.loop.time() + self._idle_s
-        return idle if self._deadline is None else min(idle, self._deadline)
-
     async def read(self) -> bytes:
         conn = self._conn
         while not conn.complete:
-            await conn.wait(self._next_deadline())
+            await conn.wait(_next_deadline(conn.loop, self._deadline, self._idle_s))
         return conn.take_body()
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -254,7 +256,7 @@ class UpstreamResponse:
                 continue
             if conn.complete:
                 return
-            await conn.wait(self._next_deadline())
+            await conn.wait(_next_deadline(conn.loop, self._deadline, self._idle_s))
 
     def release(self) -> None:
         """Done with this response: a fully read one returns its connection to the pool."""
@@ -311,12 +313,8 @@ class UpstreamClient:
         conn.in_use = True
         assert conn.transport is not None
         conn.transport.write(message)
-        first_deadline = deadline
-        if timeouts.idle_s is not None:
-            idle = loop.time() + timeouts.idle_s
-            first_deadline = idle if deadline is None else min(idle, deadline)
         while not conn.headers_done:
-            await conn.wait(first_deadline)
+            await conn.wait(_next_deadline(loop, deadline, timeouts.idle_s))
         return UpstreamResponse(conn, self, origin, deadline, timeouts.idle_s)
 
     async def get_status(self, base_url: str, path: str, timeouts: Timeouts) -> int:
@@ -410,8 +408,3 @@ class UpstreamClient:
             for conn in idle:
                 conn.abort()
         self._idle.clear()
-
-
-def create_client() -> UpstreamClient:
-    return UpstreamClient()
-
