@@ -13,7 +13,6 @@ in every round: noise then hits all three alike, and the per-round difference B 
 from __future__ import annotations
 
 import argparse
-import random
 import shutil
 import statistics
 import subprocess
@@ -27,7 +26,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "images" / "gateway"), str(ROOT / "bench")
 import aiohttp  # noqa: E402
 import uvloop  # noqa: E402
 
-from gateway_bench import BODY, GATEWAY_ENV, bench_catalog, open_loop, unlimited_key  # noqa: E402
+from gateway_bench import BODY, GATEWAY_ENV, bench_catalog, interleaved, open_loop, unlimited_key  # noqa: E402
 from tests.gateway.services import GATEWAY_SRC, FakeUpstream, GatewayProcess, PostgresServer, RedisServer  # noqa: E402
 
 
@@ -49,20 +48,15 @@ async def run(args: argparse.Namespace, direct_url: str, gateways: dict[str, Gat
     auth = {"authorization": f"Bearer {key}"}
     targets = {"direct": (direct_url, {}), **{name: (gw.base_url + "/v1/chat/completions", auth)
                                               for name, gw in gateways.items()}}
-    slices: dict[str, list[list[float]]] = {name: [] for name in targets}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         for url, headers in targets.values():  # warm connections, caches and key lookups on every path
             await open_loop(session, url, headers, 200, 1, BODY)
-        for _ in range(args.rounds):
-            order = list(targets)
-            random.shuffle(order)
-            for name in order:
-                url, headers = targets[name]
-                latencies, errors = await open_loop(session, url, headers, args.rate, args.slice_seconds, BODY)
-                if errors:
-                    raise SystemExit(f"{errors} errors on {name}: the comparison would be meaningless")
-                slices[name].append(latencies)
-    return slices
+        slices = await interleaved(session, targets, args.rate, args.slice_seconds, args.rounds)
+    for name, parts in slices.items():
+        errors = sum(count for _, count in parts)
+        if errors:
+            raise SystemExit(f"{errors} errors on {name}: the comparison would be meaningless")
+    return {name: [latencies for latencies, _ in parts] for name, parts in slices.items()}
 
 
 def main() -> None:

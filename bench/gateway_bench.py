@@ -85,6 +85,21 @@ async def open_loop(session: aiohttp.ClientSession, url: str, headers: dict[str,
     return latencies, errors
 
 
+async def interleaved(session: aiohttp.ClientSession, targets: dict[str, tuple[str, dict[str, str]]], rate: float,
+                      slice_seconds: float, rounds: int) -> dict[str, list[tuple[list[float], int]]]:
+    """Open-loop slices, every target once per round in a shuffled order: bursts of background load on this shared
+    host then hit all targets alike instead of whichever stretch they happen to fall in. Per target, each slice's
+    ``(latencies, errors)``."""
+    slices: dict[str, list[tuple[list[float], int]]] = {name: [] for name in targets}
+    for _ in range(rounds):
+        order = list(targets)
+        random.shuffle(order)
+        for name in order:
+            url, headers = targets[name]
+            slices[name].append(await open_loop(session, url, headers, rate, slice_seconds, BODY))
+    return slices
+
+
 async def closed_loop(session: aiohttp.ClientSession, url: str, headers: dict[str, str], concurrency: int,
                       seconds: float) -> float:
     """Requests per second with ``concurrency`` clients back to back (the saturation throughput)."""
@@ -138,23 +153,14 @@ async def run(args: argparse.Namespace, upstream_url: str, gateway: GatewayProce
         await open_loop(session, direct_url, {}, 200, 1, BODY)
         await open_loop(session, gw_url, auth, 200, 1, BODY)
 
-        latencies: dict[str, list[float]] = {"direct": [], "gateway": []}
-        errors = {"direct": 0, "gateway": 0}
-        targets = {"direct": (direct_url, {}), "gateway": (gw_url, auth)}
         overhead_before = overhead_totals(gateway)
-        # Short slices, in a shuffled order each round: bursts of background load on this shared host then hit
-        # both paths alike instead of whichever half they happen to fall in.
-        for _ in range(max(1, round(args.seconds / args.slice_seconds))):
-            order = list(targets)
-            random.shuffle(order)
-            for name in order:
-                url, headers = targets[name]
-                lat, err = await open_loop(session, url, headers, args.rate, args.slice_seconds, BODY)
-                latencies[name] += lat
-                errors[name] += err
+        slices = await interleaved(session, {"direct": (direct_url, {}), "gateway": (gw_url, auth)}, args.rate,
+                                   args.slice_seconds, max(1, round(args.seconds / args.slice_seconds)))
         overhead_after = overhead_totals(gateway)
-        direct, via_gateway = latencies["direct"], latencies["gateway"]
-        direct_errors, gateway_errors = errors["direct"], errors["gateway"]
+        direct = [x for latencies, _ in slices["direct"] for x in latencies]
+        via_gateway = [x for latencies, _ in slices["gateway"] for x in latencies]
+        direct_errors = sum(errors for _, errors in slices["direct"])
+        gateway_errors = sum(errors for _, errors in slices["gateway"])
 
         fb_direct = await first_byte(session, direct_url, {}, 200)
         fb_gateway = await first_byte(session, gw_url, auth, 200)
