@@ -4,23 +4,31 @@ Creates, in one region:
 - an S3 bucket for Pulumi state (DIY backend `s3://...`): SSE-KMS with a bucket key, versioning, all four public
   access block flags, ACLs disabled (BucketOwnerEnforced), TLS-only bucket policy, lifecycle for old versions;
 - KMS keys: one for the state bucket, one for stack secrets (`--secrets-provider awskms://alias/...`), one for ECR;
-- the GitHub Actions OIDC provider (or reuses the account's existing one) and three CI roles, each trusting only
-  exact OIDC subjects of this repository with audience `sts.amazonaws.com`:
-    * `<prefix>-ci-preview` — `repo:<owner>/<repo>:pull_request`: read-only AWS access, state read + lock files;
-    * `<prefix>-ci-deploy`  — `ref:refs/heads/main` (dev) and `environment:<env>` (small, prod, global): `pulumi up`;
-    * `<prefix>-ci-images`  — `ref:refs/heads/main`: push to the platform's ECR repositories only;
+- the GitHub Actions OIDC provider (or reuses the account's existing one) and the CI roles, each trusting exactly one
+  OIDC subject of this repository (audience `sts.amazonaws.com`), so no job can reach a role meant for another:
+    * `<prefix>-ci-preview`          — `repo:<owner>/<repo>:pull_request`: any pull request, unattended. Read-only AWS
+      (quotas, offerings, versions for preflight); it cannot read state, S3 objects, secret values or SSM parameters,
+      and cannot decrypt with any KMS key;
+    * `<prefix>-ci-reviewed-preview` — `...:environment:reviewed-preview`: `pulumi preview` of a pull request after a
+      maintainer approved that run (the environment's required reviewers). Read-only AWS, state read, lock files,
+      the state and secrets keys (a preview decrypts the stack's secrets), EKS view access (stack config);
+    * `<prefix>-ci-deploy-<env>`     — `...:environment:<env>` for dev, small, prod, global: `pulumi up` of that
+      stack, only in that stack's regions;
+    * `<prefix>-ci-images`           — `...:environment:images`: push to the platform's ECR repositories only;
 - ECR repositories `<prefix>/gateway` and `<prefix>/vllm`: immutable tags, scan on push, KMS, lifecycle policy.
 
 Least privilege, and where it stops (README "Deploying for real" repeats this for operators):
-- Pull requests run code the PR author wrote, so the preview role can change nothing: AWS `ReadOnlyAccess`, minus
-  reading other S3 objects and secret values, plus the state objects and the lock files a preview takes. It can
-  decrypt stack secrets (a preview must evaluate the program); keep secrets that PR authors must not see out of
-  stack config (Secrets Manager, read by the cluster at run time).
-- The deploy role creates IAM roles for EKS, nodes and IRSA, so it is admin-equivalent inside the account however
-  its policy is written. The policy still narrows it: only the services the platform uses, only the regions the
-  stacks name, no IAM users or access keys, `iam:PassRole` only to the services that need it, and it cannot alter
-  the bootstrap (state bucket settings, keys, CI roles, OIDC provider). The real boundary is GitHub: protected
-  `main`, environments with required reviewers, and ideally one AWS account per tier.
+- Pull requests run code the PR author wrote. Stack state holds generated secrets (Redis AUTH tokens, the ledger
+  password, the gateway admin token), encrypted with the secrets key; whoever can decrypt it while running the PR's
+  code can print them. Pulumi writes even write-only (`*_wo`) inputs into state (as secrets), so the program cannot
+  keep them out. Hence two preview roles: the unattended one cannot decrypt anything, and the one that can is
+  reachable only from the `reviewed-preview` environment, i.e. after a maintainer has read the change and approved.
+- A deploy role creates IAM roles for EKS, nodes and IRSA, so it is admin-equivalent inside the account however
+  its policy is written. The policy still narrows it: only the services the platform uses, only its stack's
+  regions, no IAM users or access keys, `iam:PassRole` only to the services that receive the platform's roles, and
+  it cannot alter the bootstrap (state bucket settings, keys, CI roles, OIDC provider, image repositories). The real
+  boundary is GitHub: protected `main`, environments with required reviewers and deployment-branch rules, and
+  ideally one AWS account per tier.
 """
 
 from __future__ import annotations
@@ -34,7 +42,9 @@ import pulumi
 import pulumi_aws as aws
 
 from bootstrap.config import (
+    IMAGES_ENVIRONMENT,
     PROJECT,
+    REVIEWED_PREVIEW_ENVIRONMENT,
     STACKS_DIR,
     BootstrapConfig,
     BootstrapConfigError,
@@ -47,14 +57,20 @@ from components.private_bucket import harden_private_bucket, tls_only_statements
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 STS_AUDIENCE = "sts.amazonaws.com"
 # Services the platform's program manages (infra/, components/). A new AWS service in the program needs a line here.
+# tests/delivery/test_iam_coverage.py derives them from every rendered stack and fails when one is missing here.
 PLATFORM_SERVICES = (
-    "acm", "autoscaling", "cloudwatch", "ec2", "eks", "elasticache", "elasticloadbalancing", "kms", "logs", "pi",
-    "rds", "route53", "s3", "secretsmanager", "wafv2",
+    "acm", "autoscaling", "cloudwatch", "ec2", "ecr", "eks", "elasticache", "elasticloadbalancing", "kms", "logs",
+    "pi", "rds", "route53", "s3", "secretsmanager", "wafv2",
 )
 # Global services (called in us-east-1 whatever the stack's region): excluded from the region guard.
 GLOBAL_SERVICE_ACTIONS = ("iam:*", "sts:*", "route53:*", "route53domains:*", "support:*", "health:*", "pricing:*")
-# The services the platform hands roles to (EKS cluster/node roles, RDS enhanced monitoring, VPC flow logs).
-PASS_ROLE_SERVICES = ("eks.amazonaws.com", "ec2.amazonaws.com", "monitoring.rds.amazonaws.com", "vpc-flow-logs.amazonaws.com")
+# The services the platform hands roles to: EKS cluster/node roles, RDS enhanced monitoring, VPC flow logs, S3
+# replication roles and the ECR repository-creation-template role (global tier). The same test derives them from
+# the trust policies of every rendered role.
+PASS_ROLE_SERVICES = (
+    "ec2.amazonaws.com", "ecr.amazonaws.com", "eks.amazonaws.com", "monitoring.rds.amazonaws.com", "s3.amazonaws.com",
+    "vpc-flow-logs.amazonaws.com",
+)
 IAM_MANAGE_ACTIONS = (
     "iam:Get*", "iam:List*",
     "iam:CreateRole", "iam:DeleteRole", "iam:UpdateRole", "iam:UpdateRoleDescription", "iam:UpdateAssumeRolePolicy",
@@ -72,6 +88,11 @@ IDENTITY_ESCALATION_ACTIONS = (
     "iam:AttachUserPolicy", "iam:PutUserPolicy", "iam:AddUserToGroup", "iam:CreateGroup", "iam:AttachGroupPolicy",
     "iam:PutGroupPolicy", "iam:CreateSAMLProvider", "iam:UpdateAccountPasswordPolicy", "organizations:*", "account:*",
 )
+# What a deploy role may still do to the bootstrap's image repositories (it manages ECR for the global tier).
+ECR_READ_ACTIONS = (
+    "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:Describe*", "ecr:GetDownloadUrlForLayer",
+    "ecr:GetLifecyclePolicy", "ecr:GetRepositoryPolicy", "ecr:ListImages", "ecr:ListTagsForResource",
+)
 ECR_PUSH_ACTIONS = (
     "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:CompleteLayerUpload", "ecr:DescribeImages",
     "ecr:DescribeImageScanFindings", "ecr:DescribeRepositories", "ecr:GetDownloadUrlForLayer",
@@ -80,13 +101,18 @@ ECR_PUSH_ACTIONS = (
 
 
 def github_subjects(cfg: BootstrapConfig) -> dict[str, list[str]]:
-    """The exact OIDC `sub` claims each CI role trusts (GitHub's default subject format)."""
+    """The exact OIDC `sub` claim each CI role trusts, by role kind (GitHub's default subject format).
+
+    A job that names an environment presents `repo:<owner>/<repo>:environment:<name>` whatever its event or branch,
+    so each role below is reachable only through its environment's protection rules; the one role without an
+    environment is the unattended pull-request role, which can change and decrypt nothing.
+    """
     repo = f"repo:{cfg.github_repository}"
-    main = f"{repo}:ref:refs/heads/main"
     return {
         "preview": [f"{repo}:pull_request"],
-        "deploy": [main, *(f"{repo}:environment:{env}" for env in cfg.environments)],
-        "images": [main],
+        "reviewed-preview": [f"{repo}:environment:{REVIEWED_PREVIEW_ENVIRONMENT}"],
+        **{f"deploy-{env}": [f"{repo}:environment:{env}"] for env in cfg.environments},
+        "images": [f"{repo}:environment:{IMAGES_ENVIRONMENT}"],
     }
 
 
@@ -146,26 +172,61 @@ def _state_statements(arns: BootstrapArns, write_prefix: str) -> list[dict[str, 
     ]
 
 
+# Reading what is not configuration: object contents, secret values, parameters (outside AWS's public ones).
+SECRET_READ_ACTIONS = ("secretsmanager:GetSecretValue", "secretsmanager:BatchGetSecretValue")
+OBJECT_AND_PARAMETER_READ_ACTIONS = (
+    "s3:GetObject", "s3:GetObjectVersion", "ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath",
+    "ssm:GetParameterHistory",
+)
+DECRYPT_ACTIONS = ("kms:Decrypt", "kms:ReEncryptFrom")
+
+
+def _public_parameters(arns: BootstrapArns) -> str:
+    return f"arn:{arns.partition}:ssm:*::parameter/aws/service/*"
+
+
 def preview_policy(arns: BootstrapArns) -> dict[str, Any]:
-    """Inline policy of the preview role, on top of AWS `ReadOnlyAccess`."""
+    """Inline policy of the unattended pull-request role, on top of AWS `ReadOnlyAccess`: denies, nothing allowed."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "NoDecryptNoSecretValues", "Effect": "Deny", "Action": [*DECRYPT_ACTIONS, *SECRET_READ_ACTIONS], "Resource": "*"},
+            {
+                "Sid": "NoObjectsOrParameters",
+                "Effect": "Deny",
+                "Action": list(OBJECT_AND_PARAMETER_READ_ACTIONS),
+                "NotResource": [_public_parameters(arns)],
+            },
+        ],
+    }
+
+
+def reviewed_preview_policy(arns: BootstrapArns) -> dict[str, Any]:
+    """Inline policy of the reviewed-preview role, on top of AWS `ReadOnlyAccess`."""
     return {
         "Version": "2012-10-17",
         "Statement": [
             # A DIY-backend preview reads the stack's state and takes a lock object; it writes nothing else.
             *_state_statements(arns, ".pulumi/locks/*"),
+            {"Sid": "NoSecretValues", "Effect": "Deny", "Action": list(SECRET_READ_ACTIONS), "Resource": "*"},
             {
-                "Sid": "NoOtherObjectsOrSecretValues",
+                "Sid": "NoOtherObjectsOrParameters",
                 "Effect": "Deny",
-                "Action": ["s3:GetObject", "s3:GetObjectVersion", "secretsmanager:GetSecretValue", "ssm:GetParameter*", "kms:Decrypt"],
-                "NotResource": [f"{arns.state_bucket_arn}/*", arns.state_key, arns.secrets_key,
-                                f"arn:{arns.partition}:ssm:*::parameter/aws/service/*"],
+                "Action": list(OBJECT_AND_PARAMETER_READ_ACTIONS),
+                "NotResource": [f"{arns.state_bucket_arn}/*", _public_parameters(arns)],
+            },
+            {
+                "Sid": "NoOtherKeys",
+                "Effect": "Deny",
+                "Action": list(DECRYPT_ACTIONS),
+                "NotResource": [arns.state_key, arns.secrets_key],
             },
         ],
     }
 
 
 def deploy_policy(arns: BootstrapArns, regions: list[str]) -> dict[str, Any]:
-    """Managed policy of the deploy role (`pulumi up` of every tier). See the module docstring for its limits."""
+    """Managed policy of one environment's deploy role (`pulumi up` of its stack). See the module docstring."""
     platform_actions = sorted(f"{service}:*" for service in PLATFORM_SERVICES)
     bootstrap_keys = [arns.state_key, arns.secrets_key, arns.ecr_key]
     return {
@@ -177,7 +238,7 @@ def deploy_policy(arns: BootstrapArns, regions: list[str]) -> dict[str, Any]:
                 "Sid": "PublicAmiParameters",
                 "Effect": "Allow",
                 "Action": ["ssm:GetParameter", "ssm:GetParameters"],
-                "Resource": f"arn:{arns.partition}:ssm:*::parameter/aws/service/*",
+                "Resource": _public_parameters(arns),
             },
             {
                 "Sid": "PreflightQuotaReads",
@@ -220,6 +281,12 @@ def deploy_policy(arns: BootstrapArns, regions: list[str]) -> dict[str, Any]:
                 "Action": ["kms:ScheduleKeyDeletion", "kms:DisableKey", "kms:PutKeyPolicy", "kms:DisableKeyRotation",
                            "kms:CreateGrant", "kms:RevokeGrant", "kms:UpdateAlias", "kms:DeleteAlias"],
                 "Resource": bootstrap_keys,
+            },
+            {
+                "Sid": "BootstrapRepositoriesReadOnly",
+                "Effect": "Deny",
+                "NotAction": list(ECR_READ_ACTIONS),
+                "Resource": list(arns.ecr_repositories),
             },
         ],
     }
@@ -277,7 +344,7 @@ def secrets_provider_url(alias: str, region: str) -> str:
 class Bootstrap(pulumi.ComponentResource):
     """State backend, secrets key, CI identity and image registries of one AWS account."""
 
-    def __init__(self, name: str, cfg: BootstrapConfig, regions: list[str], opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, cfg: BootstrapConfig, stacks_dir: Path = STACKS_DIR, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:bootstrap:Bootstrap", name, None, opts)
         prefix = cfg.name_prefix
         tags = {"project": "llm-platform", "managed-by": "pulumi", "stack": f"{PROJECT}/{pulumi.get_stack()}"}
@@ -369,44 +436,37 @@ class Bootstrap(pulumi.ComponentResource):
         )
 
         self.roles: dict[str, aws.iam.Role] = {}
-        durations = {"preview": 3600, "deploy": 4 * 3600, "images": 3600}
-        descriptions = {
-            "preview": "GitHub Actions pull-request previews: read-only",
-            "deploy": "GitHub Actions pulumi up on main and gated environments",
-            "images": "GitHub Actions image builds: ECR push only",
-        }
         for kind, subs in subjects.items():
             self.roles[kind] = aws.iam.Role(
                 f"{prefix}-ci-{kind}",
                 name=role_names[kind],
-                description=descriptions[kind],
+                description=_role_description(kind),
                 assume_role_policy=_trust_policy_json(oidc_provider_arn, subs),
-                max_session_duration=durations[kind],
+                max_session_duration=4 * 3600 if kind.startswith("deploy-") else 3600,
                 tags=tags,
                 opts=child,
             )
 
-        aws.iam.RolePolicyAttachment(
-            f"{prefix}-ci-preview-readonly",
-            role=self.roles["preview"].name,
-            policy_arn=partition.apply(lambda p: f"arn:{p}:iam::aws:policy/ReadOnlyAccess"),
-            opts=child,
-        )
-        aws.iam.RolePolicy(
-            f"{prefix}-ci-preview-state",
-            role=self.roles["preview"].name,
-            policy=arns.apply(lambda a: json.dumps(preview_policy(a))),
-            opts=child,
-        )
-        deploy = aws.iam.Policy(
-            f"{prefix}-ci-deploy",
-            name=f"{prefix}-ci-deploy",
-            description="pulumi up of the llm-platform tiers (see bootstrap/program.py for its limits)",
-            policy=arns.apply(lambda a: json.dumps(deploy_policy(a, regions))),
-            tags=tags,
-            opts=child,
-        )
-        aws.iam.RolePolicyAttachment(f"{prefix}-ci-deploy", role=self.roles["deploy"].name, policy_arn=deploy.arn, opts=child)
+        read_only = partition.apply(lambda p: f"arn:{p}:iam::aws:policy/ReadOnlyAccess")
+        for kind, document in (("preview", preview_policy), ("reviewed-preview", reviewed_preview_policy)):
+            aws.iam.RolePolicyAttachment(f"{prefix}-ci-{kind}-readonly", role=self.roles[kind].name, policy_arn=read_only, opts=child)
+            aws.iam.RolePolicy(
+                f"{prefix}-ci-{kind}-limits",
+                role=self.roles[kind].name,
+                policy=arns.apply(lambda a, document=document: json.dumps(document(a))),  # type: ignore[misc]
+                opts=child,
+            )
+        for env in cfg.environments:
+            env_regions = cfg.deploy_regions(stacks_dir, env)
+            deploy = aws.iam.Policy(
+                f"{prefix}-ci-deploy-{env}",
+                name=f"{prefix}-ci-deploy-{env}",
+                description=f"pulumi up of the llm-platform {env} stack (see bootstrap/program.py for its limits)",
+                policy=arns.apply(lambda a, env_regions=env_regions: json.dumps(deploy_policy(a, env_regions))),  # type: ignore[misc]
+                tags=tags,
+                opts=child,
+            )
+            aws.iam.RolePolicyAttachment(f"{prefix}-ci-deploy-{env}", role=self.roles[f"deploy-{env}"].name, policy_arn=deploy.arn, opts=child)
         aws.iam.RolePolicy(
             f"{prefix}-ci-images-push",
             role=self.roles["images"].name,
@@ -419,13 +479,23 @@ class Bootstrap(pulumi.ComponentResource):
         self.register_outputs({"backend_url": self.backend_url, "secrets_provider": self.secrets_provider})
 
 
+def _role_description(kind: str) -> str:
+    if kind.startswith("deploy-"):
+        return f"GitHub Actions pulumi up of the {kind.removeprefix('deploy-')} stack, from its environment only"
+    return {
+        "preview": "GitHub Actions pull requests, unattended: read-only, no state, no decryption",
+        "reviewed-preview": "GitHub Actions pulumi preview after a reviewer approved the run: read-only, state and secrets key",
+        "images": "GitHub Actions image builds: ECR push only",
+    }[kind]
+
+
 def _trust_policy_json(provider_arn: pulumi.Output[str], subjects: list[str]) -> pulumi.Output[str]:
     return provider_arn.apply(lambda arn: json.dumps(github_trust_policy(arn, subjects)))
 
 
 def build_bootstrap(cfg: BootstrapConfig, stacks_dir: Path = STACKS_DIR) -> Bootstrap:
     provider = aws.Provider(f"aws-{cfg.region}", region=cfg.region)
-    return Bootstrap(cfg.name_prefix, cfg, cfg.deploy_regions(stacks_dir), opts=pulumi.ResourceOptions(provider=provider))
+    return Bootstrap(cfg.name_prefix, cfg, stacks_dir, opts=pulumi.ResourceOptions(provider=provider))
 
 
 def main() -> None:
@@ -442,6 +512,6 @@ def main() -> None:
     pulumi.export("secrets_key_arn", boot.secrets_key.arn)
     pulumi.export("oidc_provider_arn", boot.oidc_provider_arn)
     for kind, role in boot.roles.items():
-        pulumi.export(f"ci_{kind}_role_arn", role.arn)
+        pulumi.export(f"ci_{kind.replace('-', '_')}_role_arn", role.arn)
     pulumi.export("ecr_repository_urls", {image: repo.repository_url for image, repo in boot.repositories.items()})
     pulumi.export("aws_region", cfg.region)
