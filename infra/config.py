@@ -82,6 +82,12 @@ class ClusterConfig(Strict):
     admin_role_arns: list[Annotated[str, Field(pattern=ROLE_ARN_PATTERN)]] = Field(
         default_factory=list, description="IAM roles granted cluster-admin through EKS access entries"
     )
+    preview_role_names: list[Annotated[str, Field(pattern=r"^[\w+=,.@-]{1,64}$")]] = Field(
+        default_factory=list, description="IAM roles (in this account) granted read-only Kubernetes access: CI previews"
+    )
+    ci_runner_in_home_vpc: bool = Field(
+        True, description="a self-hosted CI runner lives in the home region's VPC: every cluster admits that VPC on 443"
+    )
     log_retention_days: int = 90
     addons: dict[str, str] = Field(description="managed add-on versions, e.g. vpc-cni: v1.20.4-eksbuild.1")
 

@@ -65,6 +65,8 @@ def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
             f"{region.name} has {len(azs_available)} available AZs ({', '.join(azs_available)})"
         )
     azs = list(azs_available[: region.az_count])
+    invoke = pulumi.InvokeOutputOptions(provider=provider)
+    account, partition = aws.get_caller_identity_output(opts=invoke).account_id, aws.get_partition_output(opts=invoke).partition
 
     network = Network(
         prefix,
@@ -90,6 +92,9 @@ def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
             addon_versions=cfg.cluster.addons,
             public_access_cidrs=cfg.cluster.public_access_cidrs,
             admin_role_arns=cfg.cluster.admin_role_arns,
+            view_role_arns=[pulumi.Output.concat("arn:", partition, ":iam::", account, ":role/", n) for n in cfg.cluster.preview_role_names],
+            # The CI runner's VPC (README "Deploying for real"); other regions reach it over the global tier's peering.
+            api_access_cidrs=[cfg.regions[0].vpc_cidr] if cfg.cluster.ci_runner_in_home_vpc else [],
             log_retention_days=cfg.cluster.log_retention_days,
             tags=tags,
         ),
