@@ -182,7 +182,8 @@ DECRYPT_ACTIONS = ("kms:Decrypt", "kms:ReEncryptFrom")
 
 
 def _public_parameters(arns: BootstrapArns) -> str:
-    return f"arn:{arns.partition}:ssm:*::parameter/aws/service/*"
+    # AWS public parameters have an empty account field; `*` matches it (and parliament checks the ARN format).
+    return f"arn:{arns.partition}:ssm:*:*:parameter/aws/service/*"
 
 
 def preview_policy(arns: BootstrapArns) -> dict[str, Any]:

@@ -244,7 +244,7 @@ def test_deploy_policy_is_scoped_and_guards_the_bootstrap(boot: Rendering, env: 
     assert set(by_sid["PlatformServices"]["Action"]) == {f"{svc}:*" for svc in PLATFORM_SERVICES}
     # Run-command on nodes is not the deploy role's business.
     assert not {"ssm:*", "iam:*", "sts:*"} & set(by_sid["PlatformServices"]["Action"])
-    assert by_sid["PublicAmiParameters"]["Resource"] == "arn:aws:ssm:*::parameter/aws/service/*"
+    assert by_sid["PublicAmiParameters"]["Resource"] == "arn:aws:ssm:*:*:parameter/aws/service/*"
     assert set(by_sid["PassRolesToPlatformServices"]["Condition"]["StringEquals"]["iam:PassedToService"]) == set(PASS_ROLE_SERVICES)
     assert "iam:PassRole" not in by_sid["PlatformIdentities"]["Action"]
 
