@@ -33,10 +33,11 @@ Least privilege, and where it stops (README "Deploying for real" repeats this fo
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pulumi
 import pulumi_aws as aws
@@ -49,12 +50,16 @@ from bootstrap.config import (
     BootstrapConfig,
     BootstrapConfigError,
     bootstrap_config_from_pulumi,
+    known_stack_names,
     parse_bootstrap_config,
 )
 from components.kms import EncryptionKey, EncryptionKeyArgs
 from components.private_bucket import harden_private_bucket, tls_only_statements
+from infra.config import PROJECT as PLATFORM_PROJECT  # the platform's stacks' state lives under this project name
 
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
+# Every `pulumi login` to a DIY backend reads the backend's format version from here.
+BACKEND_META_OBJECT = ".pulumi/meta.yaml"
 STS_AUDIENCE = "sts.amazonaws.com"
 # Services the platform's program manages (infra/, components/). A new AWS service in the program needs a line here.
 # tests/delivery/test_iam_coverage.py derives them from every rendered stack and fails when one is missing here.
@@ -157,12 +162,31 @@ class BootstrapArns:
         return f"arn:{self.partition}:s3:::{self.state_bucket}"
 
 
-def _state_statements(arns: BootstrapArns, write_prefix: str) -> list[dict[str, Any]]:
+def stack_state_objects(stack: str, project: str = PLATFORM_PROJECT) -> list[str]:
+    """Object keys (patterns) of one stack in a DIY backend: its checkpoint (and `.bak`/`.gz` variants), update
+    history, backups and locks (pulumi/pulumi pkg/backend/diy: `.pulumi/{stacks,history,backups}/<project>/<stack>`,
+    locks under `.pulumi/locks/<organization/project/stack>`; the organization of a DIY stack is `organization`)."""
+    return [
+        f".pulumi/stacks/{project}/{stack}.json*",
+        f".pulumi/history/{project}/{stack}/*",
+        f".pulumi/backups/{project}/{stack}/*",
+        *stack_lock_objects(stack, project),
+    ]
+
+
+def stack_lock_objects(stack: str, project: str = PLATFORM_PROJECT) -> list[str]:
+    return [f".pulumi/locks/organization/{project}/{stack}/*"]
+
+
+def _state_statements(arns: BootstrapArns, read: list[str], write: list[str]) -> list[dict[str, Any]]:
+    """Access to the given state objects only (and the backend's `meta.yaml`, which every login reads): a role of
+    one stack cannot read another stack's state, nor the bootstrap's."""
     bucket = arns.state_bucket_arn
     return [
         {"Sid": "StateList", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:GetBucketVersioning"], "Resource": bucket},
-        {"Sid": "StateRead", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"], "Resource": f"{bucket}/*"},
-        {"Sid": "StateWrite", "Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": f"{bucket}/{write_prefix}"},
+        {"Sid": "StateRead", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+         "Resource": [f"{bucket}/{BACKEND_META_OBJECT}", *(f"{bucket}/{key}" for key in read)]},
+        {"Sid": "StateWrite", "Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": [f"{bucket}/{key}" for key in write]},
         {
             "Sid": "StateAndSecretsKeys",
             "Effect": "Allow",
@@ -202,19 +226,21 @@ def preview_policy(arns: BootstrapArns) -> dict[str, Any]:
     }
 
 
-def reviewed_preview_policy(arns: BootstrapArns) -> dict[str, Any]:
+def reviewed_preview_policy(arns: BootstrapArns, stacks: list[str]) -> dict[str, Any]:
     """Inline policy of the reviewed-preview role, on top of AWS `ReadOnlyAccess`."""
+    state = [key for stack in stacks for key in stack_state_objects(stack)]
     return {
         "Version": "2012-10-17",
         "Statement": [
             # A DIY-backend preview reads the stack's state and takes a lock object; it writes nothing else.
-            *_state_statements(arns, ".pulumi/locks/*"),
+            *_state_statements(arns, read=state, write=[key for stack in stacks for key in stack_lock_objects(stack)]),
             {"Sid": "NoSecretValues", "Effect": "Deny", "Action": list(SECRET_READ_ACTIONS), "Resource": "*"},
             {
                 "Sid": "NoOtherObjectsOrParameters",
                 "Effect": "Deny",
                 "Action": list(OBJECT_AND_PARAMETER_READ_ACTIONS),
-                "NotResource": [f"{arns.state_bucket_arn}/*", _public_parameters(arns)],
+                "NotResource": [f"{arns.state_bucket_arn}/{BACKEND_META_OBJECT}", *(f"{arns.state_bucket_arn}/{key}" for key in state),
+                                _public_parameters(arns)],
             },
             {
                 "Sid": "NoOtherKeys",
@@ -226,14 +252,17 @@ def reviewed_preview_policy(arns: BootstrapArns) -> dict[str, Any]:
     }
 
 
-def deploy_policy(arns: BootstrapArns, regions: list[str]) -> dict[str, Any]:
+def deploy_policy(arns: BootstrapArns, regions: list[str], stack: str) -> dict[str, Any]:
     """Managed policy of one environment's deploy role (`pulumi up` of its stack). See the module docstring."""
     platform_actions = sorted(f"{service}:*" for service in PLATFORM_SERVICES)
     bootstrap_keys = [arns.state_key, arns.secrets_key, arns.ecr_key]
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {"Sid": "PlatformServices", "Effect": "Allow", "Action": platform_actions, "Resource": "*"},
+            {"Sid": "PlatformServices", "Effect": "Allow", "Action": [a for a in platform_actions if a != "s3:*"], "Resource": "*"},
+            # S3 everywhere but the state bucket, where StateRead/StateWrite admit this stack's objects only.
+            {"Sid": "PlatformBuckets", "Effect": "Allow", "Action": "s3:*",
+             "NotResource": [arns.state_bucket_arn, f"{arns.state_bucket_arn}/*"]},
             {"Sid": "PlatformIdentities", "Effect": "Allow", "Action": list(IAM_MANAGE_ACTIONS), "Resource": "*"},
             {
                 "Sid": "PublicAmiParameters",
@@ -254,7 +283,7 @@ def deploy_policy(arns: BootstrapArns, regions: list[str]) -> dict[str, Any]:
                 "Resource": "*",
                 "Condition": {"StringEquals": {"iam:PassedToService": list(PASS_ROLE_SERVICES)}},
             },
-            *_state_statements(arns, ".pulumi/*"),
+            *_state_statements(arns, read=stack_state_objects(stack), write=stack_state_objects(stack)),
             {
                 "Sid": "OnlyTheStacksRegions",
                 "Effect": "Deny",
@@ -449,12 +478,16 @@ class Bootstrap(pulumi.ComponentResource):
             )
 
         read_only = partition.apply(lambda p: f"arn:{p}:iam::aws:policy/ReadOnlyAccess")
-        for kind, document in (("preview", preview_policy), ("reviewed-preview", reviewed_preview_policy)):
+        limits: dict[str, Callable[[BootstrapArns], dict[str, Any]]] = {
+            "preview": preview_policy,
+            "reviewed-preview": functools.partial(reviewed_preview_policy, stacks=known_stack_names(stacks_dir)),
+        }
+        for kind, document in limits.items():
             aws.iam.RolePolicyAttachment(f"{prefix}-ci-{kind}-readonly", role=self.roles[kind].name, policy_arn=read_only, opts=child)
             aws.iam.RolePolicy(
                 f"{prefix}-ci-{kind}-limits",
                 role=self.roles[kind].name,
-                policy=arns.apply(lambda a, document=document: json.dumps(document(a))),  # type: ignore[misc]
+                policy=_policy_json(arns, document),
                 opts=child,
             )
         for env in cfg.environments:
@@ -463,7 +496,7 @@ class Bootstrap(pulumi.ComponentResource):
                 f"{prefix}-ci-deploy-{env}",
                 name=f"{prefix}-ci-deploy-{env}",
                 description=f"pulumi up of the llm-platform {env} stack (see bootstrap/program.py for its limits)",
-                policy=arns.apply(lambda a, env_regions=env_regions: json.dumps(deploy_policy(a, env_regions))),  # type: ignore[misc]
+                policy=_policy_json(arns, functools.partial(deploy_policy, regions=env_regions, stack=env)),
                 tags=tags,
                 opts=child,
             )
@@ -478,6 +511,10 @@ class Bootstrap(pulumi.ComponentResource):
         self.backend_url = self.state_bucket.bucket.apply(lambda b: backend_url(b, cfg.region))
         self.secrets_provider = secrets_provider_url(self.secrets_alias, cfg.region)
         self.register_outputs({"backend_url": self.backend_url, "secrets_provider": self.secrets_provider})
+
+
+def _policy_json(arns: pulumi.Output[BootstrapArns], document: Callable[[BootstrapArns], dict[str, Any]]) -> pulumi.Output[str]:
+    return arns.apply(lambda a: json.dumps(document(a)))
 
 
 def _role_description(kind: str) -> str:

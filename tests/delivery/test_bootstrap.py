@@ -18,6 +18,7 @@ from bootstrap.config import (
 )
 from bootstrap.program import PASS_ROLE_SERVICES, PLATFORM_SERVICES, main
 from infra.render import ACCOUNT_ID, ROOT_DIR, Rendering, RenderedResource, known_stacks, render_function
+from tests.delivery.iam_support import allowed, statement_applies
 
 REPO = "acme-ai/llm-platform"
 BASE_CONFIG = {"llm-platform-bootstrap:github_repository": REPO, "llm-platform-bootstrap:region": "us-east-1"}
@@ -189,8 +190,6 @@ def inline_policy(r: Rendering, kind: str) -> dict[str, Any]:
 
 def kms_decrypt_effect(doc: dict[str, Any], key_arn: str) -> str:
     """The effect of this policy on kms:Decrypt of `key_arn`: Deny beats Allow beats the implicit deny."""
-    from tests.delivery.iam_support import statement_applies
-
     effects = {s["Effect"] for s in statements(doc) if statement_applies(s, "kms:Decrypt", key_arn)}
     return "Deny" if "Deny" in effects else ("Allow" if "Allow" in effects else "ImplicitDeny")
 
@@ -204,8 +203,6 @@ def test_pull_request_role_reads_no_state_and_cannot_decrypt_the_secrets_key(boo
     assert [s for s in statements(doc) if s["Effect"] == "Allow"] == [], "denies only, on top of ReadOnlyAccess"
     for key in ("secrets_key_arn", "state_key_arn"):
         assert kms_decrypt_effect(doc, boot.outputs[key]) == "Deny", key
-    from tests.delivery.iam_support import statement_applies
-
     state_object = f"arn:aws:s3:::{boot.outputs['state_bucket']}/.pulumi/stacks/llm-platform/prod.json"
     assert any(s["Effect"] == "Deny" and statement_applies(s, "s3:GetObject", state_object) for s in statements(doc))
     assert any(s["Effect"] == "Deny" and statement_applies(s, "secretsmanager:GetSecretValue", "arn:aws:secretsmanager:us-east-1:1:secret:x")
@@ -218,9 +215,12 @@ def test_reviewed_preview_role_reads_state_writes_only_lock_files(boot: Renderin
     inline = inline_policy(boot, "reviewed-preview")
     bucket_arn = f"arn:aws:s3:::{boot.outputs['state_bucket']}"
     writes = [s for s in statements(inline) if s["Effect"] == "Allow" and any(a in as_list(s["Action"]) for a in ("s3:PutObject", "s3:DeleteObject"))]
-    assert [s["Resource"] for s in writes] == [f"{bucket_arn}/.pulumi/locks/*"]
+    assert [s["Resource"] for s in writes] == [[f"{bucket_arn}/.pulumi/locks/organization/llm-platform/{st}/*" for st in known_stacks()]]
     allowed_actions = {a for s in statements(inline) if s["Effect"] == "Allow" for a in as_list(s["Action"])}
     assert not any(a.endswith(":*") or a == "*" for a in allowed_actions)
+    # The platform stacks' state, not the bootstrap's (its project is llm-platform-bootstrap).
+    assert allowed(inline, "s3:GetObject", f"{bucket_arn}/.pulumi/stacks/llm-platform/prod.json")
+    assert not allowed(inline, "s3:GetObject", f"{bucket_arn}/.pulumi/stacks/llm-platform-bootstrap/bootstrap.json")
     # It decrypts the stack's state (behind the environment's reviewers) and no other key.
     assert kms_decrypt_effect(inline, boot.outputs["secrets_key_arn"]) == "Allow"
     assert kms_decrypt_effect(inline, "arn:aws:kms:us-east-1:123456789012:key/other") == "Deny"
@@ -241,7 +241,7 @@ def test_deploy_policy_is_scoped_and_guards_the_bootstrap(boot: Rendering, env: 
     allows = [s for s in statements(doc) if s["Effect"] == "Allow"]
     for s in allows:
         assert "*" not in as_list(s["Action"]) and "iam:*" not in as_list(s["Action"]), s["Sid"]
-    assert set(by_sid["PlatformServices"]["Action"]) == {f"{svc}:*" for svc in PLATFORM_SERVICES}
+    assert set(by_sid["PlatformServices"]["Action"]) | {by_sid["PlatformBuckets"]["Action"]} == {f"{svc}:*" for svc in PLATFORM_SERVICES}
     # Run-command on nodes is not the deploy role's business.
     assert not {"ssm:*", "iam:*", "sts:*"} & set(by_sid["PlatformServices"]["Action"])
     assert by_sid["PublicAmiParameters"]["Resource"] == "arn:aws:ssm:*:*:parameter/aws/service/*"
@@ -266,6 +266,29 @@ def test_deploy_policy_is_scoped_and_guards_the_bootstrap(boot: Rendering, env: 
     assert sorted(repo_guard["Resource"]) == [f"arn:aws:ecr:us-east-1:{ACCOUNT_ID}:repository/llm-platform/{n}" for n in ("gateway", "vllm")]
     attached = [a for a in boot.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if a.inputs["role"] == f"llm-platform-ci-deploy-{env}"]
     assert len(attached) == 1
+
+
+@pytest.mark.parametrize("env", DEFAULT_ENVIRONMENTS)
+def test_deploy_role_reads_and_writes_only_its_own_stacks_state(boot: Rendering, env: str) -> None:
+    """A dev deploy role (no reviewers) must not read prod's state, whose secrets the shared secrets key decrypts.
+    Object keys are the DIY backend's (pulumi/pulumi pkg/backend/diy: stacks, history, backups, locks)."""
+    doc = deploy_doc(boot, env)
+    bucket = f"arn:aws:s3:::{boot.outputs['state_bucket']}"
+    own = [f".pulumi/stacks/llm-platform/{env}.json", f".pulumi/stacks/llm-platform/{env}.json.bak",
+           f".pulumi/history/llm-platform/{env}/{env}-1764000000000000000.checkpoint.json",
+           f".pulumi/backups/llm-platform/{env}/{env}.1764000000000000000.json",
+           f".pulumi/locks/organization/llm-platform/{env}/0b1c.json"]
+    for key in own:
+        for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+            assert allowed(doc, action, f"{bucket}/{key}"), (action, key)
+    assert allowed(doc, "s3:GetObject", f"{bucket}/.pulumi/meta.yaml")
+    assert not allowed(doc, "s3:PutObject", f"{bucket}/.pulumi/meta.yaml")
+    for other in [s for s in DEFAULT_ENVIRONMENTS if s != env]:
+        for key in (f".pulumi/stacks/llm-platform/{other}.json", f".pulumi/history/llm-platform/{other}/x.json"):
+            assert not allowed(doc, "s3:GetObject", f"{bucket}/{key}"), (env, key)
+    assert not allowed(doc, "s3:GetObject", f"{bucket}/.pulumi/stacks/llm-platform-bootstrap/bootstrap.json")
+    # `dev` must not match `dev2`-style neighbours: the checkpoint pattern is anchored on the stack name.
+    assert not allowed(doc, "s3:GetObject", f"{bucket}/.pulumi/stacks/llm-platform/{env}x.json")
 
 
 def test_deploy_role_can_run_the_global_tiers_ecr_and_replication() -> None:
