@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from infra.configkit import REGION_PATTERN, Strict, check_log_retention, format_validation_error
+from infra.fit import check_models_fit_gpu_memory
 from infra.instances import GPU_FAMILIES, INSTANCE_SPECS, gpu_class_of
 from infra.pins import DEFAULT_EKS_VERSION, EKS_VERSIONS
 from infra.workload_config import ModelConfig, WorkloadsConfig, check_models_fit_node_groups
@@ -223,6 +224,11 @@ class PlatformConfig(Strict):
     @model_validator(mode="after")
     def _models_fit_node_groups(self) -> PlatformConfig:
         check_models_fit_node_groups(self)
+        return self
+
+    @model_validator(mode="after")
+    def _models_fit_gpu_memory(self) -> PlatformConfig:
+        check_models_fit_gpu_memory(self)
         return self
 
     @property

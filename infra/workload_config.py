@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from components.labels import DEVICE_PLUGIN_CONFIG_LABEL
 from infra.configkit import Strict
+from infra.fit import ModelArchitecture
 from infra.pins import CHART_VERSIONS, VLLM_VERSION, vllm_cli
 
 if TYPE_CHECKING:
@@ -90,6 +91,8 @@ class ModelConfig(Strict):
     queue_threshold: Annotated[int, Field(ge=1, le=10_000, description="waiting requests per replica before KEDA adds one")] = 5
     prefix_affinity: bool = False
     startup_seconds: Annotated[int, Field(ge=60, le=7200, description="time allowed to download and load the weights")] = 1200
+    architecture: ModelArchitecture | None = Field(
+        None, description="memory facts from the model's config.json for the fit check; known hf_models need none (infra/fit.py)")
 
     @field_validator("extra_args")
     @classmethod
