@@ -98,11 +98,13 @@ CHART_VERSIONS: dict[str, tuple[str, str, str]] = {
 # autoscaler supports only its own minor. Latest patch tags of kubernetes/autoscaler (cluster-autoscaler-1.3x.y).
 AUTOSCALER_IMAGE_PINS: dict[str, str] = {"1.33": "v1.33.6", "1.34": "v1.34.5", "1.35": "v1.35.2"}
 
-# Base images of our own Dockerfiles.
-BASE_IMAGES: dict[str, tuple[str, str]] = {
+# Base images of our own Dockerfiles: (tag, source, end of support).
+BASE_IMAGES: dict[str, tuple[str, str, date | None]] = {
     "vllm/vllm-openai": (f"v{VLLM_VERSION}", f"vLLM release {VLLM_VERSION} (PyPI vllm {VLLM_VERSION}, wheel built 2026-11-16); "
                                              "the project publishes vllm/vllm-openai:v<release> per release. Digest not verified "
-                                             "here (no registry access): pinned by version tag"),
+                                             "here (no registry access): pinned by version tag", None),
+    # images/gateway/Dockerfile (the gateway's own pin, listed so it cannot lapse unseen).
+    "python": ("3.11.7-slim-bookworm", "Docker official python image; Python 3.11 end of life 2027-10 (PEP 664)", date(2027, 10, 1)),
 }
 
 
@@ -117,7 +119,7 @@ def _pins() -> list[Pin]:
     pins += [Pin("image", "registry.k8s.io/autoscaling/cluster-autoscaler", tag, "kubernetes/autoscaler git tag cluster-autoscaler-" + tag[1:],
                  "components/cluster_addons.py AUTOSCALER_IMAGE_TAGS", EKS_VERSIONS[minor].end_of_extended_support)
              for minor, tag in AUTOSCALER_IMAGE_PINS.items()]
-    pins += [Pin("image", name, tag, source, "images/*/Dockerfile FROM") for name, (tag, source) in BASE_IMAGES.items()]
+    pins += [Pin("image", name, tag, source, "images/*/Dockerfile FROM", ends) for name, (tag, source, ends) in BASE_IMAGES.items()]
     return pins
 
 
