@@ -51,7 +51,7 @@ class ModelArchitecture(Strict):
     kv_heads: Annotated[int, Field(ge=1, le=512, description="num_key_value_heads (num_attention_heads without GQA)")]
     head_dim: Annotated[int, Field(ge=8, le=1024, description="head_dim, or hidden_size / num_attention_heads")]
     dtype: Literal["float32", "bfloat16", "float16"] = Field(description="torch_dtype of the checkpoint")
-    attention: Literal["decoder", "encoder"] = Field("decoder", description="encoder = encoder-only model, no KV cache")
+    attention: Literal["decoder", "encoder"] = Field(default="decoder", description="encoder = encoder-only model, no KV cache")
     bits_per_weight: Annotated[float | None, Field(gt=0, le=32, description="quantised checkpoints (e.g. 4 for AWQ/GPTQ int4)")] = None
     source: str = Field("catalog entry", description="where the facts come from (config.json URL)")
 
