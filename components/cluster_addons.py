@@ -34,7 +34,8 @@ GRAFANA_ADMIN_SECRET = "grafana-admin"
 # EKS 1.30+ ships no default StorageClass: Prometheus' volume names this one explicitly.
 STORAGE_CLASS = "gp3-encrypted"
 # Cluster-autoscaler minor must match the cluster's; these patch releases are the ones tested per minor.
-AUTOSCALER_IMAGE_TAGS = {"1.31": "v1.31.0", "1.32": "v1.32.0", "1.33": "v1.33.0", "1.34": "v1.34.0"}
+# Latest patch per Kubernetes minor (infra/pins.py AUTOSCALER_IMAGE_PINS lists the same, with its source).
+AUTOSCALER_IMAGE_TAGS = {"1.33": "v1.33.6", "1.34": "v1.34.5", "1.35": "v1.35.2"}
 GPU_TOLERATION = {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
 GPU_NODES_ONLY = {
     "nodeAffinity": {

@@ -85,7 +85,7 @@ class ModelServerSpec:
 class ModelServersArgs:
     namespace: str
     image: str
-    """Pinned model-server image (images/vllm), e.g. `<ecr>/llm-platform/vllm:v0.11.0-1`."""
+    """Pinned model-server image (images/vllm), e.g. `<ecr>/llm-platform/vllm:v0.34.0-1`."""
     models: Sequence[ModelServerSpec]
     region: str
     identity: ServiceAccountIdentity

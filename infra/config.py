@@ -15,15 +15,18 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from infra.configkit import REGION_PATTERN, Strict, check_log_retention, format_validation_error
+from infra.fit import check_models_fit_gpu_memory
 from infra.instances import GPU_FAMILIES, INSTANCE_SPECS, gpu_class_of
+from infra.pins import DEFAULT_EKS_VERSION, EKS_VERSIONS
 from infra.workload_config import ModelConfig, WorkloadsConfig, check_models_fit_node_groups
 from infra.data_edge_config import DataConfig, EdgeConfig, ModelStoreConfig, check_edge_fits_regions
 from infra.global_config import GlobalConfig, check_global_fits_regions
 
 PROJECT = "llm-platform"
 
-# EKS standard-support versions this release is tested against (POLICIES.md #4 reads the same list).
-SUPPORTED_EKS_VERSIONS = ("1.31", "1.32", "1.33", "1.34")
+# EKS versions this release is tested against: infra/pins.py EKS_VERSIONS (the AWS calendar), standard or
+# extended support (extended is billed at the higher rate: infra/cost.py). The policy pack keeps the same list.
+SUPPORTED_EKS_VERSIONS = tuple(EKS_VERSIONS)
 REQUIRED_ADDONS = ("vpc-cni", "coredns", "kube-proxy", "aws-ebs-csi-driver", "eks-pod-identity-agent")
 INTERFACE_ENDPOINTS = ("ecr.api", "ecr.dkr", "sts", "logs", "ec2", "elasticloadbalancing", "autoscaling", "ssm")
 ROLE_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$"
@@ -74,7 +77,7 @@ class NetworkConfig(Strict):
 class ClusterConfig(Strict):
     """The EKS control plane."""
 
-    version: str = Field(description=f"Kubernetes version, one of {', '.join(SUPPORTED_EKS_VERSIONS)}")
+    version: str = Field(DEFAULT_EKS_VERSION, description=f"Kubernetes version, one of {', '.join(SUPPORTED_EKS_VERSIONS)}")
     public_access_cidrs: list[str] = Field(
         default_factory=list,
         description="CIDRs allowed to reach the public API endpoint; empty = public endpoint off (private only)",
@@ -95,7 +98,8 @@ class ClusterConfig(Strict):
     @classmethod
     def _version(cls, value: str) -> str:
         if value not in SUPPORTED_EKS_VERSIONS:
-            raise ValueError(f"allowed: {', '.join(SUPPORTED_EKS_VERSIONS)}")
+            raise ValueError(f"allowed: {', '.join(SUPPORTED_EKS_VERSIONS)} (infra/pins.py; older versions are past EKS "
+                             "support or in extended support without a tested upgrade path)")
         return value
 
     @field_validator("public_access_cidrs")
@@ -226,6 +230,11 @@ class PlatformConfig(Strict):
     @model_validator(mode="after")
     def _models_fit_node_groups(self) -> PlatformConfig:
         check_models_fit_node_groups(self)
+        return self
+
+    @model_validator(mode="after")
+    def _models_fit_gpu_memory(self) -> PlatformConfig:
+        check_models_fit_gpu_memory(self)
         return self
 
     @property

@@ -14,6 +14,8 @@ from pydantic import Field, field_validator, model_validator
 
 from components.labels import DEVICE_PLUGIN_CONFIG_LABEL
 from infra.configkit import Strict
+from infra.fit import ModelArchitecture
+from infra.pins import CHART_VERSIONS, VLLM_VERSION, vllm_cli
 
 if TYPE_CHECKING:
     from infra.config import NodeGroupConfig, PlatformConfig
@@ -23,15 +25,23 @@ CPU_QUANTITY = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"
 MEMORY_QUANTITY = r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$"
 # Arguments the model-server component derives from the entry itself; repeating them in extra_args would
 # silently fight the derived value.
+# Checked against vLLM's CLI at the pinned release (infra/vllm_cli/): `-tp` is --tensor-parallel-size's short form,
+# `--load-format` follows the weights source; `--task` no longer exists (replaced by --runner/--convert in 0.10.1).
 DERIVED_VLLM_ARGS = (
-    "--model", "--served-model-name", "--tensor-parallel-size", "--max-model-len", "--gpu-memory-utilization",
-    "--host", "--port", "--runner", "--convert", "--task", "--enable-prefix-caching", "--download-dir",
+    "--model", "--served-model-name", "--tensor-parallel-size", "-tp", "--max-model-len", "--gpu-memory-utilization",
+    "--host", "--port", "--runner", "--convert", "--enable-prefix-caching", "--download-dir", "--load-format",
 )
 
 ChartName = Literal[
     "aws-load-balancer-controller", "nvidia-device-plugin", "dcgm-exporter", "cluster-autoscaler",
     "metrics-server", "keda", "kube-prometheus-stack", "external-secrets",
 ]
+
+
+def vllm_flags() -> set[str]:
+    flags = vllm_cli()["flags"]
+    assert isinstance(flags, list)
+    return set(flags)
 
 
 class ReplicaRange(Strict):
@@ -90,6 +100,8 @@ class ModelConfig(Strict):
     wake_timeout_seconds: Annotated[int | None, Field(ge=0, le=3600, description=(
         "how long the gateway holds a request while this model has no ready replica (waking from zero), then 503 "
         f"with retry-after; unset = {DEFAULT_WAKE_TIMEOUT_SECONDS} with replicas.min 0, else 0 (503 at once)"))] = None
+    architecture: ModelArchitecture | None = Field(
+        None, description="memory facts from the model's config.json for the fit check; known hf_models need none (infra/fit.py)")
 
     @field_validator("extra_args")
     @classmethod
@@ -98,6 +110,9 @@ class ModelConfig(Strict):
             flag = arg.split("=", 1)[0]
             if flag in DERIVED_VLLM_ARGS:
                 raise ValueError(f"{flag!r} is derived from the model entry; allowed: any vLLM flag except {', '.join(DERIVED_VLLM_ARGS)}")
+            if re.match(r"^--?[A-Za-z]", flag) and flag not in vllm_flags() and "--" + flag.removeprefix("--no-") not in vllm_flags():
+                raise ValueError(f"{flag!r} is not a flag of vLLM {VLLM_VERSION} (the pinned model server); "
+                                 "allowed: the flags of `vllm serve --help` at that release (infra/vllm_cli/)")
             if re.search(r"\s", arg) and not arg.startswith("{"):
                 raise ValueError(f"{arg!r} contains whitespace; give each argument as its own list item")
         return value
@@ -176,18 +191,10 @@ class ChartPin(Strict):
     version: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+$", description="exact chart version, no ranges")]
 
 
-# Chart versions this release is tested with; a stack overrides one by listing it under workloads.charts.
-DEFAULT_CHARTS: dict[str, ChartPin] = {
-    "aws-load-balancer-controller": ChartPin(repo="https://aws.github.io/eks-charts", version="1.14.0"),
-    "nvidia-device-plugin": ChartPin(repo="https://nvidia.github.io/k8s-device-plugin", version="0.17.4"),
-    "dcgm-exporter": ChartPin(repo="https://nvidia.github.io/dcgm-exporter/helm-charts", version="4.4.1"),
-    "cluster-autoscaler": ChartPin(repo="https://kubernetes.github.io/autoscaler", version="9.50.1"),
-    "metrics-server": ChartPin(repo="https://kubernetes-sigs.github.io/metrics-server", version="3.13.0"),
-    "keda": ChartPin(repo="https://kedacore.github.io/charts", version="2.18.0"),
-    "kube-prometheus-stack": ChartPin(repo="https://prometheus-community.github.io/helm-charts", version="78.3.0"),
-    # The project's OCI registry: the policy pack approves oci:// chart sources, not charts.external-secrets.io.
-    "external-secrets": ChartPin(repo="oci://ghcr.io/external-secrets/charts", version="0.20.4"),
-}
+# Chart versions this release is tested with (infra/pins.py CHART_VERSIONS, verified from each chart repository);
+# a stack overrides one by listing it under workloads.charts. external-secrets comes from the project's OCI
+# registry: the policy pack approves oci:// chart sources, not charts.external-secrets.io.
+DEFAULT_CHARTS: dict[str, ChartPin] = {name: ChartPin(repo=repo, version=version) for name, (repo, version, _) in CHART_VERSIONS.items()}
 
 
 class WorkloadsConfig(Strict):
