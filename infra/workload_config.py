@@ -188,6 +188,8 @@ def check_secret_ref(value: str) -> str:
     if value.startswith("arn:"):
         if not re.fullmatch(SECRET_ARN, value):
             raise ValueError(f"got {value!r}; allowed: a full secret ARN arn:aws:secretsmanager:<region>:<account>:secret:<name>-<6 characters>, or the secret's name")
+    elif "://" in value:  # a webhook URL pasted in place of its secret's name: never echo it into logs
+        raise ValueError("got a URL (a credential itself, not repeated here); allowed: the name or full ARN of the Secrets Manager secret holding it")
     elif not re.fullmatch(SECRET_NAME, value):
         raise ValueError(f"got {value!r}; allowed: 1-512 of letters, digits and /_+=.@- (a secret name), or a full secret ARN")
     return value
