@@ -315,13 +315,13 @@ class ClusterAddons(pulumi.ComponentResource):
         if secret is not None:
             after = [*args.depends_on, external_secrets]
             arns = list({id(s.arn): s.arn for s in receivers.secret_files().values()}.values())
-            store = namespace_secret_reader(f"{name}-alertmanager", args.monitoring_namespace, args.region, args.identity,
+            store = namespace_secret_reader(f"{name}-am", args.monitoring_namespace, args.region, args.identity,
                                             arns, args.secret_kms_key_arns, self, after, args.tags)
             objects = [*store, apply_manifest(f"{name}-alertmanager-receivers", secret,
                                               pulumi.ResourceOptions(parent=self, depends_on=[*after, *store]))]
             values["alertmanagerSpec"] = {"secrets": [ALERTMANAGER_SECRET]}
         if receivers.sns_topic_arn:
-            role = service_account_role(f"{name}-alertmanager-sns", args.identity, args.monitoring_namespace,
+            role = service_account_role(f"{name}-am-sns", args.identity, args.monitoring_namespace,
                                         f"{PROMETHEUS_RELEASE}-alertmanager",
                                         policy_document([{"Sid": "PublishAlerts", "Effect": "Allow", "Action": ["sns:Publish"],
                                                           "Resource": [receivers.sns_topic_arn]}]), self, args.tags)
