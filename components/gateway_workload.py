@@ -45,6 +45,9 @@ MODELS_CONFIGMAP = "gateway-models"
 # DeregisterTargets and the ALB's propagation take seconds to tens of seconds
 # (kubernetes-sigs/aws-load-balancer-controller#3270). The preStop sleep lasts this long.
 ALB_DEREGISTRATION_SECONDS = 30
+# Prometheus scrapes the gateway this often: a request for a model at zero reaches KEDA's demand trigger one
+# scrape plus one KEDA poll later (components/model_server.py WAKE_POLLING_SECONDS).
+METRICS_SCRAPE_SECONDS = 5
 GRACE_MARGIN_SECONDS = 15
 # A small image (Python slim): a cold pull from same-region ECR takes seconds; this is the bound.
 IMAGE_PULL_SECONDS = 120
@@ -255,7 +258,8 @@ def manifests(args: GatewayWorkloadArgs, secret_keys: Sequence[str]) -> list[Man
         {
             "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": metadata(APP, ns, labels),
             "spec": {"selector": {"matchLabels": labels}, "namespaceSelector": {"matchNames": [ns]},
-                     "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}]},
+                     "endpoints": [{"port": "metrics", "path": "/metrics", "interval": f"{METRICS_SCRAPE_SECONDS}s",
+                                    "scrapeTimeout": f"{METRICS_SCRAPE_SECONDS - 1}s"}]},
         },
     ]
     if args.target_group_arn is not None:
