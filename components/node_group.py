@@ -16,6 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.irsa import service_trust_policy
+from components.labels import ACCELERATOR_LABEL, ACCELERATOR_TYPES, time_slices
 
 GPU_LABEL = "llm-platform/gpu"
 GPU_TAINT_KEY = "nvidia.com/gpu"
@@ -56,7 +57,8 @@ def autoscaler_template_tags(labels: Mapping[str, str], taints: Sequence[tuple[s
     tags = {f"{prefix}/label/{k}": v for k, v in labels.items()}
     tags.update({f"{prefix}/taint/{key}": f"{value}:{effect}" for key, value, effect in taints})
     if args.gpus_per_node:
-        tags[f"{prefix}/resources/nvidia.com/gpu"] = str(args.gpus_per_node)
+        # What the device plugin will advertise: every GPU once, or N times on a time-sliced group.
+        tags[f"{prefix}/resources/nvidia.com/gpu"] = str(args.gpus_per_node * time_slices(labels))
     if args.vcpus_per_node:
         tags[f"{prefix}/resources/cpu"] = str(args.vcpus_per_node)
     if args.memory_mib_per_node:
@@ -129,6 +131,7 @@ class NodeGroup(pulumi.ComponentResource):
         taints: list[tuple[str, str, str]] = []
         if is_gpu:
             labels[GPU_LABEL] = str(args.gpu_class)
+            labels[ACCELERATOR_LABEL] = ACCELERATOR_TYPES[str(args.gpu_class)]
             taints.append((GPU_TAINT_KEY, "true", "NoSchedule"))
         template_tags = autoscaler_template_tags(labels, taints, args)
 

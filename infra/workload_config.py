@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from components.labels import DEVICE_PLUGIN_CONFIG_LABEL
 from infra.configkit import Strict
@@ -197,12 +197,55 @@ class ChartPin(Strict):
 DEFAULT_CHARTS: dict[str, ChartPin] = {name: ChartPin(repo=repo, version=version) for name, (repo, version, _) in CHART_VERSIONS.items()}
 
 
+# Secrets Manager (botocore model): a name is 1-512 of ASCII letters, digits and /_+=.@-; the ARN adds
+# `-` and six random characters to it.
+SECRET_NAME = r"[A-Za-z0-9/_+=.@-]{1,512}"
+SECRET_ARN = r"arn:aws[a-z-]*:secretsmanager:[a-z]{2}(-[a-z]+)+-\d:\d{12}:secret:" + SECRET_NAME + r"-[A-Za-z0-9]{6}"
+SECRET_REF_DESCRIPTION = ("Secrets Manager secret: its name (e.g. llm-platform/hf-token; the IAM grant then matches the "
+                          "ARN AWS derives from it) or its full ARN (ending in -<6 characters>)")
+
+
+def check_secret_ref(value: str) -> str:
+    """A Secrets Manager secret name or full ARN; a partial ARN (no random suffix) would match no real secret."""
+    if value.startswith("arn:"):
+        if not re.fullmatch(SECRET_ARN, value):
+            raise ValueError(f"got {value!r}; allowed: a full secret ARN arn:aws:secretsmanager:<region>:<account>:secret:<name>-<6 characters>, or the secret's name")
+    elif "://" in value:  # a webhook URL pasted in place of its secret's name: never echo it into logs
+        raise ValueError("got a URL (a credential itself, not repeated here); allowed: the name or full ARN of the Secrets Manager secret holding it")
+    elif not re.fullmatch(SECRET_NAME, value):
+        raise ValueError(f"got {value!r}; allowed: 1-512 of letters, digits and /_+=.@- (a secret name), or a full secret ARN")
+    return value
+
+
+SecretRef = Annotated[str, AfterValidator(check_secret_ref), Field(description=SECRET_REF_DESCRIPTION)]
+
+
+class AlertingConfig(Strict):
+    """Where Alertmanager sends alerts. Critical alerts page (PagerDuty, else Slack, else SNS); warnings go to Slack
+    (else SNS); secrets stay in Secrets Manager and reach Alertmanager as files through External Secrets."""
+
+    pagerduty_routing_key_secret: SecretRef | None = None
+    """Secret whose value is a PagerDuty Events API v2 routing (integration) key."""
+    slack_webhook_secret: SecretRef | None = None
+    """Secret whose value is a Slack incoming-webhook URL."""
+    slack_channel: Annotated[str | None, Field(pattern=r"^[#@]?[a-z0-9][a-z0-9._-]{0,79}$")] = None
+    sns_topic_arn: Annotated[str | None, Field(pattern=r"^arn:aws[a-z-]*:sns:[a-z]{2}(-[a-z]+)+-\d:\d{12}:[A-Za-z0-9_-]{1,256}$",
+                                               description="SNS topic (e-mail/SMS subscribers); Alertmanager publishes with its own IRSA role")] = None
+
+    @model_validator(mode="after")
+    def _someone_listens(self) -> AlertingConfig:
+        if not (self.pagerduty_routing_key_secret or self.slack_webhook_secret or self.sns_topic_arn):
+            raise ValueError("got no receiver; allowed: at least one of pagerduty_routing_key_secret, slack_webhook_secret, "
+                             "sns_topic_arn (critical alerts must reach a person)")
+        return self
+
+
 class WorkloadsConfig(Strict):
     gateway: GatewayWorkloadConfig
     vllm_image: ImageRef
     charts: dict[ChartName, ChartPin] = Field(default_factory=dict, description="overrides of DEFAULT_CHARTS")
-    hf_token_secret: Annotated[str | None, Field(pattern=r"^[\w/+=.@:-]+$",
-                                                 description="Secrets Manager secret (name or ARN) with the Hugging Face token; unset = no token")] = None
+    hf_token_secret: SecretRef | None = Field(None, description="Secrets Manager secret (name or full ARN) with the Hugging Face token; unset = no token")
+    alerting: AlertingConfig
     prometheus_retention_days: Annotated[int, Field(ge=1, le=365)] = 15
     runbook_base_url: Annotated[str, Field(pattern=r"^https://[\w.-]+(/[\w.%~-]+)*/?$",
                                            description="where docs/runbooks is browsable; alerts link <this>/<runbook>.md")] = (

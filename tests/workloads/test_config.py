@@ -136,3 +136,16 @@ def test_vllm_dockerfile_is_pinned_non_root_and_lint_clean() -> None:
     for stack in ("dev", "small", "prod", "global"):
         tag = read_stack_config(stack)["llm-platform:workloads"]["vllm_image"]["tag"]
         assert tag.startswith(f"v{VLLM_VERSION}-"), (stack, tag)
+
+
+def test_alerting_needs_a_receiver() -> None:
+    message = error_for(lambda raw: raw["workloads"].pop("alerting"))
+    assert "llm-platform:workloads.alerting" in message
+    message = error_for(lambda raw: raw["workloads"].update(alerting={"slack_channel": "#x"}))
+    assert "at least one of pagerduty_routing_key_secret, slack_webhook_secret, sns_topic_arn" in message
+
+
+def test_alerting_secrets_are_names_or_full_arns() -> None:
+    message = error_for(lambda raw: raw["workloads"]["alerting"].update(slack_webhook_secret="https://hooks.slack.com/services/T/B/x"))
+    assert "llm-platform:workloads.alerting.slack_webhook_secret" in message and "allowed" in message
+    assert "hooks.slack.com" not in message  # a credential pasted by mistake is not echoed into CI logs
