@@ -10,6 +10,7 @@ components read the same constants.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -47,6 +48,8 @@ class Limit:
     source: str
     check: Callable[[Any], bool]
     """True when the value is allowed (called only when the input is present)."""
+    autoname: bool = False
+    """The input is Pulumi's auto-named `name`: when absent, check `<resource name>-<7 hex>`, the name it will get."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,21 @@ def _each(path: str, ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
     """Apply `ok` to `path` of every item of a list input."""
     return lambda items: all(ok(item.get(path)) for item in (items or []) if isinstance(item, dict) and item.get(path) is not None)
 
+
+def _elbv2_name(value: Any) -> bool:
+    text = str(value)
+    return len(text) <= 32 and re.fullmatch(r"[0-9A-Za-z-]+", text) is not None and not text.startswith(("-", "internal-")) \
+        and not text.endswith("-")
+
+
+def _s3_bucket_name(value: Any) -> bool:
+    return re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", str(value)) is not None and ".." not in str(value)
+
+
+ELBV2_SOURCE = "hashicorp/terraform-provider-aws internal/service/elbv2/validate.go (validName, validTargetGroupName)"
+S3_BUCKET_SOURCE = ("AWS S3 bucket naming rules, docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html "
+                    "(botocore's BucketName shape carries no length or pattern)")
+AUTONAME_SUFFIX = "-a1b2c3d"  # Pulumi auto-naming: '-' + 7 random hex characters
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 NODE_GROUP_SOURCE = "hashicorp/terraform-provider-aws internal/service/eks/node_group.go"
@@ -88,6 +106,12 @@ LIMITS: tuple[Limit, ...] = (
     Limit(RDS_INSTANCE, "performanceInsightsRetentionPeriod", "7, 31 x 1-23 months, or 731",
           "botocore rds model, CreateDBInstance PerformanceInsightsRetentionPeriod (documentation)",
           lambda v: int(v) in RDS_PERFORMANCE_INSIGHTS_RETENTION_DAYS),
+    Limit("aws:lb/loadBalancer:LoadBalancer", "name", "1-32 letters, digits, hyphens; no leading/trailing hyphen, no 'internal-'",
+          ELBV2_SOURCE, _elbv2_name, autoname=True),
+    Limit("aws:lb/targetGroup:TargetGroup", "name", "1-32 letters, digits, hyphens; no leading/trailing hyphen",
+          ELBV2_SOURCE, _elbv2_name, autoname=True),
+    Limit("aws:s3/bucket:Bucket", "bucket", "3-63 lowercase letters, digits, dots, hyphens; starts and ends alphanumeric",
+          S3_BUCKET_SOURCE, _s3_bucket_name),
 )
 
 CONFLICTS: tuple[Conflict, ...] = (
@@ -103,8 +127,12 @@ def check_rendering(rendering: Any) -> list[str]:
     limited = {(limit.type, limit.input) for limit in LIMITS}
     for resource in rendering.resources:
         for limit in LIMITS:
-            if resource.type == limit.type and resource.inputs.get(limit.input) is not None:
-                value = resource.inputs[limit.input]
+            if resource.type != limit.type:
+                continue
+            value = resource.inputs.get(limit.input)
+            if value is None and limit.autoname and resource.custom:
+                value = resource.name + AUTONAME_SUFFIX
+            if value is not None:
                 if not limit.check(value):
                     problems.append(f"{rendering.stack}: {resource.type} {resource.name}: {limit.input} = {value!r}: "
                                     f"{limit.rule} ({limit.source})")

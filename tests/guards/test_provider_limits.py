@@ -92,3 +92,20 @@ def test_performance_insights_retention_rejects_what_rds_rejects(days: int) -> N
     assert limits.check_rendering(Rendering(stack="t", resources=[RenderedResource(
         urn="urn:db", type=limits.RDS_INSTANCE, name="db", parent=None, provider=None,
         inputs={"performanceInsightsRetentionPeriod": float(days)}, custom=True)], outputs={}))
+
+
+def _one(type_: str, inputs: dict[str, Any], name: str = "r") -> Rendering:
+    return Rendering(stack="t", resources=[RenderedResource(urn=f"urn:{name}", type=type_, name=name, parent=None,
+                                                            provider=None, inputs=inputs, custom=True)], outputs={})
+
+
+def test_elbv2_and_s3_names_follow_the_provider_and_aws_rules_autonamed_or_not() -> None:
+    lb = "aws:lb/loadBalancer:LoadBalancer"
+    assert limits.check_rendering(_one(lb, {"name": "llmp-prod"})) == []
+    assert limits.check_rendering(_one(lb, {"name": "internal-api"}))
+    assert limits.check_rendering(_one(lb, {"name": "x" * 33}))
+    assert limits.check_rendering(_one(lb, {}, name="x" * 24)) == []  # auto-named: 24 + 8 = 32
+    assert limits.check_rendering(_one(lb, {}, name="x" * 25))
+    bucket = "aws:s3/bucket:Bucket"
+    assert limits.check_rendering(_one(bucket, {"bucket": "llmp-dev-models-123456789012"})) == []
+    assert limits.check_rendering(_one(bucket, {"bucket": "LLMP_dev"}))
