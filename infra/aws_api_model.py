@@ -373,6 +373,7 @@ def check_rendering(rendering: Any, table: Mapping[str, Api | NoApi] | None = No
     """Check every AWS resource of a rendered stack against `table` (default `TABLE`)."""
     table = TABLE if table is None else table
     report = Report()
+    default_tags = _provider_default_tags(rendering)
     for resource in rendering.resources:
         if not resource.custom or not (resource.type.startswith("aws:") or resource.type == "pulumi:providers:aws"):
             continue
@@ -387,8 +388,28 @@ def check_rendering(rendering: Any, table: Mapping[str, Api | NoApi] | None = No
         report.types_mapped.add(resource.type)
         walker = _Walker(rendering.stack, resource, entry, _unknown_marks(rendering, resource), report)
         root = operation_model(entry.service, entry.operations[0]).input_shape
-        walker.structure("", "", root, resource.inputs, dependent=False, root=True)
+        inputs = dict(resource.inputs)
+        provider_tags = default_tags.get((resource.provider or "").rsplit("::", 1)[0], {})
+        if provider_tags and isinstance(inputs.get("tags"), dict):
+            # The provider merges its default_tags into every resource's tags (tags_all): AWS receives both.
+            inputs["tags"] = {**provider_tags, **inputs["tags"]}
+        walker.structure("", "", root, inputs, dependent=False, root=True)
     return report
+
+
+def _provider_default_tags(rendering: Any) -> dict[str, dict[str, str]]:
+    """Provider URN -> its `default_tags.tags` (the engine hands provider inputs over as JSON strings)."""
+    import json
+
+    found: dict[str, dict[str, str]] = {}
+    for resource in rendering.resources:
+        if resource.type == "pulumi:providers:aws":
+            value = resource.inputs.get("defaultTags")
+            if isinstance(value, str):
+                value = json.loads(value)
+            if isinstance(value, dict) and isinstance(value.get("tags"), dict):
+                found[resource.urn] = dict(value["tags"])
+    return found
 
 
 def check_table(table: Mapping[str, Api | NoApi] | None = None) -> list[str]:

@@ -128,3 +128,13 @@ def test_values_from_other_resources_are_skipped_and_counted_not_checked() -> No
                           property_dependencies={"vpcId": ["urn:dep"]})
     report = api.check_rendering(Rendering(stack="t", resources=[dep, sg], outputs={}))
     assert "sg.vpcId" in report.unknown and not report.violations
+
+
+def test_provider_default_tags_are_checked_with_each_resource_s_tags() -> None:
+    provider = RenderedResource(urn="urn:provider", type="pulumi:providers:aws", name="aws", parent=None, provider=None,
+                                inputs={"region": "us-east-1", "defaultTags": '{"tags": {"' + "k" * 129 + '": "v"}}'},
+                                custom=True)
+    acl = RenderedResource(urn="urn:acl", type=WAF, name="acl", parent=None, provider="urn:provider::aws-id",
+                           inputs={**BASE_ACL, "tags": {"own": "tag"}}, custom=True)
+    violations = api.check_rendering(Rendering(stack="t", resources=[provider, acl], outputs={})).violations
+    assert any("TagKey max length 128" in v.rule for v in violations), [str(v) for v in violations]
