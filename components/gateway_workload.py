@@ -30,6 +30,9 @@ APP = "gateway"
 SECRET_NAME = "gateway-secrets"
 MODELS_CONFIGMAP = "gateway-models"
 PRE_STOP_SECONDS = 10
+# Prometheus scrapes the gateway this often: a request for a model at zero reaches KEDA's demand trigger one
+# scrape plus one KEDA poll later (components/model_server.py WAKE_POLLING_SECONDS).
+METRICS_SCRAPE_SECONDS = 5
 GRACE_MARGIN_SECONDS = 15
 
 
@@ -216,7 +219,8 @@ def manifests(args: GatewayWorkloadArgs, secret_keys: Sequence[str]) -> list[Man
         {
             "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": metadata(APP, ns, labels),
             "spec": {"selector": {"matchLabels": labels}, "namespaceSelector": {"matchNames": [ns]},
-                     "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}]},
+                     "endpoints": [{"port": "metrics", "path": "/metrics", "interval": f"{METRICS_SCRAPE_SECONDS}s",
+                                    "scrapeTimeout": f"{METRICS_SCRAPE_SECONDS - 1}s"}]},
         },
     ]
     if args.target_group_arn is not None:

@@ -12,7 +12,8 @@ Per model:
 - `/dev/shm` is memory-backed (NCCL between tensor-parallel workers needs more than the container default).
 - A startup probe allows `startup_seconds` for download and load; readiness and liveness use `/health`.
 - KEDA scales on `vllm:num_requests_waiting` (queue depth per replica); a model with min 0 also wakes on gateway
-  demand for it (`gateway_requests_total`), since a model at zero replicas has no vLLM queue to measure.
+  demand for it (`gateway_model_demand_total`, counted under the model asked for when a request arrives, even if a
+  fallback serves it), since a model at zero replicas has no vLLM queue to measure.
 
 GPU sharing (`gpu_share: N`): the node group is labelled `nvidia.com/device-plugin.config=time-sliced-N`, so the
 device plugin advertises each physical GPU N times. Each sharing model requests one slice and caps its own memory
@@ -47,6 +48,10 @@ VLLM_UID = 2000
 # Demand trigger for models that idle at zero: any request for the model in the last 2 minutes wakes one replica.
 # The huge target means this trigger alone never asks for a second replica; queue depth does that.
 DEMAND_TARGET = "1000000"
+# How often KEDA asks Prometheus whether a model at zero should wake (KEDA's activation loop; 1..N is the HPA's).
+# A request is seen by the next scrape of the gateway (components/gateway_workload.py METRICS_SCRAPE_SECONDS) and
+# then by the next poll: at most both intervals, 5 + 5 s, before KEDA sets the Deployment to 1 replica.
+WAKE_POLLING_SECONDS = 5
 
 
 @dataclass
@@ -223,7 +228,7 @@ def scaled_object(spec: ModelServerSpec, namespace: str, prometheus_url: str) ->
             "name": "gateway-demand",
             "metadata": {
                 "serverAddress": prometheus_url,
-                "query": f'sum(rate(gateway_requests_total{{model="{spec.name}"}}[2m]))',
+                "query": f'sum(rate(gateway_model_demand_total{{model="{spec.name}"}}[2m]))',
                 "threshold": DEMAND_TARGET,
                 "activationThreshold": "0",
                 "ignoreNullValues": "true",
@@ -236,7 +241,7 @@ def scaled_object(spec: ModelServerSpec, namespace: str, prometheus_url: str) ->
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.name},
             "minReplicaCount": spec.replicas_min,
             "maxReplicaCount": spec.replicas_max,
-            "pollingInterval": 15,
+            "pollingInterval": WAKE_POLLING_SECONDS if spec.replicas_min == 0 else 15,
             "cooldownPeriod": 900,
             # If Prometheus cannot answer, hold at least one replica rather than scaling blind.
             "fallback": {"failureThreshold": 4, "replicas": max(1, spec.replicas_min)},

@@ -52,6 +52,12 @@ class ModelPrices(Strict):
     completion_per_1k: Annotated[float, Field(ge=0)] = 0.0
 
 
+# A held request must be answered before the ALB drops the idle connection (edge.idle_timeout_seconds, default
+# 300): the default leaves 60 s, and check_wake_timeouts insists on WAKE_IDLE_MARGIN_SECONDS.
+DEFAULT_WAKE_TIMEOUT_SECONDS = 240
+WAKE_IDLE_MARGIN_SECONDS = 30
+
+
 class ModelConfig(Strict):
     """One served model: a vLLM Deployment, its Service and autoscaler, and one entry of the gateway catalog."""
 
@@ -81,6 +87,9 @@ class ModelConfig(Strict):
     queue_threshold: Annotated[int, Field(ge=1, le=10_000, description="waiting requests per replica before KEDA adds one")] = 5
     prefix_affinity: bool = False
     startup_seconds: Annotated[int, Field(ge=60, le=7200, description="time allowed to download and load the weights")] = 1200
+    wake_timeout_seconds: Annotated[int | None, Field(ge=0, le=3600, description=(
+        "how long the gateway holds a request while this model has no ready replica (waking from zero), then 503 "
+        f"with retry-after; unset = {DEFAULT_WAKE_TIMEOUT_SECONDS} with replicas.min 0, else 0 (503 at once)"))] = None
 
     @field_validator("extra_args")
     @classmethod
@@ -109,6 +118,12 @@ class ModelConfig(Strict):
         if self.max_tokens_cap is not None and self.max_tokens_cap > self.max_model_len:
             raise ValueError(f"max_tokens_cap: got {self.max_tokens_cap}; allowed: <= max_model_len ({self.max_model_len})")
         return self
+
+    @property
+    def wake_timeout(self) -> int:
+        if self.wake_timeout_seconds is not None:
+            return self.wake_timeout_seconds
+        return DEFAULT_WAKE_TIMEOUT_SECONDS if self.replicas.min == 0 else 0
 
     @property
     def from_s3(self) -> bool:
@@ -232,6 +247,19 @@ def check_models_fit_node_groups(cfg: PlatformConfig) -> None:
                 f"{demand[key]} GPU slots at max replicas but max_size x GPUs per node gives {slots}; "
                 "lower replicas.max or raise the group's max_size"
             )
+    check_wake_timeouts(cfg)
+
+
+def check_wake_timeouts(cfg: PlatformConfig) -> None:
+    """A request held for a waking model must get its answer before the load balancer closes the idle connection."""
+    allowed = cfg.edge.idle_timeout_seconds - WAKE_IDLE_MARGIN_SECONDS
+    for i, model in enumerate(cfg.models):
+        if model.wake_timeout > allowed:
+            given = "" if model.wake_timeout_seconds is not None else " (the default with replicas.min 0)"
+            raise ValueError(
+                f"models[{i}].wake_timeout_seconds: got {model.wake_timeout}{given}; allowed: <= {allowed} "
+                f"(edge.idle_timeout_seconds {cfg.edge.idle_timeout_seconds} minus {WAKE_IDLE_MARGIN_SECONDS} s, "
+                "or the ALB drops the held request); lower it or raise edge.idle_timeout_seconds")
 
 
 def gateway_importable() -> None:
@@ -263,6 +291,7 @@ def catalog_data(models: list[ModelConfig], namespace: str = "models") -> dict[s
                 "prices": {"prompt_per_1k": m.prices.prompt_per_1k, "completion_per_1k": m.prices.completion_per_1k},
                 "fallbacks": list(m.fallbacks),
                 "prefix_affinity": m.prefix_affinity,
+                "wake_timeout_s": m.wake_timeout,
             }
             for m in models
         ]
