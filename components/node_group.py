@@ -49,6 +49,8 @@ class NodeGroupArgs:
     memory_mib_per_node: int = 0
     labels: Mapping[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    name_prefix: str | None = None
+    """Physical node group name prefix (the provider appends 26 characters); default `<name>-`."""
 
 
 def autoscaler_template_tags(labels: Mapping[str, str], taints: Sequence[tuple[str, str, str]], args: NodeGroupArgs) -> dict[str, str]:
@@ -138,7 +140,7 @@ class NodeGroup(pulumi.ComponentResource):
         self.node_group = aws.eks.NodeGroup(
             f"{name}-ng",
             cluster_name=args.cluster_name,
-            node_group_name_prefix=f"{name}-",
+            node_group_name_prefix=args.name_prefix or f"{name}-",
             node_role_arn=self.role.arn,
             subnet_ids=list(args.subnet_ids),
             instance_types=list(args.instance_types),

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from components.naming import region_short_code
 from infra.configkit import REGION_PATTERN, Strict, check_log_retention, format_validation_error
 from infra.fit import check_models_fit_gpu_memory
 from infra.instances import GPU_FAMILIES, INSTANCE_SPECS, gpu_class_of
@@ -21,6 +22,7 @@ from infra.pins import DEFAULT_EKS_VERSION, EKS_VERSIONS
 from infra.workload_config import ModelConfig, WorkloadsConfig, check_models_fit_node_groups
 from infra.data_edge_config import DataConfig, EdgeConfig, ModelStoreConfig, check_edge_fits_regions
 from infra.global_config import GlobalConfig, check_global_fits_regions
+from infra.provider_limits import EKS_NODE_GROUP_NAME_MAX, EKS_NODE_GROUP_NAME_PREFIX_MAX, UNIQUE_ID_SUFFIX_LENGTH
 
 PROJECT = "llm-platform"
 
@@ -242,9 +244,34 @@ class PlatformConfig(Strict):
         return self.regions[0]
 
 
-def parse_platform_config(raw: dict[str, Any], source: str = "stack config") -> PlatformConfig:
-    """Validate a `{key: value}` map of project config (keys without the `llm-platform:` prefix)."""
+def node_group_name_prefix(stack: str, cfg: PlatformConfig, region: str, group: str) -> str:
+    """The EKS node group's physical name prefix. Multi-region stacks name the region by its short code
+    (`apne1`): the provider appends 26 characters and EKS allows 63, so the prefix has 37 (infra/provider_limits.py)."""
+    where = f"llmp-{stack}" if len(cfg.regions) == 1 else f"llmp-{stack}-{region_short_code(region)}"
+    return f"{where}-{group}-"
+
+
+def check_node_group_names(cfg: PlatformConfig, stack: str, source: str = "stack config") -> None:
+    """Every node group's physical name prefix fits EKS's limit once the provider has appended its suffix."""
+    for i, group in enumerate(cfg.node_groups):
+        for region in cfg.regions:
+            prefix = node_group_name_prefix(stack, cfg, region.name, group.name)
+            if len(prefix) > EKS_NODE_GROUP_NAME_PREFIX_MAX:
+                room = EKS_NODE_GROUP_NAME_PREFIX_MAX - len(prefix) + len(group.name)
+                raise ConfigError(
+                    f"{source}: {PROJECT}:node_groups[{i}].name: got {group.name!r}, which makes the EKS node group name "
+                    f"prefix {prefix!r} {len(prefix)} characters in stack {stack!r}; allowed: at most {max(room, 0)} characters "
+                    f"(prefix at most {EKS_NODE_GROUP_NAME_PREFIX_MAX}: the provider appends {UNIQUE_ID_SUFFIX_LENGTH}, EKS allows "
+                    f"{EKS_NODE_GROUP_NAME_MAX})")
+
+
+def parse_platform_config(raw: dict[str, Any], source: str = "stack config", stack: str | None = None) -> PlatformConfig:
+    """Validate a `{key: value}` map of project config (keys without the `llm-platform:` prefix). With `stack`, also
+    the physical names that depend on the stack's name."""
     try:
-        return PlatformConfig.model_validate(raw)
+        cfg = PlatformConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source, PROJECT)) from None
+    if stack is not None:
+        check_node_group_names(cfg, stack, source)
+    return cfg

@@ -16,7 +16,7 @@ from components.eks_cluster import EksCluster, EksClusterArgs
 from components.kms import EncryptionKey, EncryptionKeyArgs
 from components.network import Network, NetworkArgs
 from components.node_group import NodeGroup, NodeGroupArgs
-from infra.config import PROJECT, ConfigError, PlatformConfig, RegionConfig, parse_platform_config
+from infra.config import PROJECT, ConfigError, PlatformConfig, RegionConfig, node_group_name_prefix, parse_platform_config
 from infra.configkit import project_config_from_pulumi
 from infra.data_edge import DataEdge, build_data_edge, export_data_edge
 from infra.global_tier import build_global_tier, export_global_tier
@@ -42,7 +42,8 @@ class RegionalPlatform:
 
 
 def load_config() -> PlatformConfig:
-    return parse_platform_config(project_config_from_pulumi(PROJECT), source=f"stacks/Pulumi.{pulumi.get_stack()}.yaml")
+    return parse_platform_config(project_config_from_pulumi(PROJECT), source=f"stacks/Pulumi.{pulumi.get_stack()}.yaml",
+                                 stack=pulumi.get_stack())
 
 
 def base_tags(cfg: PlatformConfig) -> dict[str, str]:
@@ -112,6 +113,7 @@ def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
             f"{prefix}-{group.name}",
             NodeGroupArgs(
                 cluster_name=cluster.cluster_name,
+                name_prefix=node_group_name_prefix(stack, cfg, region.name, group.name),
                 subnet_ids=network.private_subnet_ids,
                 instance_types=group.instance_types,
                 min_size=group.min_size,
