@@ -49,6 +49,17 @@ def base_tags(cfg: PlatformConfig) -> dict[str, str]:
     return {"llm-platform/stack": pulumi.get_stack(), "llm-platform/tier": cfg.tier, "managed-by": "pulumi", **cfg.tags}
 
 
+def deployer_principal_arn(provider: aws.Provider) -> str:
+    """The IAM ARN of whoever runs `pulumi up`: for an assumed role (CI, SSO) the role itself, not the STS session.
+
+    EKS access entries take IAM role/user ARNs (a role ARN may carry a path); `get_session_context` maps
+    `arn:aws:sts::<acct>:assumed-role/<role>/<session>` to `arn:aws:iam::<acct>:role/<path><role>`.
+    """
+    invoke = pulumi.InvokeOptions(provider=provider)
+    caller = aws.get_caller_identity(opts=invoke)
+    return str(aws.iam.get_session_context(arn=caller.arn, opts=invoke).issuer_arn)
+
+
 def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
     stack = pulumi.get_stack()
     # Names carry the region only where a stack spans several, so single-region names stay short.
@@ -90,6 +101,7 @@ def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
             addon_versions=cfg.cluster.addons,
             public_access_cidrs=cfg.cluster.public_access_cidrs,
             admin_role_arns=cfg.cluster.admin_role_arns,
+            deployer_principal_arn=deployer_principal_arn(provider),
             log_retention_days=cfg.cluster.log_retention_days,
             tags=tags,
         ),

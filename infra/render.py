@@ -41,6 +41,12 @@ REGION_AZS: dict[str, list[str]] = {
     "ap-southeast-2": ["ap-southeast-2a", "ap-southeast-2b", "ap-southeast-2c"],
 }
 DEFAULT_REGION = "us-east-1"
+# Who runs `pulumi up` under the mocks: CI's deploy role (with a path, as SSO and many org roles have), assumed.
+DEPLOYER_ROLE_NAME = "llm-platform-ci-deploy"
+DEPLOYER_ROLE_PATH = "/ci/"
+DEPLOYER_SESSION = "GitHubActions"
+DEPLOYER_SESSION_ARN = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{DEPLOYER_ROLE_NAME}/{DEPLOYER_SESSION}"
+DEPLOYER_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role{DEPLOYER_ROLE_PATH}{DEPLOYER_ROLE_NAME}"
 
 
 class RenderError(Exception):
@@ -61,6 +67,9 @@ class RenderedResource:
     # Input name -> URNs of the resources its value came from (what the engine hands policies as
     # property_dependencies): how a stack policy links a FlowLog to its Vpc without knowing the Vpc's id.
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    dependencies: list[str] = field(default_factory=list)
+    """Every URN the engine makes this resource wait for: its `depends_on` (components expanded to their
+    children by the SDK), the resources its inputs came from, and its explicit provider."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,6 +78,7 @@ class RenderedResource:
             "name": self.name,
             "parent": self.parent,
             "provider": self.provider,
+            "dependencies": self.dependencies,
             "inputs": mask_secrets(self.inputs),
         }
 
@@ -95,6 +105,20 @@ class Rendering:
             if r.urn == urn:
                 return r
         raise LookupError(urn)
+
+    def waits_for(self, resource: RenderedResource) -> set[str]:
+        """URNs `resource` waits for, directly or through what it waits for (the engine's create order)."""
+        by_urn = {r.urn: r for r in self.resources}
+        seen: set[str] = set()
+        todo = list(resource.dependencies)
+        while todo:
+            urn = todo.pop()
+            if urn in seen:
+                continue
+            seen.add(urn)
+            if urn in by_urn:
+                todo.extend(by_urn[urn].dependencies)
+        return seen
 
     def public_outputs(self) -> dict[str, Any]:
         return {k: (SECRET_MARK if k in self.secret_outputs else mask_secrets(v)) for k, v in self.outputs.items()}
@@ -160,8 +184,18 @@ class PlatformMocks(pulumi_mocks.Mocks):
             ids = [f"{region[:3]}{region.split('-')[-1]}-az{i + 1}" for i in range(len(names))]
             return {"names": names, "zoneIds": ids, "id": region, "state": "available"}, []
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci", "userId": "AIDAMOCK",
+            # The deploy job's credentials, as STS reports them: an assumed-role session, not the IAM role itself.
+            return {"accountId": ACCOUNT_ID, "arn": DEPLOYER_SESSION_ARN, "userId": f"AROAMOCK:{DEPLOYER_SESSION}",
                     "id": ACCOUNT_ID}, []
+        if token == "aws:iam/getSessionContext:getSessionContext":
+            arn = str(a.get("arn", ""))
+            issuer = arn
+            if ":assumed-role/" in arn:
+                role, session = arn.split(":assumed-role/", 1)[1].split("/", 1)
+                issuer = f"arn:aws:iam::{arn.split(':')[4]}:role{DEPLOYER_ROLE_PATH}{role}"
+                return {"arn": arn, "issuerArn": issuer, "issuerId": "AROAMOCK", "issuerName": role,
+                        "sessionName": session, "id": arn}, []
+            return {"arn": arn, "issuerArn": issuer, "issuerId": "", "issuerName": "", "sessionName": "", "id": arn}, []
         if token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}, []
         if token == "aws:index/getRegion:getRegion":
@@ -345,6 +379,10 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             self.duplicates.append(urn)
         self.seen_urns.add(urn)
         inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
+        property_dependencies = {k: list(v.urns) for k, v in request.propertyDependencies.items() if v.urns}
+        waits_for = [*request.dependencies, *(u for urns in property_dependencies.values() for u in urns)]
+        if request.provider:
+            waits_for.append(request.provider.rsplit("::", 1)[0])  # "<provider urn>::<provider id>"
         self.records.append(
             RenderedResource(
                 urn=urn,
@@ -354,7 +392,8 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 provider=request.provider or None,
                 inputs=_plain(inputs),
                 custom=bool(request.custom),
-                property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items() if v.urns},
+                property_dependencies=property_dependencies,
+                dependencies=sorted(set(waits_for)),
                 id=getattr(response, "id", None) or None,
             )
         )
