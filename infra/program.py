@@ -22,6 +22,7 @@ from infra.data_edge import DataEdge, build_data_edge, export_data_edge
 from infra.global_tier import build_global_tier, export_global_tier
 from infra.instances import INSTANCE_SPECS
 from infra.workloads import Workloads, build_workloads, export_workloads
+from infra.zones import EKS_UNSUPPORTED_ZONE_IDS, NO_OPT_IN, Zone, choose_zones, usable_zones, zones_offering
 
 AUTOSCALING_SLR = "aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
 
@@ -60,6 +61,40 @@ def deployer_principal_arn(provider: aws.Provider) -> str:
     return str(aws.iam.get_session_context(arn=caller.arn, opts=invoke).issuer_arn)
 
 
+def choose_region_zones(cfg: PlatformConfig, region: RegionConfig, provider: aws.Provider) -> list[str]:
+    """The region's AZs for the VPC and cluster (rule in infra/zones.py): no opt-in zones, none that EKS refuses."""
+    found = aws.get_availability_zones(
+        state="available",
+        filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=[NO_OPT_IN])],
+        exclude_zone_ids=list(EKS_UNSUPPORTED_ZONE_IDS),
+        opts=pulumi.InvokeOptions(provider=provider),
+    )
+    zones = [Zone(name, zone_id) for name, zone_id in zip(found.names, found.zone_ids)]
+    chosen = choose_zones(zones, region.az_count)
+    if chosen is None:
+        usable = [z.name for z in usable_zones(zones)]
+        raise ConfigError(
+            f"stacks/Pulumi.{pulumi.get_stack()}.yaml: llm-platform:regions[{cfg.regions.index(region)}].az_count: got {region.az_count}; "
+            f"allowed: at most {len(usable)}, the AZs of {region.name} that need no opt-in and that EKS supports ({', '.join(usable)})"
+        )
+    return chosen
+
+
+def instance_type_offerings(cfg: PlatformConfig, azs: list[str], provider: aws.Provider) -> dict[str, set[str]]:
+    """Instance type -> the chosen AZs that offer it, as EC2 reports it to this account (read at every preview)."""
+    types = sorted({t for g in cfg.node_groups for t in g.instance_types})
+    found = aws.ec2.get_instance_type_offerings(
+        location_type="availability-zone",
+        filters=[aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="instance-type", values=types),
+                 aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="location", values=azs)],
+        opts=pulumi.InvokeOptions(provider=provider),
+    )
+    offered: dict[str, set[str]] = {}
+    for itype, location in zip(found.instance_types, found.locations):
+        offered.setdefault(itype, set()).add(location)
+    return offered
+
+
 def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
     stack = pulumi.get_stack()
     # Names carry the region only where a stack spans several, so single-region names stay short.
@@ -69,13 +104,8 @@ def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
     provider = aws.Provider(f"aws-{region.name}", region=region.name, default_tags=aws.ProviderDefaultTagsArgs(tags=tags))
     in_region = pulumi.ResourceOptions(provider=provider)
 
-    azs_available = aws.get_availability_zones(state="available", opts=pulumi.InvokeOptions(provider=provider)).names
-    if region.az_count > len(azs_available):
-        raise ConfigError(
-            f"stacks/Pulumi.{stack}.yaml: llm-platform:regions[{cfg.regions.index(region)}].az_count: got {region.az_count}; "
-            f"{region.name} has {len(azs_available)} available AZs ({', '.join(azs_available)})"
-        )
-    azs = list(azs_available[: region.az_count])
+    azs = choose_region_zones(cfg, region, provider)
+    offered = instance_type_offerings(cfg, azs, provider)
 
     network = Network(
         prefix,
@@ -112,14 +142,24 @@ def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
         EncryptionKeyArgs(description=f"{cluster_name} node root volumes", service_linked_roles=[AUTOSCALING_SLR], tags=tags),
         opts=in_region,
     )
+    subnet_of_az = dict(zip(azs, network.private_subnet_ids))
     node_groups: dict[str, NodeGroup] = {}
-    for group in cfg.node_groups:
+    for index, group in enumerate(cfg.node_groups):
         spec = INSTANCE_SPECS[group.instance_types[0]]
+        group_azs = zones_offering(azs, group.instance_types, offered)
+        if not group_azs:
+            where = "; ".join(f"{t} in {', '.join(sorted(offered.get(t, set()))) or 'none of them'}" for t in group.instance_types)
+            raise ConfigError(
+                f"stacks/Pulumi.{stack}.yaml: llm-platform:node_groups[{index}].instance_types: got {group.instance_types}; "
+                f"no AZ the platform uses in {region.name} ({', '.join(azs)}) offers all of them ({where}); "
+                "allowed: types offered together in at least one of these AZs (`python -m infra.cli preflight` lists them)"
+            )
         node_groups[group.name] = NodeGroup(
             f"{prefix}-{group.name}",
             NodeGroupArgs(
                 cluster_name=cluster.cluster_name,
-                subnet_ids=network.private_subnet_ids,
+                # Only the zones that offer the group's types: elsewhere its instances could never launch.
+                subnet_ids=[subnet_of_az[az] for az in group_azs],
                 instance_types=group.instance_types,
                 min_size=group.min_size,
                 desired_size=group.desired_size,

@@ -29,17 +29,44 @@ ACCOUNT_ID = "123456789012"
 SECRET_SIG = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270"}
 SECRET_MARK = "[secret]"
 
-# Per-region AZs as AWS reports them (a realistic subset), so AZ-count validation runs against real numbers.
-REGION_AZS: dict[str, list[str]] = {
-    "us-east-1": ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d", "us-east-1e", "us-east-1f"],
-    "us-east-2": ["us-east-2a", "us-east-2b", "us-east-2c"],
-    "us-west-2": ["us-west-2a", "us-west-2b", "us-west-2c", "us-west-2d"],
-    "eu-west-1": ["eu-west-1a", "eu-west-1b", "eu-west-1c"],
-    "eu-central-1": ["eu-central-1a", "eu-central-1b", "eu-central-1c"],
-    "ap-northeast-1": ["ap-northeast-1a", "ap-northeast-1c", "ap-northeast-1d"],
-    "ap-southeast-1": ["ap-southeast-1a", "ap-southeast-1b", "ap-southeast-1c"],
-    "ap-southeast-2": ["ap-southeast-2a", "ap-southeast-2b", "ap-southeast-2c"],
+# Per-region zones as DescribeAvailabilityZones reports them to one account: (name, zone id, opt-in status). Names
+# map to IDs differently in every account; the IDs, the opted-in Local Zone sorting first by name, and the zone
+# EKS refuses (use1-az3, usw1-az2, cac1-az3) are what the program's AZ choice must get right.
+REGION_ZONES: dict[str, list[tuple[str, str, str]]] = {
+    "us-east-1": [("us-east-1-bos-1a", "use1-bos1-az1", "opted-in"), ("us-east-1a", "use1-az4", "opt-in-not-required"),
+                  ("us-east-1b", "use1-az3", "opt-in-not-required"), ("us-east-1c", "use1-az6", "opt-in-not-required"),
+                  ("us-east-1d", "use1-az1", "opt-in-not-required"), ("us-east-1e", "use1-az2", "opt-in-not-required"),
+                  ("us-east-1f", "use1-az5", "opt-in-not-required")],
+    "us-east-2": [("us-east-2a", "use2-az1", "opt-in-not-required"), ("us-east-2b", "use2-az2", "opt-in-not-required"),
+                  ("us-east-2c", "use2-az3", "opt-in-not-required")],
+    "us-west-1": [("us-west-1a", "usw1-az2", "opt-in-not-required"), ("us-west-1b", "usw1-az1", "opt-in-not-required"),
+                  ("us-west-1c", "usw1-az3", "opt-in-not-required")],
+    "us-west-2": [("us-west-2-lax-1a", "usw2-lax1-az1", "opted-in"), ("us-west-2a", "usw2-az2", "opt-in-not-required"),
+                  ("us-west-2b", "usw2-az1", "opt-in-not-required"), ("us-west-2c", "usw2-az3", "opt-in-not-required"),
+                  ("us-west-2d", "usw2-az4", "opt-in-not-required")],
+    "ca-central-1": [("ca-central-1a", "cac1-az1", "opt-in-not-required"), ("ca-central-1b", "cac1-az2", "opt-in-not-required"),
+                     ("ca-central-1d", "cac1-az4", "opt-in-not-required")],
+    "eu-west-1": [("eu-west-1a", "euw1-az3", "opt-in-not-required"), ("eu-west-1b", "euw1-az1", "opt-in-not-required"),
+                  ("eu-west-1c", "euw1-az2", "opt-in-not-required")],
+    "eu-central-1": [("eu-central-1a", "euc1-az2", "opt-in-not-required"), ("eu-central-1b", "euc1-az3", "opt-in-not-required"),
+                     ("eu-central-1c", "euc1-az1", "opt-in-not-required")],
+    "ap-northeast-1": [("ap-northeast-1a", "apne1-az4", "opt-in-not-required"), ("ap-northeast-1c", "apne1-az1", "opt-in-not-required"),
+                       ("ap-northeast-1d", "apne1-az2", "opt-in-not-required")],
+    "ap-southeast-1": [("ap-southeast-1a", "apse1-az1", "opt-in-not-required"), ("ap-southeast-1b", "apse1-az2", "opt-in-not-required"),
+                       ("ap-southeast-1c", "apse1-az3", "opt-in-not-required")],
+    "ap-southeast-2": [("ap-southeast-2a", "apse2-az1", "opt-in-not-required"), ("ap-southeast-2b", "apse2-az3", "opt-in-not-required"),
+                       ("ap-southeast-2c", "apse2-az2", "opt-in-not-required")],
 }
+# Zones (by name) lacking an instance type that the region's other regular zones offer: GPU types are offered in
+# few zones (the pattern `aws ec2 describe-instance-type-offerings --location-type availability-zone` shows).
+# Local Zones offer only a few general-purpose types (LOCAL_ZONE_TYPES).
+NOT_OFFERED_IN: dict[str, dict[str, set[str]]] = {
+    "us-east-1": {"g5.xlarge": {"us-east-1e"}, "g5.2xlarge": {"us-east-1e"},
+                  "p4d.24xlarge": {"us-east-1a", "us-east-1b", "us-east-1c", "us-east-1e"}},
+    "eu-west-1": {"p4d.24xlarge": {"eu-west-1b", "eu-west-1c"}},
+    "ap-northeast-1": {"p4d.24xlarge": {"ap-northeast-1a", "ap-northeast-1d"}},
+}
+LOCAL_ZONE_TYPES = {"t3.medium", "t3.large", "t3.xlarge", "c5.2xlarge", "r5.2xlarge"}
 DEFAULT_REGION = "us-east-1"
 # Who runs `pulumi up` under the mocks: CI's deploy role (with a path, as SSO and many org roles have), assumed.
 DEPLOYER_ROLE_NAME = "llm-platform-ci-deploy"
@@ -175,14 +202,38 @@ class PlatformMocks(pulumi_mocks.Mocks):
             return self.provider_regions.get(provider.rsplit("::", 1)[-1], DEFAULT_REGION)
         return DEFAULT_REGION
 
+    @staticmethod
+    def zones(region: str) -> list[tuple[str, str, str]]:
+        default = [(f"{region}{x}", f"{region[:2]}{region.split('-')[1][0]}{region[-1]}-az{i + 1}", "opt-in-not-required")
+                   for i, x in enumerate("abc")]
+        return list(REGION_ZONES.get(region, default))
+
     # --- invokes -----------------------------------------------------------------------------------------
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         token, a = args.token, args.args
         region = self._region(args.provider)
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            names = REGION_AZS.get(region, [f"{region}a", f"{region}b", f"{region}c"])
-            ids = [f"{region[:3]}{region.split('-')[-1]}-az{i + 1}" for i in range(len(names))]
-            return {"names": names, "zoneIds": ids, "id": region, "state": "available"}, []
+            zones = self.zones(region)
+            # What the provider sends DescribeAvailabilityZones, and what it filters after the call.
+            for f in a.get("filters") or []:
+                field = {"opt-in-status": 2, "zone-name": 0, "zone-id": 1}.get(str(f.get("name")))
+                if field is None:
+                    raise RenderError(f"mock getAvailabilityZones: unsupported filter {f.get('name')!r}")
+                zones = [z for z in zones if z[field] in (f.get("values") or [])]
+            zones = [z for z in zones if z[0] not in (a.get("excludeNames") or []) and z[1] not in (a.get("excludeZoneIds") or [])]
+            zones.sort(key=lambda z: z[0])
+            return {"names": [z[0] for z in zones], "zoneIds": [z[1] for z in zones], "id": region,
+                    "state": a.get("state", "available")}, []
+        if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
+            if a.get("locationType") != "availability-zone":
+                raise RenderError(f"mock getInstanceTypeOfferings: locationType {a.get('locationType')!r} not modelled")
+            wanted = {str(f.get("name")): set(f.get("values") or []) for f in a.get("filters") or []}
+            offers = [(t, name) for name, _, opt_in in self.zones(region)
+                      for t in sorted(wanted.get("instance-type", set()))
+                      if name in wanted.get("location", {name})
+                      and (t in LOCAL_ZONE_TYPES if opt_in != "opt-in-not-required" else name not in NOT_OFFERED_IN.get(region, {}).get(t, set()))]
+            return {"instanceTypes": [t for t, _ in offers], "locations": [n for _, n in offers],
+                    "locationTypes": ["availability-zone"] * len(offers), "id": region}, []
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
             # The deploy job's credentials, as STS reports them: an assumed-role session, not the IAM role itself.
             return {"accountId": ACCOUNT_ID, "arn": DEPLOYER_SESSION_ARN, "userId": f"AROAMOCK:{DEPLOYER_SESSION}",

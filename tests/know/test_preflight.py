@@ -158,16 +158,45 @@ def test_offerings_pass_in_the_azs_the_program_uses() -> None:
 
 
 @mock_aws
-def test_offerings_fail_and_suggest_azs_and_az_count() -> None:
+def test_offerings_more_zones_than_usable_fail_and_a_narrowed_group_warns() -> None:
+    """moto's us-east-1e is use1-az3 (no EKS control plane): 5 usable zones, p4d.24xlarge in 4 of them."""
     cfg = stack_config("prod")
-    cfg = cfg.model_copy(update={"regions": [cfg.regions[0].model_copy(update={"az_count": 6})]})
-    results = {r.detail.split(":")[0]: r for r in check_instance_offerings(cfg, Clients())}
+    six = cfg.model_copy(update={"regions": [cfg.regions[0].model_copy(update={"az_count": 6})]})
+    [result] = check_instance_offerings(six, Clients())
+    assert result.status == "FAIL" and "only 5 AZs need no opt-in and support EKS" in result.detail
+    assert "us-east-1e" not in result.detail and result.fix == "set llm-platform:regions[0].az_count to 5 or less"
+    five = cfg.model_copy(update={"regions": [cfg.regions[0].model_copy(update={"az_count": 5})]})
+    results = {r.detail.split(":")[0]: r for r in check_instance_offerings(five, Clients())}
+    assert results["system"].status == "PASS" and results["gpu-a10g"].status == "PASS"
     a100 = results["gpu-a100"]
-    assert a100.status == "FAIL"
-    assert "p4d.24xlarge not offered in us-east-1e, us-east-1f" in a100.detail
-    assert "AZs offering them: p4d.24xlarge in us-east-1a, us-east-1b, us-east-1c, us-east-1d" in a100.fix
-    assert "set llm-platform:regions[0].az_count to 4 or less" in a100.fix
-    assert results["gpu-a10g"].status == "FAIL" and "us-east-1e" in results["gpu-a10g"].detail
+    assert a100.status == "WARN"
+    assert "runs only in us-east-1a, us-east-1b, us-east-1c, us-east-1d (us-east-1f lack p4d.24xlarge" in a100.detail
+
+
+def _zone(name: str, zone_id: str, opt_in: str = "opt-in-not-required") -> dict[str, Any]:
+    return {"ZoneName": name, "ZoneId": zone_id, "OptInStatus": opt_in, "State": "available", "RegionName": "us-east-1"}
+
+
+def test_offerings_use_the_programs_zone_rule_and_suggest_a_larger_az_count() -> None:
+    """Local Zone first by name, use1-az3 second: the deploy uses us-east-1a and us-east-1c, neither offers p4d."""
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    cfg = stack_config("prod")
+    cfg = cfg.model_copy(update={"regions": [cfg.regions[0].model_copy(update={"az_count": 2})],
+                                 "node_groups": [group("system", ["m6i.xlarge"], 3), group("gpu-a100", ["p4d.24xlarge"], 2, gpu="a100")]})
+    zones = [_zone("us-east-1-bos-1a", "use1-bos1-az1", "opted-in"), _zone("us-east-1a", "use1-az4"),
+             _zone("us-east-1b", "use1-az3"), _zone("us-east-1c", "use1-az6"), _zone("us-east-1d", "use1-az1")]
+    offerings = [{"InstanceType": "m6i.xlarge", "LocationType": "availability-zone", "Location": z}
+                 for z in ("us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d")]
+    offerings.append({"InstanceType": "p4d.24xlarge", "LocationType": "availability-zone", "Location": "us-east-1d"})
+    with Stubber(ec2) as stub:
+        stub.add_response("describe_availability_zones", {"AvailabilityZones": zones})
+        stub.add_response("describe_instance_type_offerings", {"InstanceTypeOfferings": offerings})
+        results = {r.detail.split(":")[0]: r for r in check_instance_offerings(cfg, Clients(ec2=ec2))}
+    assert results["system"].status == "PASS" and results["system"].detail.endswith("offered in us-east-1a, us-east-1c")
+    a100 = results["gpu-a100"]
+    assert a100.status == "FAIL" and "(us-east-1a, us-east-1c)" in a100.detail
+    assert "AZs offering them: p4d.24xlarge in us-east-1d" in a100.fix
+    assert "set llm-platform:regions[0].az_count to 3 (uses us-east-1a, us-east-1c, us-east-1d)" in a100.fix
 
 
 # --- EKS versions and add-ons ----------------------------------------------------------------------------------
