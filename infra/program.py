@@ -37,6 +37,9 @@ class RegionalPlatform:
     network: Network
     cluster: EksCluster
     node_groups: dict[str, NodeGroup]
+    ready_for_workloads: list[pulumi.Resource] = field(default_factory=list)
+    """What Helm releases and Kubernetes objects wait for: the CPU node groups and the add-ons running on them
+    (coredns, EBS CSI). Never a GPU group."""
     data_edge: DataEdge | None = None
     workloads: Workloads | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -177,13 +180,17 @@ def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
             ),
             opts=pulumi.ResourceOptions(provider=provider, depends_on=cluster.network_addons),
         )
-    cluster.install_compute_addons([ng.node_group for ng in node_groups.values()])
+    # Critical path: coredns and the EBS CSI driver need nodes to run on, so they wait for the CPU (system) groups
+    # only. GPU groups come up in parallel: a p4d group without capacity or quota must not hold up the platform.
+    cpu_groups = [ng.node_group for g, ng in zip(cfg.node_groups, node_groups.values()) if g.gpu is None]
+    compute_addons = cluster.install_compute_addons(cpu_groups)
 
-    platform = RegionalPlatform(region=region.name, prefix=prefix, provider=provider, network=network, cluster=cluster, node_groups=node_groups)
+    platform = RegionalPlatform(region=region.name, prefix=prefix, provider=provider, network=network, cluster=cluster,
+                                node_groups=node_groups, ready_for_workloads=[*cpu_groups, *compute_addons])
     platform.data_edge = build_data_edge(cfg, region, platform)
     if len(cfg.regions) == 1:
         # Multi-region stacks attach workloads in main(), once the global tier says where shared state lives.
-        platform.workloads = build_workloads(cfg, platform, depends_on=[ng.node_group for ng in node_groups.values()])
+        platform.workloads = build_workloads(cfg, platform, depends_on=platform.ready_for_workloads)
     return platform
 
 
@@ -214,7 +221,7 @@ def main() -> None:
         if global_tier is not None:
             for platform in regions:
                 platform.workloads = build_workloads(cfg, platform, inputs=global_tier.workload_inputs[platform.region],
-                                                     depends_on=[ng.node_group for ng in platform.node_groups.values()])
+                                                     depends_on=platform.ready_for_workloads)
     except ConfigError as err:
         # RunError ends the program with just this line: no traceback for a config mistake.
         raise pulumi.RunError(str(err)) from None

@@ -107,3 +107,80 @@ def test_node_group_whose_types_no_chosen_zone_offers_stops_with_one_line() -> N
     message = str(info.value)
     assert "llm-platform:node_groups[" in message and "].instance_types: got ['p4d.24xlarge']" in message
     assert "(us-east-1a, us-east-1c)" in message and "\n" not in message
+
+
+# --- critical path ---------------------------------------------------------------------------------------------------
+
+POD_KINDS = ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet", "kubernetes:apps/v1:DaemonSet",
+             "kubernetes:batch/v1:Job", "kubernetes:batch/v1:CronJob", "kubernetes:helm.sh/v3:Release")
+
+
+def gpu_node_groups(r: Rendering) -> set[str]:
+    return {ng.urn for ng in r.of_type("aws:eks/nodeGroup:NodeGroup") if "llm-platform/gpu" in (ng.inputs.get("labels") or {})}
+
+
+def requests_gpus(res: object) -> bool:
+    """A GPU workload: a pod template whose containers ask for `nvidia.com/gpu` (it may wait for GPU nodes)."""
+    spec = (getattr(res, "inputs", {}).get("spec") or {}).get("template", {}).get("spec", {})
+    return any("nvidia.com/gpu" in {**(c.get("resources") or {}).get("limits", {}), **(c.get("resources") or {}).get("requests", {})}
+               for c in spec.get("containers") or [])
+
+
+def has_volume_claims(res: object) -> bool:
+    import json
+
+    if getattr(res, "type") == "kubernetes:core/v1:PersistentVolumeClaim":
+        return True
+    text = json.dumps(getattr(res, "inputs"))
+    return "volumeClaimTemplate" in text or '"persistentVolumeClaim"' in text
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_nothing_but_gpu_workloads_waits_for_a_gpu_node_group(rendered: Render, stack: str) -> None:
+    """A p4d group without capacity used to hold every add-on and workload for up to an hour."""
+    r = rendered(stack)
+    gpu = gpu_node_groups(r)
+    assert gpu, "every stack has GPU groups"
+    checked = 0
+    for res in r.resources:
+        is_cluster_addon = res.type == "aws:eks/addon:Addon"
+        is_k8s = res.type.startswith("kubernetes:") and not requests_gpus(res)
+        if not (is_cluster_addon or is_k8s):
+            continue
+        checked += 1
+        blocking = gpu & r.waits_for(res)
+        assert not blocking, f"{res.type} {res.name} waits for GPU node group(s) {sorted(blocking)}"
+    assert checked > 20
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_kubernetes_object_waits_for_the_addons_it_needs(rendered: Render, stack: str) -> None:
+    """vpc-cni for everything (pods get no IP without it); coredns for whatever runs pods (Helm releases race
+    it otherwise: the compute add-ons were created but nothing waited for them); EBS CSI for volume claims."""
+    r = rendered(stack)
+    addons = {(a.inputs["clusterName"], a.inputs["addonName"]): a.urn for a in r.of_type("aws:eks/addon:Addon")}
+    by_urn = {x.urn: x for x in r.resources}
+    cluster_of_provider: dict[str, str] = {}
+    for p in r.of_type("pulumi:providers:kubernetes"):
+        names = {cluster for (cluster, addon), urn in addons.items() if addon == "vpc-cni" and urn in r.waits_for(p)}
+        assert len(names) == 1, f"{p.name} must wait for exactly its cluster's vpc-cni, got {names}"
+        cluster_of_provider[p.urn] = names.pop()
+    pods = claims = 0
+    for res in r.resources:
+        if not res.type.startswith("kubernetes:"):
+            continue
+        provider = (res.provider or "").rsplit("::", 1)[0]
+        assert provider in cluster_of_provider, f"{res.name}: no explicit Kubernetes provider"
+        cluster = cluster_of_provider[provider]
+        waits = r.waits_for(res)
+        needs = ["vpc-cni"]
+        if res.type in POD_KINDS:
+            needs.append("coredns")
+            pods += 1
+        if has_volume_claims(res):
+            needs.append("aws-ebs-csi-driver")
+            claims += 1
+        for addon in needs:
+            assert addons[(cluster, addon)] in waits, f"{res.type} {res.name} does not wait for {addon}"
+        assert by_urn[provider].type == "pulumi:providers:kubernetes"
+    assert pods >= 8 and claims >= 1, "the guard must have checked Helm releases and a volume claim"
