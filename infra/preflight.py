@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 from infra.config import ConfigError, PlatformConfig, parse_platform_config
 from infra.instances import INSTANCE_SPECS, family
+from infra.preconditions import RequiredRole, required_service_linked_roles
 from infra.zones import EKS_UNSUPPORTED_ZONE_IDS, NO_OPT_IN, Zone, choose_zones, usable_zones, zones_offering
 
 Status = Literal["PASS", "WARN", "FAIL"]
@@ -50,6 +51,7 @@ IAM_ACTIONS = (
     "rds:DescribeOrderableDBInstanceOptions",
     "route53:ListHostedZonesByName",
     "acm:DescribeCertificate",
+    "iam:GetRole",
 )
 
 
@@ -367,6 +369,37 @@ def check_edge(cfg: PlatformConfig, clients: ClientFactory) -> list[CheckResult]
     return results
 
 
+# --- service-linked roles (derived from the rendered stack: infra/preconditions.py) --------------------------------
+
+def check_service_linked_roles(required: Mapping[str, RequiredRole], clients: ClientFactory, region: str) -> list[CheckResult]:
+    """Each service-linked role the stack relies on: present, or who creates it on the first `pulumi up`."""
+    results: list[CheckResult] = []
+    iam = clients("iam", region)
+    for name, need in sorted(required.items()):
+        role = need.role
+        create = f"aws iam create-service-linked-role --aws-service-name {role.service}"
+        try:
+            iam.get_role(RoleName=name)
+            results.append(CheckResult("PASS", "service-role", "global", f"{name} exists"))
+            continue
+        except Exception as exc:  # noqa: BLE001 - NoSuchEntity is the expected "absent"; anything else is a failed check
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+            if code != "NoSuchEntity":
+                results.append(_error_result("service-role", "global", name, exc, "iam:GetRole"))
+                continue
+        if need.must_exist_first:
+            why = ("named in the policy of " + ", ".join(u.rsplit("::", 1)[-1] for u in need.referenced_by)
+                   if need.referenced_by else f"{role.service} does not create it through the API")
+            results.append(CheckResult("WARN", "service-role", "global",
+                                       f"{name} is absent and must exist first ({why}): `pulumi up` creates it, which needs "
+                                       f"iam:CreateServiceLinkedRole for {role.service}", f"or create it now: {create}"))
+        else:
+            results.append(CheckResult("PASS", "service-role", "global",
+                                       f"{name} is absent: {role.service} creates it on first use (the deploying identity needs "
+                                       "iam:CreateServiceLinkedRole)"))
+    return results
+
+
 # --- running it ----------------------------------------------------------------------------------------------------
 
 CHECKS: tuple[Callable[[PlatformConfig, ClientFactory], list[CheckResult]], ...] = (
@@ -374,10 +407,14 @@ CHECKS: tuple[Callable[[PlatformConfig, ClientFactory], list[CheckResult]], ...]
 )
 
 
-def run_preflight(cfg: PlatformConfig, clients: ClientFactory) -> list[CheckResult]:
+def run_preflight(cfg: PlatformConfig, clients: ClientFactory,
+                  service_linked_roles: Mapping[str, RequiredRole] | None = None) -> list[CheckResult]:
+    """Every config check; with the roles the rendered stack needs, the service-linked-role check too."""
     results: list[CheckResult] = []
     for check in CHECKS:
         results.extend(check(cfg, clients))
+    if service_linked_roles is not None:
+        results.extend(check_service_linked_roles(service_linked_roles, clients, cfg.home_region.name))
     return results
 
 
@@ -418,10 +455,13 @@ def report(results: Sequence[CheckResult]) -> tuple[str, int]:
 def cmd_preflight(args: argparse.Namespace) -> int:
     import json
 
-    from infra.cli import stack_platform_config  # honours the CLI's --stacks-dir
+    from infra.cli import render_stack, stack_platform_config  # honours the CLI's --stacks-dir
 
     cfg = stack_platform_config(args.stack)
-    results = run_preflight(cfg, session_clients(args.profile))
+    clients = session_clients(args.profile)
+    # The service-linked roles come from what the stack renders (offline, under mocks), not from a hand list.
+    roles = required_service_linked_roles(render_stack(args.stack))
+    results = run_preflight(cfg, clients, roles)
     text, code = report(results)
     if args.json:
         print(json.dumps({"stack": args.stack, "checks": [r.to_json() for r in results], "ok": code == 0}, indent=2))

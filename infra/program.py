@@ -21,10 +21,21 @@ from infra.configkit import project_config_from_pulumi
 from infra.data_edge import DataEdge, build_data_edge, export_data_edge
 from infra.global_tier import build_global_tier, export_global_tier
 from infra.instances import INSTANCE_SPECS
+from infra.preconditions import AUTOSCALING, EC2_SPOT, ServiceLinkedRole
 from infra.workloads import Workloads, build_workloads, export_workloads
 from infra.zones import EKS_UNSUPPORTED_ZONE_IDS, NO_OPT_IN, Zone, choose_zones, usable_zones, zones_offering
 
-AUTOSCALING_SLR = "aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
+# Tag on a service-linked role this program created, so later runs keep managing it (and only that stack does).
+SLR_OWNER_TAG = "llm-platform/created-by-stack"
+
+
+@dataclass
+class AccountRoles:
+    """Service-linked roles (account-wide, so ensured once per stack, with the home region's provider)."""
+
+    autoscaling_arn: pulumi.Output[str]
+    spot_ready: list[pulumi.Resource]
+    """What SPOT node groups wait for: the Spot role, when this stack creates it."""
 
 
 @dataclass
@@ -37,6 +48,7 @@ class RegionalPlatform:
     network: Network
     cluster: EksCluster
     node_groups: dict[str, NodeGroup]
+    account: AccountRoles
     ready_for_workloads: list[pulumi.Resource] = field(default_factory=list)
     """What Helm releases and Kubernetes objects wait for: the CPU node groups and the add-ons running on them
     (coredns, EBS CSI). Never a GPU group."""
@@ -51,6 +63,29 @@ def load_config() -> PlatformConfig:
 
 def base_tags(cfg: PlatformConfig) -> dict[str, str]:
     return {"llm-platform/stack": pulumi.get_stack(), "llm-platform/tier": cfg.tier, "managed-by": "pulumi", **cfg.tags}
+
+
+def ensure_service_linked_role(role: ServiceLinkedRole, provider: aws.Provider) -> tuple[pulumi.Output[str], list[pulumi.Resource]]:
+    """The role's ARN, and what to wait for: the role, created where the account lacks it (infra/preconditions.py
+    says which roles must exist before first use).
+
+    Account-wide and shared: a role that existed before (or that another stack created) is only read. A role this
+    stack created stays declared on later runs (tagged with the stack), and is retained when the stack is destroyed:
+    other stacks and AWS services in the account rely on it.
+    """
+    invoke = pulumi.InvokeOptions(provider=provider)
+    owner = f"{PROJECT}/{pulumi.get_stack()}"
+    found = aws.iam.get_roles(path_prefix=f"/aws-service-role/{role.service}/", name_regex=f"^{role.name}$", opts=invoke)
+    if found.arns and (aws.iam.get_role(name=role.name, opts=invoke).tags or {}).get(SLR_OWNER_TAG) != owner:
+        return pulumi.Output.from_input(str(found.arns[0])), []
+    created = aws.iam.ServiceLinkedRole(
+        f"slr-{role.service}",
+        aws_service_name=role.service,
+        description=f"{role.name}: created by {owner} because the account had none (kept when the stack goes)",
+        tags={SLR_OWNER_TAG: owner},
+        opts=pulumi.ResourceOptions(provider=provider, retain_on_delete=True),
+    )
+    return created.arn, [created]
 
 
 def deployer_principal_arn(provider: aws.Provider) -> str:
@@ -98,7 +133,7 @@ def instance_type_offerings(cfg: PlatformConfig, azs: list[str], provider: aws.P
     return offered
 
 
-def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
+def build_region(cfg: PlatformConfig, region: RegionConfig, account: AccountRoles | None = None) -> RegionalPlatform:
     stack = pulumi.get_stack()
     # Names carry the region only where a stack spans several, so single-region names stay short.
     prefix = f"llmp-{stack}" if len(cfg.regions) == 1 else f"llmp-{stack}-{region.name}"
@@ -106,6 +141,10 @@ def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
     tags = base_tags(cfg)
     provider = aws.Provider(f"aws-{region.name}", region=region.name, default_tags=aws.ProviderDefaultTagsArgs(tags=tags))
     in_region = pulumi.ResourceOptions(provider=provider)
+    if account is None:
+        autoscaling_arn, _ = ensure_service_linked_role(AUTOSCALING, provider)
+        spot_ready = ensure_service_linked_role(EC2_SPOT, provider)[1] if any(g.capacity == "SPOT" for g in cfg.node_groups) else []
+        account = AccountRoles(autoscaling_arn=autoscaling_arn, spot_ready=spot_ready)
 
     azs = choose_region_zones(cfg, region, provider)
     offered = instance_type_offerings(cfg, azs, provider)
@@ -142,7 +181,8 @@ def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
     )
     ebs_key = EncryptionKey(
         f"{prefix}-ebs",
-        EncryptionKeyArgs(description=f"{cluster_name} node root volumes", service_linked_roles=[AUTOSCALING_SLR], tags=tags),
+        # The Auto Scaling role launches the nodes and must use this key: the policy names it, so it must exist.
+        EncryptionKeyArgs(description=f"{cluster_name} node root volumes", service_linked_role_arns=[account.autoscaling_arn], tags=tags),
         opts=in_region,
     )
     subnet_of_az = dict(zip(azs, network.private_subnet_ids))
@@ -177,8 +217,9 @@ def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
                 memory_mib_per_node=min(INSTANCE_SPECS[t].memory_gib for t in group.instance_types) * 1024,
                 labels={"llm-platform/node-group": group.name, **group.labels},
                 tags=tags,
+                depends_on=[*cluster.network_addons, *(account.spot_ready if group.capacity == "SPOT" else [])],
             ),
-            opts=pulumi.ResourceOptions(provider=provider, depends_on=cluster.network_addons),
+            opts=in_region,
         )
     # Critical path: coredns and the EBS CSI driver need nodes to run on, so they wait for the CPU (system) groups
     # only. GPU groups come up in parallel: a p4d group without capacity or quota must not hold up the platform.
@@ -186,7 +227,7 @@ def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
     compute_addons = cluster.install_compute_addons(cpu_groups)
 
     platform = RegionalPlatform(region=region.name, prefix=prefix, provider=provider, network=network, cluster=cluster,
-                                node_groups=node_groups, ready_for_workloads=[*cpu_groups, *compute_addons])
+                                node_groups=node_groups, account=account, ready_for_workloads=[*cpu_groups, *compute_addons])
     platform.data_edge = build_data_edge(cfg, region, platform)
     if len(cfg.regions) == 1:
         # Multi-region stacks attach workloads in main(), once the global tier says where shared state lives.
@@ -215,7 +256,9 @@ def main() -> None:
     try:
         cfg = load_config()
         # One full regional platform per configured region (the global tier has several), home region first.
-        regions = [build_region(cfg, region) for region in cfg.regions]
+        regions: list[RegionalPlatform] = []
+        for region in cfg.regions:
+            regions.append(build_region(cfg, region, regions[0].account if regions else None))
         # The cross-region layer (one hostname, failover, shared state, replication) needs every region first.
         global_tier = build_global_tier(cfg, regions) if len(cfg.regions) > 1 else None
         if global_tier is not None:

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -190,12 +191,23 @@ def _short_hash(*parts: str) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:17]
 
 
+@dataclass
+class MockAccount:
+    """What already exists in the account before the program runs. Default: a fresh account (nothing)."""
+
+    roles: dict[str, dict[str, str]] = field(default_factory=dict)
+    """IAM role path+name after `role/` (e.g. `aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling`) -> tags."""
+    node_groups: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    """Cluster name -> node group name -> running scalingConfig (minSize, maxSize, desiredSize)."""
+
+
 class PlatformMocks(pulumi_mocks.Mocks):
     """Answers resource registrations and invokes the way AWS and the providers would."""
 
-    def __init__(self) -> None:
+    def __init__(self, account: MockAccount | None = None) -> None:
         self.provider_regions: dict[str, str] = {}
         self.generated_secrets: list[str] = []
+        self.account = account or MockAccount()
 
     def _region(self, provider: str | None) -> str:
         if provider:
@@ -247,6 +259,19 @@ class PlatformMocks(pulumi_mocks.Mocks):
                 return {"arn": arn, "issuerArn": issuer, "issuerId": "AROAMOCK", "issuerName": role,
                         "sessionName": session, "id": arn}, []
             return {"arn": arn, "issuerArn": issuer, "issuerId": "", "issuerName": "", "sessionName": "", "id": arn}, []
+        if token == "aws:iam/getRoles:getRoles":
+            prefix = str(a.get("pathPrefix") or "/")
+            pattern = re.compile(str(a.get("nameRegex") or ".*"))
+            paths = [p for p in self.account.roles if ("/" + p).startswith(prefix) and pattern.search(p.rsplit("/", 1)[-1])]
+            return {"arns": [f"arn:aws:iam::{ACCOUNT_ID}:role/{p}" for p in paths], "names": [p.rsplit("/", 1)[-1] for p in paths],
+                    "id": "roles"}, []
+        if token == "aws:iam/getRole:getRole":
+            name = str(a.get("name"))
+            for path, tags in self.account.roles.items():
+                if path.rsplit("/", 1)[-1] == name:
+                    return {"arn": f"arn:aws:iam::{ACCOUNT_ID}:role/{path}", "name": name, "tags": dict(tags), "id": name,
+                            "path": "/" + path.rsplit("/", 1)[0] + "/" if "/" in path else "/"}, []
+            raise RenderError(f"mock getRole: no role {name!r} (the real invoke fails the same way)")
         if token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}, []
         if token == "aws:index/getRegion:getRegion":
@@ -300,6 +325,12 @@ class PlatformMocks(pulumi_mocks.Mocks):
             out["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:role/{inputs.get('name', name)}"
             out["name"] = inputs.get("name", name)
             rid = str(out["name"])
+        elif typ == "aws:iam/serviceLinkedRole:ServiceLinkedRole":
+            from infra.preconditions import BY_SERVICE, slr_path
+
+            path = slr_path(BY_SERVICE[str(inputs["awsServiceName"])])
+            out.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:role/{path}", name=path.rsplit("/", 1)[-1], path="/" + path.rsplit("/", 1)[0] + "/")
+            rid = str(out["arn"])
         elif typ == "aws:iam/policy:Policy":
             out["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:policy/{inputs.get('name', name)}"
         elif typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
@@ -479,15 +510,16 @@ def known_stacks(stacks_dir: Path = STACKS_DIR) -> list[str]:
     return sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in stacks_dir.glob("Pulumi.*.yaml"))
 
 
-def render(stack: str, config: dict[str, Any] | None = None) -> Rendering:
+def render(stack: str, config: dict[str, Any] | None = None, account: MockAccount | None = None) -> Rendering:
     """Run the program for `stack` under mocks. `config` replaces the stack file's config map (for tests)."""
     from infra import program
 
     raw = read_stack_config(stack) if config is None else config
-    return render_function(program.main, stack=stack, config=raw)
+    return render_function(program.main, stack=stack, config=raw, account=account)
 
 
-def render_function(fn: Callable[[], None], stack: str = "unit", config: dict[str, Any] | None = None) -> Rendering:
+def render_function(fn: Callable[[], None], stack: str = "unit", config: dict[str, Any] | None = None,
+                    account: MockAccount | None = None) -> Rendering:
     """Run any Pulumi program function under the same mocks (component tests render one component this way)."""
     raw = config or {}
     flat: dict[str, str] = {}
@@ -500,7 +532,7 @@ def render_function(fn: Callable[[], None], stack: str = "unit", config: dict[st
             secret_keys.append(full)
         flat[full] = value if isinstance(value, str) else json.dumps(value)
 
-    mocks = PlatformMocks()
+    mocks = PlatformMocks(account)
     monitor = _RecordingMonitor(mocks)
     result: dict[str, Any] = {}
 

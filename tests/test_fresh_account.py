@@ -184,3 +184,79 @@ def test_every_kubernetes_object_waits_for_the_addons_it_needs(rendered: Render,
             assert addons[(cluster, addon)] in waits, f"{res.type} {res.name} does not wait for {addon}"
         assert by_urn[provider].type == "pulumi:providers:kubernetes"
     assert pods >= 8 and claims >= 1, "the guard must have checked Helm releases and a volume claim"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_node_groups_wait_for_the_network_addons(rendered: Render, stack: str) -> None:
+    """Nodes join only once vpc-cni and kube-proxy run (the cluster skips the self-managed defaults). The NodeGroup
+    component was given them as its own depends_on, which never reached the node group inside it."""
+    r = rendered(stack)
+    addons = {(a.inputs["clusterName"], a.inputs["addonName"]): a.urn for a in r.of_type("aws:eks/addon:Addon")}
+    clusters = {c.id: c.inputs["name"] for c in r.of_type("aws:eks/cluster:Cluster")}
+    for ng in r.of_type("aws:eks/nodeGroup:NodeGroup"):
+        cluster = clusters.get(ng.inputs["clusterName"], ng.inputs["clusterName"])
+        for addon in ("vpc-cni", "kube-proxy"):
+            assert addons[(cluster, addon)] in r.waits_for(ng), f"{ng.name} does not wait for {addon}"
+
+
+# --- service-linked roles ------------------------------------------------------------------------------------------
+
+from infra.preconditions import ALL_ROLES, AUTOSCALING, required_service_linked_roles, slr_path, unclassified_types  # noqa: E402
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_aws_type_is_classified_for_service_linked_roles(rendered: Render, stack: str) -> None:
+    """A new resource type must say which service-linked roles it needs (or none), or this fails."""
+    assert unclassified_types(rendered(stack)) == []
+
+
+@pytest.mark.parametrize("role", ALL_ROLES, ids=[r.name for r in ALL_ROLES])
+def test_each_service_linked_role_is_created_first_or_created_by_its_service(rendered: Render, role: object) -> None:
+    """Per precondition, in a fresh account: a role that must exist before first use is created by the program and
+    everything that names or uses it waits for it; any other role is created by its service on first use."""
+    used = False
+    for stack in STACKS:
+        r = rendered(stack)
+        need = required_service_linked_roles(r).get(role.name)  # type: ignore[attr-defined]
+        if need is None:
+            continue
+        used = True
+        created = [x for x in r.of_type("aws:iam/serviceLinkedRole:ServiceLinkedRole")
+                   if x.inputs["awsServiceName"] == role.service]  # type: ignore[attr-defined]
+        if not need.must_exist_first:
+            assert role.created_on_first_use and role.source.startswith("https://docs.aws.amazon.com/")  # type: ignore[attr-defined]
+            assert created == [], f"{stack}: {role.name} is the service's to create"  # type: ignore[attr-defined]
+            continue
+        assert len(created) == 1, f"{stack}: {role.name} must be created once per account before it is used"  # type: ignore[attr-defined]
+        waiters = need.referenced_by or [u for u in need.used_by
+                                         if r.by_urn(u).type == "aws:eks/nodeGroup:NodeGroup"]
+        assert waiters
+        for urn in waiters:
+            assert created[0].urn in r.waits_for(r.by_urn(urn)), f"{stack}: {urn} does not wait for {role.name}"  # type: ignore[attr-defined]
+    assert used, "a role in the table that no stack needs"
+
+
+def test_ebs_key_names_the_autoscaling_role_only_through_the_role() -> None:
+    """MalformedPolicyDocumentException in a fresh account: the key's policy named a role that did not exist yet."""
+    import json
+
+    r = render("small")
+    key = next(k for k in r.of_type("aws:kms/key:Key") if k.name.endswith("-ebs-key"))
+    slr = r.one("aws:iam/serviceLinkedRole:ServiceLinkedRole")
+    assert slr.inputs["awsServiceName"] == "autoscaling.amazonaws.com"
+    assert slr.urn in key.property_dependencies["policy"]
+    grant = next(s for s in json.loads(key.inputs["policy"])["Statement"] if s["Sid"] == "ServiceLinkedRolesGrant")
+    assert grant["Principal"]["AWS"] == [f"arn:aws:iam::123456789012:role/{slr_path(AUTOSCALING)}"]
+
+
+def test_existing_roles_are_read_not_recreated_and_our_own_stay_declared() -> None:
+    from infra.render import MockAccount
+
+    autoscaling = "aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
+    spot = "aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot"
+    # Created long ago by someone else (untagged), and one this stack created on its first run.
+    r = render("dev", account=MockAccount(roles={autoscaling: {}, spot: {"llm-platform/created-by-stack": "llm-platform/dev"}}))
+    declared = {x.inputs["awsServiceName"]: x for x in r.of_type("aws:iam/serviceLinkedRole:ServiceLinkedRole")}
+    assert set(declared) == {"spot.amazonaws.com"}
+    key = next(k for k in r.of_type("aws:kms/key:Key") if k.name.endswith("-ebs-key"))
+    assert f"arn:aws:iam::123456789012:role/{autoscaling}" in key.inputs["policy"]

@@ -391,8 +391,13 @@ def test_cli_runs_every_check_and_exits_1_on_a_failure(monkeypatch: pytest.Monke
     assert f"FAIL  quota        us-east-1      {preflight.QUOTAS[needed[0]].name}" in out
     assert f"fix: aws service-quotas request-service-quota-increase --service-code ec2 --quota-code {preflight.QUOTAS[needed[0]].code}" in out
     assert "PASS  az-offering" in out and "PASS  eks-addon" in out and "PASS  db-class" in out
-    checks = len(needed) + len(cfg.node_groups) + 1 + len(cfg.cluster.addons) + 1 + 1
-    assert out.strip().splitlines()[-1] == f"{checks} checks: {checks - 1} passed, 0 warnings, 1 failed"
+    # A fresh (moto) account: the two roles that must exist before first use are absent (WARN: up creates them).
+    assert "WARN  service-role global         AWSServiceRoleForAutoScaling is absent and must exist first (named in the policy of llmp-dev-ebs-key)" in out
+    assert "WARN  service-role global         AWSServiceRoleForEC2Spot is absent and must exist first" in out
+    assert "PASS  service-role global         AWSServiceRoleForAmazonEKS is absent: eks.amazonaws.com creates it on first use" in out
+    roles = out.count("  service-role ")
+    checks = len(needed) + len(cfg.node_groups) + 1 + len(cfg.cluster.addons) + 1 + 1 + roles
+    assert out.strip().splitlines()[-1] == f"{checks} checks: {checks - 3} passed, 2 warnings, 1 failed"
 
 
 def test_cli_bad_stack_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -403,6 +408,7 @@ def test_cli_bad_stack_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "llm-platform:node_groups[1].gpu" in capsys.readouterr().err
 
 
+@mock_aws
 def test_cli_json_output(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], quotas: tuple[Any, Stubber]) -> None:
     import json
 
@@ -412,11 +418,14 @@ def test_cli_json_output(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
         q_stub.add_response("get_service_quota", quota_response(preflight.QUOTAS[key].code, 10_000.0))
     monkeypatch.setattr(preflight, "CHECKS", (preflight.check_quotas,))
     monkeypatch.setattr(preflight, "session_clients", lambda profile=None: Clients(**{"service-quotas": q_client}))
+    for service in ("autoscaling.amazonaws.com", "spot.amazonaws.com"):  # the roles that must exist first: present
+        boto3.client("iam").create_service_linked_role(AWSServiceName=service)
     assert cli_main(["preflight", "dev", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["stack"] == "dev" and doc["ok"] is True
-    assert [c["check"] for c in doc["checks"]] == ["quota"] * len(required_vcpus(cfg))
-    assert all(c["status"] == "PASS" and c["fix"] == "" for c in doc["checks"])
+    quota_checks = [c for c in doc["checks"] if c["check"] == "quota"]
+    assert len(quota_checks) == len(required_vcpus(cfg)) and all(c["status"] == "PASS" and c["fix"] == "" for c in quota_checks)
+    assert {c["check"] for c in doc["checks"]} == {"quota", "service-role"}
 
 
 def test_quotas_are_checked_in_every_region_of_the_global_tier(quotas: tuple[Any, Stubber]) -> None:
@@ -437,3 +446,29 @@ def test_quotas_are_checked_in_every_region_of_the_global_tier(quotas: tuple[Any
     assert len(regions) == 3 and asked == regions
     assert [r.region for r in results] == [region for region in regions for _ in keys]
     assert {r.status for r in results} == {"PASS"}
+
+
+# --- service-linked roles (derived from the rendered stack) --------------------------------------------------------
+
+@mock_aws
+def test_service_linked_roles_present_absent_and_denied(rendered: Any) -> None:
+    from infra.preconditions import required_service_linked_roles
+    from infra.preflight import check_service_linked_roles
+
+    required = required_service_linked_roles(rendered("dev"))
+    assert {"AWSServiceRoleForAutoScaling", "AWSServiceRoleForEC2Spot", "AWSServiceRoleForAmazonEKS"} <= set(required)
+    iam = boto3.client("iam")
+    iam.create_service_linked_role(AWSServiceName="autoscaling.amazonaws.com")
+    results = {r.detail.split(" ")[0]: r for r in check_service_linked_roles(required, Clients(), "us-east-1")}
+    assert set(results) == set(required)
+    assert results["AWSServiceRoleForAutoScaling"].status == "PASS"
+    spot = results["AWSServiceRoleForEC2Spot"]
+    assert spot.status == "WARN" and spot.fix == "or create it now: aws iam create-service-linked-role --aws-service-name spot.amazonaws.com"
+    assert results["AWSServiceRoleForRDS"].status == "PASS" and "rds.amazonaws.com creates it on first use" in results["AWSServiceRoleForRDS"].detail
+
+    denied = boto3.client("iam")
+    with Stubber(denied) as stub:
+        stub.add_client_error("get_role", "AccessDenied", "not authorized to perform: iam:GetRole")
+        [result] = check_service_linked_roles({"AWSServiceRoleForAutoScaling": required["AWSServiceRoleForAutoScaling"]},
+                                              Clients(iam=denied), "us-east-1")
+    assert result.status == "FAIL" and result.fix == "grant iam:GetRole to the credentials running preflight"
