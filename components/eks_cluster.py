@@ -42,13 +42,16 @@ class EksClusterArgs:
     public_access_cidrs: Sequence[str] = ()
     """Empty: the API endpoint is private only. Else the public endpoint is on for exactly these CIDRs."""
     admin_role_arns: Sequence[str] = ()
-    """IAM roles given cluster-admin through access entries. Do not list the role that runs `pulumi up`:
-    as the cluster creator it is already admin, and a second entry for it would fail."""
+    """IAM roles given cluster-admin through access entries (duplicates and the deployer are entered once)."""
     view_role_arns: Sequence[pulumi.Input[str]] = ()
     """IAM roles given read-only Kubernetes access (AmazonEKSViewPolicy, cluster scope: no Secrets), e.g. CI previews."""
     api_access_cidrs: Sequence[str] = ()
     """CIDRs admitted on 443 to the API endpoint's ENIs through the cluster security group: the VPC of a CI runner
     (this VPC, or a peered one: a private-only endpoint's name resolves to its private IPs from anywhere)."""
+    deployer_principal_arn: str | None = None
+    """The IAM role (or user) running `pulumi up`, as an IAM ARN, not the STS assumed-role session ARN. The cluster
+    creator gets no implicit admin entry (`bootstrap_cluster_creator_admin_permissions` is off, so a listed creator
+    cannot collide with it); this explicit entry is what lets the deployer apply the workloads."""
     log_retention_days: int = 90
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -146,8 +149,9 @@ class EksCluster(pulumi.ComponentResource):
             enabled_cluster_log_types=list(CONTROL_PLANE_LOG_TYPES),
             access_config=aws.eks.ClusterAccessConfigArgs(
                 authentication_mode="API",
-                # The identity running `pulumi up` must reach the API to deploy the workloads.
-                bootstrap_cluster_creator_admin_permissions=True,
+                # No implicit entry for the creator: every admin, the deployer included, is declared below, so an
+                # admin listed in config that also created the cluster cannot collide (ResourceInUseException).
+                bootstrap_cluster_creator_admin_permissions=False,
             ),
             # Managed add-ons below replace the unmanaged defaults, with pinned versions.
             bootstrap_self_managed_addons=False,
@@ -166,18 +170,26 @@ class EksCluster(pulumi.ComponentResource):
         self.oidc_provider_arn = oidc.arn
         self.oidc_issuer = issuer_url.apply(lambda u: u.removeprefix("https://"))
 
+        # EKS allows one access entry per principal: each admin once, named by its first position in config (stable
+        # names when the list grows); the deployer gets its own entry unless config already lists it.
+        admins: dict[str, str] = {}
         for i, admin in enumerate(args.admin_role_arns):
+            admins.setdefault(admin, f"{name}-admin-{i}")
+        if args.deployer_principal_arn and args.deployer_principal_arn not in admins:
+            admins[args.deployer_principal_arn] = f"{name}-deployer"
+        self.admin_access: list[aws.eks.AccessPolicyAssociation] = []
+        for admin, entry_name in admins.items():
             entry = aws.eks.AccessEntry(
-                f"{name}-admin-{i}", cluster_name=self.cluster.name, principal_arn=admin, type="STANDARD", tags=tags, opts=child
+                entry_name, cluster_name=self.cluster.name, principal_arn=admin, type="STANDARD", tags=tags, opts=child
             )
-            aws.eks.AccessPolicyAssociation(
-                f"{name}-admin-{i}",
+            self.admin_access.append(aws.eks.AccessPolicyAssociation(
+                entry_name,
                 cluster_name=self.cluster.name,
                 principal_arn=admin,
                 policy_arn=ADMIN_POLICY_ARN,
                 access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[entry]),
-            )
+            ))
 
         for i, viewer in enumerate(args.view_role_arns):
             entry = aws.eks.AccessEntry(
@@ -221,7 +233,8 @@ class EksCluster(pulumi.ComponentResource):
             f"{name}-k8s",
             kubeconfig=self.kubeconfig,
             enable_server_side_apply=True,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=self.network_addons),
+            # Kubernetes calls need the network add-ons and the deployer's cluster-admin access entry in place.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.network_addons, *self.admin_access]),
         )
         self.register_outputs(
             {

@@ -21,8 +21,10 @@ class EncryptionKeyArgs:
     """What the key protects; shown in the KMS console."""
     service_principals: Sequence[pulumi.Input[str]] = field(default_factory=tuple)
     """Service principals that use the key directly (e.g. `logs.us-east-1.amazonaws.com` for encrypted log groups)."""
-    service_linked_roles: Sequence[str] = field(default_factory=tuple)
-    """Service-linked role paths (after `role/`) that need grants, e.g. the Auto Scaling role for encrypted EBS volumes."""
+    service_linked_role_arns: Sequence[pulumi.Input[str]] = field(default_factory=tuple)
+    """Service-linked roles that need grants, e.g. the Auto Scaling role for encrypted EBS volumes. KMS rejects a
+    policy naming a role that does not exist (MalformedPolicyDocumentException): pass the ARN from the role
+    resource or lookup, so the key waits for it."""
     deletion_window_days: int = 30
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -50,7 +52,7 @@ class EncryptionKey(pulumi.ComponentResource):
         identity = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
         partition = aws.get_partition_output(opts=pulumi.InvokeOutputOptions(parent=self))
 
-        def policy(account_id: str, part: str, principals: list[str]) -> str:
+        def policy(account_id: str, part: str, principals: list[str], roles: list[str]) -> str:
             statements: list[dict[str, object]] = [
                 {
                     "Sid": "AccountAdministers",
@@ -72,8 +74,7 @@ class EncryptionKey(pulumi.ComponentResource):
                         "Condition": _service_condition(principal, account_id, part),
                     }
                 )
-            if args.service_linked_roles:
-                roles = [f"arn:{part}:iam::{account_id}:role/{r}" for r in args.service_linked_roles]
+            if roles:
                 statements.append(
                     {
                         "Sid": "ServiceLinkedRolesUse",
@@ -101,8 +102,9 @@ class EncryptionKey(pulumi.ComponentResource):
             enable_key_rotation=True,
             deletion_window_in_days=args.deletion_window_days,
             bypass_policy_lockout_safety_check=False,
-            policy=pulumi.Output.all(identity.account_id, partition.partition, pulumi.Output.all(*args.service_principals)).apply(
-                lambda v: policy(str(v[0]), str(v[1]), [str(p) for p in v[2]])
+            policy=pulumi.Output.all(identity.account_id, partition.partition, pulumi.Output.all(*args.service_principals),
+                                     pulumi.Output.all(*args.service_linked_role_arns)).apply(
+                lambda v: policy(str(v[0]), str(v[1]), [str(p) for p in v[2]], [str(r) for r in v[3]])
             ),
             tags=args.tags,
             opts=child,

@@ -16,6 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.irsa import service_trust_policy
+from components.kms import EncryptionKey, EncryptionKeyArgs
 
 
 @dataclass
@@ -34,7 +35,8 @@ class NetworkArgs:
     """Free S3 gateway endpoint (ECR layers and model weights come from S3)."""
     flow_logs_retention_days: int = 90
     flow_logs_kms_key_arn: pulumi.Input[str] | None = None
-    """KMS key for the flow-log group; its policy must allow `logs.<region>.amazonaws.com`."""
+    """KMS key for the flow-log group; its policy must allow `logs.<region>.amazonaws.com`. None: the network
+    creates its own key (CloudWatch Logs admitted only for this account's log groups, by encryption context)."""
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -134,11 +136,22 @@ class Network(pulumi.ComponentResource):
             private_rts.append(rt)
 
         # Flow logs (FSBP EC2.6): every accepted and rejected flow, to an encrypted log group with retention.
+        flow_logs_key_arn = args.flow_logs_kms_key_arn
+        if flow_logs_key_arn is None:
+            flow_logs_key_arn = EncryptionKey(
+                f"{name}-flow-logs",
+                EncryptionKeyArgs(
+                    description=f"VPC {name} flow-log group",
+                    service_principals=[region.apply(lambda r: f"logs.{r}.amazonaws.com")],
+                    tags=tags,
+                ),
+                opts=child,
+            ).arn
         flow_group = aws.cloudwatch.LogGroup(
             f"{name}-flow-logs",
             name=f"/llm-platform/{name}/vpc-flow-logs",
             retention_in_days=args.flow_logs_retention_days,
-            kms_key_id=args.flow_logs_kms_key_arn,
+            kms_key_id=flow_logs_key_arn,
             tags=tags,
             opts=child,
         )

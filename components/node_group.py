@@ -51,6 +51,9 @@ class NodeGroupArgs:
     tags: dict[str, str] = field(default_factory=dict)
     name_prefix: str | None = None
     """Physical node group name prefix (the provider appends 26 characters); default `<name>-`."""
+    depends_on: Sequence[pulumi.Resource] = ()
+    """What the node group itself must wait for (the cluster's networking add-ons: nodes without vpc-cni never
+    become Ready; the Spot service-linked role). A component's own `depends_on` does not reach its children."""
 
 
 def autoscaler_template_tags(labels: Mapping[str, str], taints: Sequence[tuple[str, str, str]], args: NodeGroupArgs) -> dict[str, str]:
@@ -154,7 +157,7 @@ class NodeGroup(pulumi.ComponentResource):
             tags={**tags, **template_tags},
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=attachments,
+                depends_on=[*attachments, *args.depends_on],
                 # The autoscaler owns the running size; Pulumi only sets the bounds.
                 ignore_changes=["scalingConfig.desiredSize"],
             ),

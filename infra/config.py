@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from components.naming import region_short_code
+from components.network import subnet_plan
 from infra.configkit import REGION_PATTERN, Strict, check_log_retention, format_validation_error
 from infra.fit import check_models_fit_gpu_memory
 from infra.instances import GPU_FAMILIES, INSTANCE_SPECS, gpu_class_of
@@ -32,6 +33,15 @@ SUPPORTED_EKS_VERSIONS = tuple(EKS_VERSIONS)
 REQUIRED_ADDONS = ("vpc-cni", "coredns", "kube-proxy", "aws-ebs-csi-driver", "eks-pod-identity-agent")
 INTERFACE_ENDPOINTS = ("ecr.api", "ecr.dkr", "sts", "logs", "ec2", "elasticloadbalancing", "autoscaling", "ssm")
 ROLE_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$"
+
+
+def _private_subnet_sizes() -> str:
+    """What the subnet plan (components/network.py) gives each AZ at the two allowed extremes of the VPC CIDR."""
+    sizes = [ipaddress.IPv4Network(subnet_plan(f"10.0.0.0/{vpc}", 2)[0][0]).prefixlen for vpc in (16, 20)]
+    return f"/{sizes[0]} for a /16 down to /{sizes[1]} for a /20"
+
+
+PRIVATE_SUBNET_SIZES = _private_subnet_sizes()
 
 
 class ConfigError(Exception):
@@ -53,7 +63,7 @@ class RegionConfig(Strict):
         except ValueError as exc:
             raise ValueError(f"not an IPv4 network CIDR ({exc})") from None
         if not 16 <= net.prefixlen <= 20:
-            raise ValueError("prefix length must be /16 to /20 so every AZ gets a /20-or-larger private subnet")
+            raise ValueError(f"prefix length must be /16 to /20 (each AZ's private subnet is 1/8 of the VPC: {PRIVATE_SUBNET_SIZES})")
         if not net.is_private:
             raise ValueError("must be a private (RFC 1918) range")
         return str(net)

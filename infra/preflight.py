@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 from infra.config import ConfigError, PlatformConfig, parse_platform_config
 from infra.instances import INSTANCE_SPECS, family
 from infra.pins import EKS_VERSIONS
+from infra.preconditions import RequiredRole, required_service_linked_roles
+from infra.zones import EKS_UNSUPPORTED_ZONE_IDS, NO_OPT_IN, Zone, choose_zones, usable_zones, zones_offering
 
 Status = Literal["PASS", "WARN", "FAIL"]
 ClientFactory = Callable[[str, str], Any]
@@ -51,6 +53,7 @@ IAM_ACTIONS = (
     "rds:DescribeOrderableDBInstanceOptions",
     "route53:ListHostedZonesByName",
     "acm:DescribeCertificate",
+    "iam:GetRole",
 )
 
 
@@ -145,43 +148,62 @@ def _offerings(ec2: Any, types: Sequence[str]) -> dict[str, set[str]]:
     return offered
 
 
+def _zones(ec2: Any) -> list[Zone]:
+    zones = ec2.describe_availability_zones(Filters=[{"Name": "state", "Values": ["available"]}])["AvailabilityZones"]
+    # OptInStatus is always present in AWS's answer; a missing one (moto) is a regular zone.
+    return [Zone(z["ZoneName"], z.get("ZoneId", ""), z.get("OptInStatus") or NO_OPT_IN) for z in zones]
+
+
 def check_instance_offerings(cfg: PlatformConfig, clients: ClientFactory) -> list[CheckResult]:
-    """Every node group's types must be offered in every AZ the program will use (the first `az_count` available)."""
+    """The AZs the program will use (infra/zones.py) exist, and every node group's types are offered in one of them.
+
+    The program gives each group only the zones that offer all its types: fewer zones than the VPC spans is a WARN
+    (the group is less available there), none is a FAIL (the program stops).
+    """
     results: list[CheckResult] = []
     types = sorted({t for g in cfg.node_groups for t in g.instance_types})
     for index, region_cfg in enumerate(cfg.regions):
         region = region_cfg.name
         ec2 = clients("ec2", region)
         try:
-            zones = ec2.describe_availability_zones(Filters=[{"Name": "state", "Values": ["available"]}])["AvailabilityZones"]
-            available = [z["ZoneName"] for z in zones]
+            zones = _zones(ec2)
             offered = _offerings(ec2, types)
         except Exception as exc:  # noqa: BLE001
             results.append(_error_result("az-offering", region, "instance type offerings", exc, "ec2:DescribeInstanceTypeOfferings"))
             continue
-        chosen = available[: region_cfg.az_count]
+        chosen = choose_zones(zones, region_cfg.az_count)
+        usable = [z.name for z in usable_zones(zones)]
+        if chosen is None:
+            results.append(CheckResult("FAIL", "az-offering", region,
+                                       f"az_count {region_cfg.az_count}, but only {len(usable)} AZs need no opt-in and support EKS "
+                                       f"({', '.join(usable)}; never {', '.join(EKS_UNSUPPORTED_ZONE_IDS)})",
+                                       f"set llm-platform:regions[{index}].az_count to {len(usable)} or less"))
+            continue
         for group in cfg.node_groups:
-            gaps = {t: [az for az in chosen if az not in offered.get(t, set())] for t in group.instance_types}
-            gaps = {t: azs for t, azs in gaps.items() if azs}
-            if not gaps:
+            group_azs = zones_offering(chosen, group.instance_types, offered)
+            if group_azs == chosen:
                 results.append(CheckResult("PASS", "az-offering", region,
                                            f"{group.name}: {', '.join(group.instance_types)} offered in {', '.join(chosen)}"))
                 continue
-            missing = "; ".join(f"{t} not offered in {', '.join(azs)}" for t, azs in gaps.items())
-            where = "; ".join(f"{t} in {', '.join(sorted(offered.get(t, set()))) or 'no AZ of ' + region}" for t in gaps)
-            # The program takes the first az_count available AZs: the longest prefix that offers every type is a fix.
-            prefix = 0
-            for az in available:
-                if all(az in offered.get(t, set()) for t in group.instance_types):
-                    prefix += 1
-                else:
-                    break
+            missing = [az for az in chosen if az not in group_azs]
+            where = "; ".join(f"{t} in {', '.join(sorted(offered.get(t, set()))) or 'no AZ of ' + region}" for t in group.instance_types)
+            if group_azs:
+                results.append(CheckResult("WARN", "az-offering", region,
+                                           f"{group.name}: runs only in {', '.join(group_azs)} ({', '.join(missing)} lack "
+                                           f"{' or '.join(group.instance_types)}; deploy uses {', '.join(chosen)})",
+                                           f"AZs offering them: {where}"))
+                continue
             options = [f"AZs offering them: {where}"]
-            if prefix >= 2:
-                options.append(f"or set llm-platform:regions[{index}].az_count to {prefix} or less (uses {', '.join(available[:prefix])})")
-            options.append(f"or remove {', '.join(gaps)} from node group {group.name!r}")
-            results.append(CheckResult("FAIL", "az-offering", region, f"{group.name}: {missing} (deploy uses {', '.join(chosen)})",
-                                       "; ".join(options)))
+            # A longer zone list may reach a zone that offers them.
+            for count in range(region_cfg.az_count + 1, len(usable) + 1):
+                more = choose_zones(zones, count) or []
+                if zones_offering(more, group.instance_types, offered):
+                    options.append(f"or set llm-platform:regions[{index}].az_count to {count} (uses {', '.join(more)})")
+                    break
+            options.append(f"or change the instance types of node group {group.name!r}")
+            results.append(CheckResult("FAIL", "az-offering", region,
+                                       f"{group.name}: {', '.join(group.instance_types)} not offered together in any AZ the deploy uses "
+                                       f"({', '.join(chosen)})", "; ".join(options)))
     return results
 
 
@@ -377,6 +399,37 @@ def check_edge(cfg: PlatformConfig, clients: ClientFactory) -> list[CheckResult]
     return results
 
 
+# --- service-linked roles (derived from the rendered stack: infra/preconditions.py) --------------------------------
+
+def check_service_linked_roles(required: Mapping[str, RequiredRole], clients: ClientFactory, region: str) -> list[CheckResult]:
+    """Each service-linked role the stack relies on: present, or who creates it on the first `pulumi up`."""
+    results: list[CheckResult] = []
+    iam = clients("iam", region)
+    for name, need in sorted(required.items()):
+        role = need.role
+        create = f"aws iam create-service-linked-role --aws-service-name {role.service}"
+        try:
+            iam.get_role(RoleName=name)
+            results.append(CheckResult("PASS", "service-role", "global", f"{name} exists"))
+            continue
+        except Exception as exc:  # noqa: BLE001 - NoSuchEntity is the expected "absent"; anything else is a failed check
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+            if code != "NoSuchEntity":
+                results.append(_error_result("service-role", "global", name, exc, "iam:GetRole"))
+                continue
+        if need.must_exist_first:
+            why = ("named in the policy of " + ", ".join(u.rsplit("::", 1)[-1] for u in need.referenced_by)
+                   if need.referenced_by else f"{role.service} does not create it through the API")
+            results.append(CheckResult("WARN", "service-role", "global",
+                                       f"{name} is absent and must exist first ({why}): `pulumi up` creates it, which needs "
+                                       f"iam:CreateServiceLinkedRole for {role.service}", f"or create it now: {create}"))
+        else:
+            results.append(CheckResult("PASS", "service-role", "global",
+                                       f"{name} is absent: {role.service} creates it on first use (the deploying identity needs "
+                                       "iam:CreateServiceLinkedRole)"))
+    return results
+
+
 # --- running it ----------------------------------------------------------------------------------------------------
 
 CHECKS: tuple[Callable[[PlatformConfig, ClientFactory], list[CheckResult]], ...] = (
@@ -384,10 +437,14 @@ CHECKS: tuple[Callable[[PlatformConfig, ClientFactory], list[CheckResult]], ...]
 )
 
 
-def run_preflight(cfg: PlatformConfig, clients: ClientFactory) -> list[CheckResult]:
+def run_preflight(cfg: PlatformConfig, clients: ClientFactory,
+                  service_linked_roles: Mapping[str, RequiredRole] | None = None) -> list[CheckResult]:
+    """Every config check; with the roles the rendered stack needs, the service-linked-role check too."""
     results: list[CheckResult] = []
     for check in CHECKS:
         results.extend(check(cfg, clients))
+    if service_linked_roles is not None:
+        results.extend(check_service_linked_roles(service_linked_roles, clients, cfg.home_region.name))
     return results
 
 
@@ -428,10 +485,13 @@ def report(results: Sequence[CheckResult]) -> tuple[str, int]:
 def cmd_preflight(args: argparse.Namespace) -> int:
     import json
 
-    from infra.cli import stack_platform_config  # honours the CLI's --stacks-dir
+    from infra.cli import render_stack, stack_platform_config  # honours the CLI's --stacks-dir
 
     cfg = stack_platform_config(args.stack)
-    results = run_preflight(cfg, session_clients(args.profile))
+    clients = session_clients(args.profile)
+    # The service-linked roles come from what the stack renders (offline, under mocks), not from a hand list.
+    roles = required_service_linked_roles(render_stack(args.stack))
+    results = run_preflight(cfg, clients, roles)
     text, code = report(results)
     if args.json:
         print(json.dumps({"stack": args.stack, "checks": [r.to_json() for r in results], "ok": code == 0}, indent=2))

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -29,18 +30,51 @@ ACCOUNT_ID = "123456789012"
 SECRET_SIG = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270"}
 SECRET_MARK = "[secret]"
 
-# Per-region AZs as AWS reports them (a realistic subset), so AZ-count validation runs against real numbers.
-REGION_AZS: dict[str, list[str]] = {
-    "us-east-1": ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d", "us-east-1e", "us-east-1f"],
-    "us-east-2": ["us-east-2a", "us-east-2b", "us-east-2c"],
-    "us-west-2": ["us-west-2a", "us-west-2b", "us-west-2c", "us-west-2d"],
-    "eu-west-1": ["eu-west-1a", "eu-west-1b", "eu-west-1c"],
-    "eu-central-1": ["eu-central-1a", "eu-central-1b", "eu-central-1c"],
-    "ap-northeast-1": ["ap-northeast-1a", "ap-northeast-1c", "ap-northeast-1d"],
-    "ap-southeast-1": ["ap-southeast-1a", "ap-southeast-1b", "ap-southeast-1c"],
-    "ap-southeast-2": ["ap-southeast-2a", "ap-southeast-2b", "ap-southeast-2c"],
+# Per-region zones as DescribeAvailabilityZones reports them to one account: (name, zone id, opt-in status). Names
+# map to IDs differently in every account; the IDs, the opted-in Local Zone sorting first by name, and the zone
+# EKS refuses (use1-az3, usw1-az2, cac1-az3) are what the program's AZ choice must get right.
+REGION_ZONES: dict[str, list[tuple[str, str, str]]] = {
+    "us-east-1": [("us-east-1-bos-1a", "use1-bos1-az1", "opted-in"), ("us-east-1a", "use1-az4", "opt-in-not-required"),
+                  ("us-east-1b", "use1-az3", "opt-in-not-required"), ("us-east-1c", "use1-az6", "opt-in-not-required"),
+                  ("us-east-1d", "use1-az1", "opt-in-not-required"), ("us-east-1e", "use1-az2", "opt-in-not-required"),
+                  ("us-east-1f", "use1-az5", "opt-in-not-required")],
+    "us-east-2": [("us-east-2a", "use2-az1", "opt-in-not-required"), ("us-east-2b", "use2-az2", "opt-in-not-required"),
+                  ("us-east-2c", "use2-az3", "opt-in-not-required")],
+    "us-west-1": [("us-west-1a", "usw1-az2", "opt-in-not-required"), ("us-west-1b", "usw1-az1", "opt-in-not-required"),
+                  ("us-west-1c", "usw1-az3", "opt-in-not-required")],
+    "us-west-2": [("us-west-2-lax-1a", "usw2-lax1-az1", "opted-in"), ("us-west-2a", "usw2-az2", "opt-in-not-required"),
+                  ("us-west-2b", "usw2-az1", "opt-in-not-required"), ("us-west-2c", "usw2-az3", "opt-in-not-required"),
+                  ("us-west-2d", "usw2-az4", "opt-in-not-required")],
+    "ca-central-1": [("ca-central-1a", "cac1-az1", "opt-in-not-required"), ("ca-central-1b", "cac1-az2", "opt-in-not-required"),
+                     ("ca-central-1d", "cac1-az4", "opt-in-not-required")],
+    "eu-west-1": [("eu-west-1a", "euw1-az3", "opt-in-not-required"), ("eu-west-1b", "euw1-az1", "opt-in-not-required"),
+                  ("eu-west-1c", "euw1-az2", "opt-in-not-required")],
+    "eu-central-1": [("eu-central-1a", "euc1-az2", "opt-in-not-required"), ("eu-central-1b", "euc1-az3", "opt-in-not-required"),
+                     ("eu-central-1c", "euc1-az1", "opt-in-not-required")],
+    "ap-northeast-1": [("ap-northeast-1a", "apne1-az4", "opt-in-not-required"), ("ap-northeast-1c", "apne1-az1", "opt-in-not-required"),
+                       ("ap-northeast-1d", "apne1-az2", "opt-in-not-required")],
+    "ap-southeast-1": [("ap-southeast-1a", "apse1-az1", "opt-in-not-required"), ("ap-southeast-1b", "apse1-az2", "opt-in-not-required"),
+                       ("ap-southeast-1c", "apse1-az3", "opt-in-not-required")],
+    "ap-southeast-2": [("ap-southeast-2a", "apse2-az1", "opt-in-not-required"), ("ap-southeast-2b", "apse2-az3", "opt-in-not-required"),
+                       ("ap-southeast-2c", "apse2-az2", "opt-in-not-required")],
 }
+# Zones (by name) lacking an instance type that the region's other regular zones offer: GPU types are offered in
+# few zones (the pattern `aws ec2 describe-instance-type-offerings --location-type availability-zone` shows).
+# Local Zones offer only a few general-purpose types (LOCAL_ZONE_TYPES).
+NOT_OFFERED_IN: dict[str, dict[str, set[str]]] = {
+    "us-east-1": {"g5.xlarge": {"us-east-1e"}, "g5.2xlarge": {"us-east-1e"},
+                  "p4d.24xlarge": {"us-east-1a", "us-east-1b", "us-east-1c", "us-east-1e"}},
+    "eu-west-1": {"p4d.24xlarge": {"eu-west-1b", "eu-west-1c"}},
+    "ap-northeast-1": {"p4d.24xlarge": {"ap-northeast-1a", "ap-northeast-1d"}},
+}
+LOCAL_ZONE_TYPES = {"t3.medium", "t3.large", "t3.xlarge", "c5.2xlarge", "r5.2xlarge"}
 DEFAULT_REGION = "us-east-1"
+# Who runs `pulumi up` under the mocks: CI's deploy role (with a path, as SSO and many org roles have), assumed.
+DEPLOYER_ROLE_NAME = "llm-platform-ci-deploy"
+DEPLOYER_ROLE_PATH = "/ci/"
+DEPLOYER_SESSION = "GitHubActions"
+DEPLOYER_SESSION_ARN = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{DEPLOYER_ROLE_NAME}/{DEPLOYER_SESSION}"
+DEPLOYER_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role{DEPLOYER_ROLE_PATH}{DEPLOYER_ROLE_NAME}"
 
 
 class RenderError(Exception):
@@ -62,7 +96,8 @@ class RenderedResource:
     # property_dependencies): how a stack policy links a FlowLog to its Vpc without knowing the Vpc's id.
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
     dependencies: list[str] = field(default_factory=list)
-    """URNs of the resources this one waits for (explicit `depends_on`, parent-inherited ones included)."""
+    """Every URN the engine makes this resource wait for: its `depends_on` (components expanded to their
+    children by the SDK), the resources its inputs came from, and its explicit provider."""
     custom_timeouts: dict[str, str] = field(default_factory=dict)
     """The `custom_timeouts` resource option as the engine receives it (`create`/`update`/`delete`, Go durations)."""
 
@@ -73,6 +108,7 @@ class RenderedResource:
             "name": self.name,
             "parent": self.parent,
             "provider": self.provider,
+            "dependencies": self.dependencies,
             "inputs": mask_secrets(self.inputs),
         }
 
@@ -99,6 +135,20 @@ class Rendering:
             if r.urn == urn:
                 return r
         raise LookupError(urn)
+
+    def waits_for(self, resource: RenderedResource) -> set[str]:
+        """URNs `resource` waits for, directly or through what it waits for (the engine's create order)."""
+        by_urn = {r.urn: r for r in self.resources}
+        seen: set[str] = set()
+        todo = list(resource.dependencies)
+        while todo:
+            urn = todo.pop()
+            if urn in seen:
+                continue
+            seen.add(urn)
+            if urn in by_urn:
+                todo.extend(by_urn[urn].dependencies)
+        return seen
 
     def public_outputs(self) -> dict[str, Any]:
         return {k: (SECRET_MARK if k in self.secret_outputs else mask_secrets(v)) for k, v in self.outputs.items()}
@@ -143,29 +193,87 @@ def _short_hash(*parts: str) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:17]
 
 
+@dataclass
+class MockAccount:
+    """What already exists in the account before the program runs. Default: a fresh account (nothing)."""
+
+    roles: dict[str, dict[str, str]] = field(default_factory=dict)
+    """IAM role path+name after `role/` (e.g. `aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling`) -> tags."""
+    node_groups: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    """Cluster name -> node group name -> running scalingConfig (minSize, maxSize, desiredSize)."""
+
+
 class PlatformMocks(pulumi_mocks.Mocks):
     """Answers resource registrations and invokes the way AWS and the providers would."""
 
-    def __init__(self) -> None:
+    def __init__(self, account: MockAccount | None = None) -> None:
         self.provider_regions: dict[str, str] = {}
         self.generated_secrets: list[str] = []
+        self.account = account or MockAccount()
 
     def _region(self, provider: str | None) -> str:
         if provider:
             return self.provider_regions.get(provider.rsplit("::", 1)[-1], DEFAULT_REGION)
         return DEFAULT_REGION
 
+    @staticmethod
+    def zones(region: str) -> list[tuple[str, str, str]]:
+        default = [(f"{region}{x}", f"{region[:2]}{region.split('-')[1][0]}{region[-1]}-az{i + 1}", "opt-in-not-required")
+                   for i, x in enumerate("abc")]
+        return list(REGION_ZONES.get(region, default))
+
     # --- invokes -----------------------------------------------------------------------------------------
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         token, a = args.token, args.args
         region = self._region(args.provider)
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            names = REGION_AZS.get(region, [f"{region}a", f"{region}b", f"{region}c"])
-            ids = [f"{region[:3]}{region.split('-')[-1]}-az{i + 1}" for i in range(len(names))]
-            return {"names": names, "zoneIds": ids, "id": region, "state": "available"}, []
+            zones = self.zones(region)
+            # What the provider sends DescribeAvailabilityZones, and what it filters after the call.
+            for f in a.get("filters") or []:
+                field = {"opt-in-status": 2, "zone-name": 0, "zone-id": 1}.get(str(f.get("name")))
+                if field is None:
+                    raise RenderError(f"mock getAvailabilityZones: unsupported filter {f.get('name')!r}")
+                zones = [z for z in zones if z[field] in (f.get("values") or [])]
+            zones = [z for z in zones if z[0] not in (a.get("excludeNames") or []) and z[1] not in (a.get("excludeZoneIds") or [])]
+            zones.sort(key=lambda z: z[0])
+            return {"names": [z[0] for z in zones], "zoneIds": [z[1] for z in zones], "id": region,
+                    "state": a.get("state", "available")}, []
+        if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
+            if a.get("locationType") != "availability-zone":
+                raise RenderError(f"mock getInstanceTypeOfferings: locationType {a.get('locationType')!r} not modelled")
+            wanted = {str(f.get("name")): set(f.get("values") or []) for f in a.get("filters") or []}
+            offers = [(t, name) for name, _, opt_in in self.zones(region)
+                      for t in sorted(wanted.get("instance-type", set()))
+                      if name in wanted.get("location", {name})
+                      and (t in LOCAL_ZONE_TYPES if opt_in != "opt-in-not-required" else name not in NOT_OFFERED_IN.get(region, {}).get(t, set()))]
+            return {"instanceTypes": [t for t, _ in offers], "locations": [n for _, n in offers],
+                    "locationTypes": ["availability-zone"] * len(offers), "id": region}, []
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci", "userId": "AIDAMOCK",
+            # The deploy job's credentials, as STS reports them: an assumed-role session, not the IAM role itself.
+            return {"accountId": ACCOUNT_ID, "arn": DEPLOYER_SESSION_ARN, "userId": f"AROAMOCK:{DEPLOYER_SESSION}",
                     "id": ACCOUNT_ID}, []
+        if token == "aws:iam/getSessionContext:getSessionContext":
+            arn = str(a.get("arn", ""))
+            issuer = arn
+            if ":assumed-role/" in arn:
+                role, session = arn.split(":assumed-role/", 1)[1].split("/", 1)
+                issuer = f"arn:aws:iam::{arn.split(':')[4]}:role{DEPLOYER_ROLE_PATH}{role}"
+                return {"arn": arn, "issuerArn": issuer, "issuerId": "AROAMOCK", "issuerName": role,
+                        "sessionName": session, "id": arn}, []
+            return {"arn": arn, "issuerArn": issuer, "issuerId": "", "issuerName": "", "sessionName": "", "id": arn}, []
+        if token == "aws:iam/getRoles:getRoles":
+            prefix = str(a.get("pathPrefix") or "/")
+            pattern = re.compile(str(a.get("nameRegex") or ".*"))
+            paths = [p for p in self.account.roles if ("/" + p).startswith(prefix) and pattern.search(p.rsplit("/", 1)[-1])]
+            return {"arns": [f"arn:aws:iam::{ACCOUNT_ID}:role/{p}" for p in paths], "names": [p.rsplit("/", 1)[-1] for p in paths],
+                    "id": "roles"}, []
+        if token == "aws:iam/getRole:getRole":
+            name = str(a.get("name"))
+            for path, tags in self.account.roles.items():
+                if path.rsplit("/", 1)[-1] == name:
+                    return {"arn": f"arn:aws:iam::{ACCOUNT_ID}:role/{path}", "name": name, "tags": dict(tags), "id": name,
+                            "path": "/" + path.rsplit("/", 1)[0] + "/" if "/" in path else "/"}, []
+            raise RenderError(f"mock getRole: no role {name!r} (the real invoke fails the same way)")
         if token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}, []
         if token == "aws:index/getRegion:getRegion":
@@ -219,6 +327,12 @@ class PlatformMocks(pulumi_mocks.Mocks):
             out["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:role/{inputs.get('name', name)}"
             out["name"] = inputs.get("name", name)
             rid = str(out["name"])
+        elif typ == "aws:iam/serviceLinkedRole:ServiceLinkedRole":
+            from infra.preconditions import BY_SERVICE, slr_path
+
+            path = slr_path(BY_SERVICE[str(inputs["awsServiceName"])])
+            out.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:role/{path}", name=path.rsplit("/", 1)[-1], path="/" + path.rsplit("/", 1)[0] + "/")
+            rid = str(out["arn"])
         elif typ == "aws:iam/policy:Policy":
             out["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:policy/{inputs.get('name', name)}"
         elif typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
@@ -349,6 +463,10 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             self.duplicates.append(urn)
         self.seen_urns.add(urn)
         inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
+        property_dependencies = {k: list(v.urns) for k, v in request.propertyDependencies.items() if v.urns}
+        waits_for = [*request.dependencies, *(u for urns in property_dependencies.values() for u in urns)]
+        if request.provider:
+            waits_for.append(request.provider.rsplit("::", 1)[0])  # "<provider urn>::<provider id>"
         self.records.append(
             RenderedResource(
                 urn=urn,
@@ -358,8 +476,8 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 provider=request.provider or None,
                 inputs=_plain(inputs),
                 custom=bool(request.custom),
-                property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items() if v.urns},
-                dependencies=list(request.dependencies),
+                property_dependencies=property_dependencies,
+                dependencies=sorted(set(waits_for)),
                 custom_timeouts={k: v for k in ("create", "update", "delete") if (v := getattr(request.customTimeouts, k))},
                 id=getattr(response, "id", None) or None,
             )
@@ -395,15 +513,16 @@ def known_stacks(stacks_dir: Path = STACKS_DIR) -> list[str]:
     return sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in stacks_dir.glob("Pulumi.*.yaml"))
 
 
-def render(stack: str, config: dict[str, Any] | None = None) -> Rendering:
+def render(stack: str, config: dict[str, Any] | None = None, account: MockAccount | None = None) -> Rendering:
     """Run the program for `stack` under mocks. `config` replaces the stack file's config map (for tests)."""
     from infra import program
 
     raw = read_stack_config(stack) if config is None else config
-    return render_function(program.main, stack=stack, config=raw)
+    return render_function(program.main, stack=stack, config=raw, account=account)
 
 
-def render_function(fn: Callable[[], None], stack: str = "unit", config: dict[str, Any] | None = None) -> Rendering:
+def render_function(fn: Callable[[], None], stack: str = "unit", config: dict[str, Any] | None = None,
+                    account: MockAccount | None = None) -> Rendering:
     """Run any Pulumi program function under the same mocks (component tests render one component this way)."""
     raw = config or {}
     flat: dict[str, str] = {}
@@ -416,7 +535,7 @@ def render_function(fn: Callable[[], None], stack: str = "unit", config: dict[st
             secret_keys.append(full)
         flat[full] = value if isinstance(value, str) else json.dumps(value)
 
-    mocks = PlatformMocks()
+    mocks = PlatformMocks(account)
     monitor = _RecordingMonitor(mocks)
     result: dict[str, Any] = {}
 

@@ -33,7 +33,12 @@ def test_plan_prod_json_contract() -> None:
     assert {"stack", "resources", "outputs", "policy", "cost"} <= set(doc)
     assert doc["stack"] == "prod"
     for r in doc["resources"]:
-        assert set(r) >= {"urn", "type", "name", "parent", "provider", "inputs"}
+        assert set(r) >= {"urn", "type", "name", "parent", "provider", "dependencies", "inputs"}
+    # `dependencies`: what the engine makes each resource wait for (depends_on, inputs, provider), as URNs.
+    by_urn = {r["urn"]: r for r in doc["resources"]}
+    coredns = next(r for r in doc["resources"] if r["type"] == "aws:eks/addon:Addon" and r["inputs"]["addonName"] == "coredns")
+    assert {by_urn[u]["name"] for u in coredns["dependencies"] if u in by_urn} >= {"llmp-prod-system-ng", "llmp-prod-cluster"}
+    assert not any("gpu" in by_urn[u]["name"] for u in coredns["dependencies"] if u in by_urn)
     clusters = [r for r in doc["resources"] if r["type"] == "aws:eks/cluster:Cluster"]
     assert len(clusters) == 1 and clusters[0]["inputs"]["encryptionConfig"]["resources"] == ["secrets"]
     types = {t for r in doc["resources"] if r["type"] == "aws:eks/nodeGroup:NodeGroup" for t in r["inputs"]["instanceTypes"]}
@@ -79,7 +84,7 @@ def test_more_azs_than_the_region_has(tmp_path: Path) -> None:
         config["llm-platform:regions"] = [{"name": "eu-west-1", "az_count": 4, "vpc_cidr": "10.30.0.0/16"}]
     out = cli("--stacks-dir", str(write_stack(tmp_path, "azs", mutate)), "plan", "azs")
     assert out.returncode == 2
-    assert "llm-platform:regions[0].az_count: got 4; eu-west-1 has 3 available AZs" in out.stderr
+    assert "llm-platform:regions[0].az_count: got 4; allowed: at most 3, the AZs of eu-west-1 that need no opt-in" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
 
 

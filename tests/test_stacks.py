@@ -36,8 +36,7 @@ def test_stack_renders_with_hardened_basics(rendered: Render, stack: str) -> Non
         assert lt.inputs["blockDeviceMappings"][0]["ebs"]["encrypted"] == "true"
     private_ids = {s.id for s in r.of_type("aws:ec2/subnet:Subnet") if s.inputs["tags"].get("llm-platform/tier") == "private"}
     for ng in r.of_type("aws:eks/nodeGroup:NodeGroup"):
-        assert set(ng.inputs["subnetIds"]) <= private_ids  # nodes only in private subnets
-        assert len(ng.inputs["subnetIds"]) == 2 if stack == "dev" else 3
+        assert set(ng.inputs["subnetIds"]) <= private_ids  # nodes only in private subnets (which AZs: test_fresh_account.py)
     for g in node_groups(r).values():
         if g["amiType"] == "AL2023_x86_64_NVIDIA":
             assert g["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]
@@ -53,7 +52,7 @@ def test_dev_two_azs_single_nat_spot_a10g_scaling_to_zero(rendered: Render) -> N
     r = rendered("dev")
     assert len(r.of_type("aws:ec2/natGateway:NatGateway")) == 1
     azs = {s.inputs["availabilityZone"] for s in r.of_type("aws:ec2/subnet:Subnet")}
-    assert azs == {"us-east-1a", "us-east-1b"}
+    assert azs == {"us-east-1a", "us-east-1c"}  # not the Local Zone that sorts first, not 1b (use1-az3: no EKS)
     gpu = node_groups(r)["gpu-a10g"]
     assert gpu["capacityType"] == "SPOT" and gpu["scalingConfig"]["minSize"] == 0
     assert all(t.startswith("g5.") for t in gpu["instanceTypes"])

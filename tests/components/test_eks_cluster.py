@@ -16,13 +16,14 @@ ADDONS = {
 }
 
 
-def render_cluster(public_cidrs: tuple[str, ...] = (), admins: tuple[str, ...] = ()) -> Rendering:
+def render_cluster(public_cidrs: tuple[str, ...] = (), admins: tuple[str, ...] = (), deployer: str | None = None) -> Rendering:
     def program() -> None:
         provider = aws.Provider("aws-us-west-2", region="us-west-2")
         cluster = EksCluster(
             "c",
             EksClusterArgs(cluster_name="llmp-test", version="1.33", vpc_id="vpc-1", subnet_ids=["subnet-a", "subnet-b"],
-                           addon_versions=ADDONS, public_access_cidrs=public_cidrs, admin_role_arns=admins),
+                           addon_versions=ADDONS, public_access_cidrs=public_cidrs, admin_role_arns=admins,
+                           deployer_principal_arn=deployer),
             opts=pulumi.ResourceOptions(provider=provider),
         )
         cluster.install_compute_addons([])
@@ -68,6 +69,31 @@ def test_admin_access_entries() -> None:
     assert entry["principalArn"] == admin and entry["type"] == "STANDARD"
     assoc = r.one("aws:eks/accessPolicyAssociation:AccessPolicyAssociation").inputs
     assert assoc["policyArn"].endswith("AmazonEKSClusterAdminPolicy") and assoc["accessScope"]["type"] == "cluster"
+
+
+DEPLOYER = "arn:aws:iam::123456789012:role/ci/llm-platform-ci-deploy"
+
+
+def test_creator_gets_no_implicit_entry_and_the_deployer_an_explicit_one() -> None:
+    """With the creator's implicit entry on, listing CI in admin_role_arns collided (ResourceInUseException)."""
+    r = render_cluster(admins=("arn:aws:iam::123456789012:role/platform-admins",), deployer=DEPLOYER)
+    assert r.one("aws:eks/cluster:Cluster").inputs["accessConfig"]["bootstrapClusterCreatorAdminPermissions"] is False
+    principals = sorted(e.inputs["principalArn"] for e in r.of_type("aws:eks/accessEntry:AccessEntry"))
+    assert principals == [DEPLOYER, "arn:aws:iam::123456789012:role/platform-admins"]
+    assert sorted(a.inputs["principalArn"] for a in r.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")) == principals
+    # The Kubernetes provider (everything applied to the cluster) waits for the deployer's admin access.
+    k8s_provider = r.one("pulumi:providers:kubernetes")
+    deployer_assoc = next(a for a in r.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+                          if a.inputs["principalArn"] == DEPLOYER)
+    assert deployer_assoc.urn in k8s_provider.dependencies
+
+
+def test_deployer_listed_in_config_or_twice_gets_one_entry() -> None:
+    r = render_cluster(admins=(DEPLOYER, "arn:aws:iam::123456789012:role/platform-admins", DEPLOYER), deployer=DEPLOYER)
+    principals = [e.inputs["principalArn"] for e in r.of_type("aws:eks/accessEntry:AccessEntry")]
+    assert sorted(principals) == sorted(set(principals)) and len(principals) == 2
+    # The config entry keeps its index name (no replacement when the deployer starts being listed).
+    assert {e.name for e in r.of_type("aws:eks/accessEntry:AccessEntry")} == {"c-admin-0", "c-admin-1"}
 
 
 def test_addons_pinned_cni_network_policy_and_irsa() -> None:

@@ -76,3 +76,41 @@ def test_subnet_plan_sizes() -> None:
     assert public == ["10.0.224.0/22", "10.0.228.0/22", "10.0.232.0/22"]
     private, public = subnet_plan("10.0.0.0/20", 6)
     assert len(private) == 6 and all(ipaddress.ip_network(p).prefixlen == 23 for p in private)
+
+
+def test_vpc_cidr_error_states_the_subnet_sizes_the_plan_really_gives() -> None:
+    """The /16-/20 rule's message must promise what `subnet_plan` delivers (it once said "/20-or-larger")."""
+    import copy
+
+    import yaml
+
+    from infra.config import ConfigError, parse_platform_config
+    from infra.render import STACKS_DIR
+
+    data = yaml.safe_load((STACKS_DIR / "Pulumi.dev.yaml").read_text())["config"]
+    raw = copy.deepcopy({k.split(":", 1)[1]: v for k, v in data.items() if k.startswith("llm-platform:")})
+    raw["regions"][0]["vpc_cidr"] = "10.0.0.0/21"
+    with pytest.raises(ConfigError) as info:
+        parse_platform_config(raw, source="stacks/Pulumi.test.yaml")
+    message = str(info.value)
+    largest = ipaddress.ip_network(subnet_plan("10.0.0.0/16", 2)[0][0]).prefixlen
+    smallest = ipaddress.ip_network(subnet_plan("10.0.0.0/20", 2)[0][0]).prefixlen
+    assert "llm-platform:regions[0].vpc_cidr" in message and "10.0.0.0/21" in message
+    assert f"/{largest} for a /16" in message and f"/{smallest} for a /20" in message
+    assert "/20-or-larger" not in message
+
+
+def test_flow_log_group_is_encrypted_with_a_key_that_admits_cloudwatch_logs() -> None:
+    """Documented as encrypted, the group had no key (`flow_logs_kms_key_arn` was never passed)."""
+    import json
+
+    r = render_network()
+    group = r.one("aws:cloudwatch/logGroup:LogGroup")
+    key_arn = group.inputs.get("kmsKeyId")
+    assert key_arn, "flow-log group must be encrypted"
+    key = next(k for k in r.of_type("aws:kms/key:Key") if key_arn.endswith(f"key/{k.id}"))
+    statements = json.loads(key.inputs["policy"])["Statement"]
+    logs = [s for s in statements if s.get("Principal", {}).get("Service") == "logs.eu-west-1.amazonaws.com"]
+    assert len(logs) == 1
+    # Scoped by the encryption context CloudWatch Logs sends: only this account's log groups in this region.
+    assert logs[0]["Condition"] == {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": "arn:aws:logs:eu-west-1:123456789012:log-group:*"}}

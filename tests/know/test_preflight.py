@@ -158,16 +158,45 @@ def test_offerings_pass_in_the_azs_the_program_uses() -> None:
 
 
 @mock_aws
-def test_offerings_fail_and_suggest_azs_and_az_count() -> None:
+def test_offerings_more_zones_than_usable_fail_and_a_narrowed_group_warns() -> None:
+    """moto's us-east-1e is use1-az3 (no EKS control plane): 5 usable zones, p4d.24xlarge in 4 of them."""
     cfg = stack_config("prod")
-    cfg = cfg.model_copy(update={"regions": [cfg.regions[0].model_copy(update={"az_count": 6})]})
-    results = {r.detail.split(":")[0]: r for r in check_instance_offerings(cfg, Clients())}
+    six = cfg.model_copy(update={"regions": [cfg.regions[0].model_copy(update={"az_count": 6})]})
+    [result] = check_instance_offerings(six, Clients())
+    assert result.status == "FAIL" and "only 5 AZs need no opt-in and support EKS" in result.detail
+    assert "us-east-1e" not in result.detail and result.fix == "set llm-platform:regions[0].az_count to 5 or less"
+    five = cfg.model_copy(update={"regions": [cfg.regions[0].model_copy(update={"az_count": 5})]})
+    results = {r.detail.split(":")[0]: r for r in check_instance_offerings(five, Clients())}
+    assert results["system"].status == "PASS" and results["gpu-a10g"].status == "PASS"
     a100 = results["gpu-a100"]
-    assert a100.status == "FAIL"
-    assert "p4d.24xlarge not offered in us-east-1e, us-east-1f" in a100.detail
-    assert "AZs offering them: p4d.24xlarge in us-east-1a, us-east-1b, us-east-1c, us-east-1d" in a100.fix
-    assert "set llm-platform:regions[0].az_count to 4 or less" in a100.fix
-    assert results["gpu-a10g"].status == "FAIL" and "us-east-1e" in results["gpu-a10g"].detail
+    assert a100.status == "WARN"
+    assert "runs only in us-east-1a, us-east-1b, us-east-1c, us-east-1d (us-east-1f lack p4d.24xlarge" in a100.detail
+
+
+def _zone(name: str, zone_id: str, opt_in: str = "opt-in-not-required") -> dict[str, Any]:
+    return {"ZoneName": name, "ZoneId": zone_id, "OptInStatus": opt_in, "State": "available", "RegionName": "us-east-1"}
+
+
+def test_offerings_use_the_programs_zone_rule_and_suggest_a_larger_az_count() -> None:
+    """Local Zone first by name, use1-az3 second: the deploy uses us-east-1a and us-east-1c, neither offers p4d."""
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    cfg = stack_config("prod")
+    cfg = cfg.model_copy(update={"regions": [cfg.regions[0].model_copy(update={"az_count": 2})],
+                                 "node_groups": [group("system", ["m6i.xlarge"], 3), group("gpu-a100", ["p4d.24xlarge"], 2, gpu="a100")]})
+    zones = [_zone("us-east-1-bos-1a", "use1-bos1-az1", "opted-in"), _zone("us-east-1a", "use1-az4"),
+             _zone("us-east-1b", "use1-az3"), _zone("us-east-1c", "use1-az6"), _zone("us-east-1d", "use1-az1")]
+    offerings = [{"InstanceType": "m6i.xlarge", "LocationType": "availability-zone", "Location": z}
+                 for z in ("us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d")]
+    offerings.append({"InstanceType": "p4d.24xlarge", "LocationType": "availability-zone", "Location": "us-east-1d"})
+    with Stubber(ec2) as stub:
+        stub.add_response("describe_availability_zones", {"AvailabilityZones": zones})
+        stub.add_response("describe_instance_type_offerings", {"InstanceTypeOfferings": offerings})
+        results = {r.detail.split(":")[0]: r for r in check_instance_offerings(cfg, Clients(ec2=ec2))}
+    assert results["system"].status == "PASS" and results["system"].detail.endswith("offered in us-east-1a, us-east-1c")
+    a100 = results["gpu-a100"]
+    assert a100.status == "FAIL" and "(us-east-1a, us-east-1c)" in a100.detail
+    assert "AZs offering them: p4d.24xlarge in us-east-1d" in a100.fix
+    assert "set llm-platform:regions[0].az_count to 3 (uses us-east-1a, us-east-1c, us-east-1d)" in a100.fix
 
 
 # --- EKS versions and add-ons ----------------------------------------------------------------------------------
@@ -362,8 +391,13 @@ def test_cli_runs_every_check_and_exits_1_on_a_failure(monkeypatch: pytest.Monke
     assert f"FAIL  quota        us-east-1      {preflight.QUOTAS[needed[0]].name}" in out
     assert f"fix: aws service-quotas request-service-quota-increase --service-code ec2 --quota-code {preflight.QUOTAS[needed[0]].code}" in out
     assert "PASS  az-offering" in out and "PASS  eks-addon" in out and "PASS  db-class" in out
-    checks = len(needed) + len(cfg.node_groups) + 1 + len(cfg.cluster.addons) + 1 + 1
-    assert out.strip().splitlines()[-1] == f"{checks} checks: {checks - 1} passed, 0 warnings, 1 failed"
+    # A fresh (moto) account: the two roles that must exist before first use are absent (WARN: up creates them).
+    assert "WARN  service-role global         AWSServiceRoleForAutoScaling is absent and must exist first (named in the policy of llmp-dev-ebs-key)" in out
+    assert "WARN  service-role global         AWSServiceRoleForEC2Spot is absent and must exist first" in out
+    assert "PASS  service-role global         AWSServiceRoleForAmazonEKS is absent: eks.amazonaws.com creates it on first use" in out
+    roles = out.count("  service-role ")
+    checks = len(needed) + len(cfg.node_groups) + 1 + len(cfg.cluster.addons) + 1 + 1 + roles
+    assert out.strip().splitlines()[-1] == f"{checks} checks: {checks - 3} passed, 2 warnings, 1 failed"
 
 
 def test_cli_bad_stack_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -374,6 +408,7 @@ def test_cli_bad_stack_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "llm-platform:node_groups[1].gpu" in capsys.readouterr().err
 
 
+@mock_aws
 def test_cli_json_output(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], quotas: tuple[Any, Stubber]) -> None:
     import json
 
@@ -383,11 +418,14 @@ def test_cli_json_output(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
         q_stub.add_response("get_service_quota", quota_response(preflight.QUOTAS[key].code, 10_000.0))
     monkeypatch.setattr(preflight, "CHECKS", (preflight.check_quotas,))
     monkeypatch.setattr(preflight, "session_clients", lambda profile=None: Clients(**{"service-quotas": q_client}))
+    for service in ("autoscaling.amazonaws.com", "spot.amazonaws.com"):  # the roles that must exist first: present
+        boto3.client("iam").create_service_linked_role(AWSServiceName=service)
     assert cli_main(["preflight", "dev", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["stack"] == "dev" and doc["ok"] is True
-    assert [c["check"] for c in doc["checks"]] == ["quota"] * len(required_vcpus(cfg))
-    assert all(c["status"] == "PASS" and c["fix"] == "" for c in doc["checks"])
+    quota_checks = [c for c in doc["checks"] if c["check"] == "quota"]
+    assert len(quota_checks) == len(required_vcpus(cfg)) and all(c["status"] == "PASS" and c["fix"] == "" for c in quota_checks)
+    assert {c["check"] for c in doc["checks"]} == {"quota", "service-role"}
 
 
 def test_quotas_are_checked_in_every_region_of_the_global_tier(quotas: tuple[Any, Stubber]) -> None:
@@ -438,3 +476,29 @@ def test_eks_version_support_dates_are_reported_and_checked_against_the_pins_tab
     _stub_all_addons(stub, cfg)
     drift = [r for r in check_eks_versions(cfg, Clients(eks=client)) if r.check == "eks-calendar"]
     assert len(drift) == 1 and drift[0].status == "WARN" and "infra/pins.py" in drift[0].fix
+
+
+# --- service-linked roles (derived from the rendered stack) --------------------------------------------------------
+
+@mock_aws
+def test_service_linked_roles_present_absent_and_denied(rendered: Any) -> None:
+    from infra.preconditions import required_service_linked_roles
+    from infra.preflight import check_service_linked_roles
+
+    required = required_service_linked_roles(rendered("dev"))
+    assert {"AWSServiceRoleForAutoScaling", "AWSServiceRoleForEC2Spot", "AWSServiceRoleForAmazonEKS"} <= set(required)
+    iam = boto3.client("iam")
+    iam.create_service_linked_role(AWSServiceName="autoscaling.amazonaws.com")
+    results = {r.detail.split(" ")[0]: r for r in check_service_linked_roles(required, Clients(), "us-east-1")}
+    assert set(results) == set(required)
+    assert results["AWSServiceRoleForAutoScaling"].status == "PASS"
+    spot = results["AWSServiceRoleForEC2Spot"]
+    assert spot.status == "WARN" and spot.fix == "or create it now: aws iam create-service-linked-role --aws-service-name spot.amazonaws.com"
+    assert results["AWSServiceRoleForRDS"].status == "PASS" and "rds.amazonaws.com creates it on first use" in results["AWSServiceRoleForRDS"].detail
+
+    denied = boto3.client("iam")
+    with Stubber(denied) as stub:
+        stub.add_client_error("get_role", "AccessDenied", "not authorized to perform: iam:GetRole")
+        [result] = check_service_linked_roles({"AWSServiceRoleForAutoScaling": required["AWSServiceRoleForAutoScaling"]},
+                                              Clients(iam=denied), "us-east-1")
+    assert result.status == "FAIL" and result.fix == "grant iam:GetRole to the credentials running preflight"
