@@ -50,7 +50,8 @@ IAM_ACTIONS = {
     "aws:iam/openIdConnectProvider:OpenIdConnectProvider": ["iam:CreateOpenIDConnectProvider", "iam:GetOpenIDConnectProvider",
                                                             "iam:DeleteOpenIDConnectProvider", "iam:TagOpenIDConnectProvider"],
     "aws:iam/instanceProfile:InstanceProfile": ["iam:CreateInstanceProfile", "iam:AddRoleToInstanceProfile", "iam:DeleteInstanceProfile"],
-    "aws:iam/serviceLinkedRole:ServiceLinkedRole": ["iam:CreateServiceLinkedRole", "iam:GetRole", "iam:DeleteServiceLinkedRole"],
+    # No iam:DeleteServiceLinkedRole: the program declares these roles with retain_on_delete (infra/program.py).
+    "aws:iam/serviceLinkedRole:ServiceLinkedRole": ["iam:CreateServiceLinkedRole", "iam:GetRole"],
 }
 
 
