@@ -58,7 +58,9 @@ def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
     provider = aws.Provider(f"aws-{region.name}", region=region.name, default_tags=aws.ProviderDefaultTagsArgs(tags=tags))
     in_region = pulumi.ResourceOptions(provider=provider)
 
-    azs_available = aws.get_availability_zones(state="available", opts=pulumi.InvokeOptions(provider=provider)).names
+    # From config when given (global.availability_zones): a run during a region outage must not ask that region's EC2.
+    configured_azs = cfg.global_.availability_zones.get(region.name) if cfg.global_ is not None else None
+    azs_available = configured_azs or aws.get_availability_zones(state="available", opts=pulumi.InvokeOptions(provider=provider)).names
     if region.az_count > len(azs_available):
         raise ConfigError(
             f"stacks/Pulumi.{stack}.yaml: llm-platform:regions[{cfg.regions.index(region)}].az_count: got {region.az_count}; "

@@ -93,15 +93,17 @@ def test_vpc_cidrs_distinct_and_as_configured(global_stack: Rendering) -> None:
 
 
 def test_every_region_runs_a_full_regional_platform(global_stack: Rendering, regions: list[str]) -> None:
-    """Same resources per region for the regional parts (the ledger primary is home-only by design)."""
-    excluded = descendants_of(global_stack, GLOBAL_RESOURCE_PREFIX) | descendants_of(global_stack, "llm-platform:data:PostgresDatabase")
+    """Same resources per region for the regional parts (the ledger primary and, with a Global Datastore, the regional
+    Redis are home-only by design: a secondary region's Redis is its Global Datastore member)."""
+    excluded = (descendants_of(global_stack, GLOBAL_RESOURCE_PREFIX) | descendants_of(global_stack, "llm-platform:data:PostgresDatabase")
+                | descendants_of(global_stack, "llm-platform:data:RedisCache"))
     per_region: dict[str, Counter[str]] = {name: Counter() for name in regions}
     for r in global_stack.resources:
         region = global_stack.region_of(r)
         if r.custom and region is not None and r.urn not in excluded:
             per_region[region][r.type] += 1
     home = per_region[regions[0]]
-    for must_have in ("aws:ec2/vpc:Vpc", "aws:eks/cluster:Cluster", "aws:eks/nodeGroup:NodeGroup", REPLICATION_GROUP,
+    for must_have in ("aws:ec2/vpc:Vpc", "aws:eks/cluster:Cluster", "aws:eks/nodeGroup:NodeGroup",
                       "aws:lb/loadBalancer:LoadBalancer", "aws:wafv2/webAcl:WebAcl", "aws:s3/bucket:Bucket"):
         assert home[must_have] >= 1, must_have
     assert home["aws:eks/nodeGroup:NodeGroup"] == len(stack_config()["llm-platform:node_groups"])
@@ -563,7 +565,8 @@ def test_alarms_get_their_own_us_east_1_provider_when_no_region_is_there() -> No
     raw = stack_config()
     raw["llm-platform:regions"] = [{"name": "eu-west-1", "az_count": 3, "vpc_cidr": "10.41.0.0/16"},
                                    {"name": "eu-central-1", "az_count": 3, "vpc_cidr": "10.43.0.0/16"}]
-    raw["llm-platform:global"] = {**raw["llm-platform:global"], "data_residency": []}
+    raw["llm-platform:global"] = {**raw["llm-platform:global"], "data_residency": [], "availability_zones": {},
+                                  "alarm_topic_arns": [f"arn:aws:sns:{r}:123456789012:oncall" for r in ("us-east-1", "eu-central-1")]}
     out = render("global", config=raw)
     providers = {str(p.inputs["region"]) for p in out.of_type("pulumi:providers:aws")}
     assert providers == {"eu-west-1", "eu-central-1", "us-east-1"}
