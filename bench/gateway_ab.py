@@ -39,6 +39,10 @@ def export_revision(revision: str, into: Path) -> Path:
     return into / "images" / "gateway"
 
 
+def p99(latencies: list[float]) -> float:
+    return statistics.quantiles(latencies, n=100)[98]
+
+
 def added(latencies: list[float], direct: list[float]) -> float:
     return statistics.median(latencies) - statistics.median(direct)
 
@@ -100,9 +104,12 @@ def main() -> None:
     print(f"\nA = {args.baseline}, B = {label_b}: {args.rounds} rounds of {args.slice_seconds:g} s slices at "
           f"{args.rate:.0f} RPS, order shuffled per round")
     print(f"direct p50 {statistics.median(pooled['direct']) * 1000:.3f} ms")
+    direct_p99 = p99(pooled["direct"])
+    print(f"direct p99 {direct_p99 * 1000:.3f} ms")
     for name in ("A", "B"):
         print(f"{name}: p50 {statistics.median(pooled[name]) * 1000:.3f} ms, added p50 "
-              f"{added(pooled[name], pooled['direct']) * 1000:.3f} ms")
+              f"{added(pooled[name], pooled['direct']) * 1000:.3f} ms; p99 {p99(pooled[name]) * 1000:.3f} ms, "
+              f"added p99 {(p99(pooled[name]) - direct_p99) * 1000:.3f} ms")
     print(f"B − A per round (median of the round's p50 differences): {statistics.median(per_round) * 1000:+.3f} ms; "
           f"B faster in {b_faster} of {len(per_round)} rounds")
 

@@ -17,8 +17,14 @@ from infra.configkit import REGION_PATTERN, Strict, format_validation_error, pro
 PROJECT = "llm-platform-bootstrap"
 ROOT_DIR = Path(__file__).resolve().parent.parent
 STACKS_DIR = ROOT_DIR / "stacks"
-# GitHub environment names the deploy workflow gates small/prod/global behind (.github/workflows/deploy.yml).
-DEFAULT_ENVIRONMENTS = ("small", "prod", "global")
+# GitHub environments of the deploy workflow, one per stack (.github/workflows/deploy.yml): each gets its own deploy
+# role, trusted only by that environment's OIDC subject. dev has no reviewers but still an environment, so that only
+# main (its deployment-branch policy) can reach the dev role.
+DEFAULT_ENVIRONMENTS = ("dev", "small", "prod", "global")
+# The environment whose required reviewers approve running a pull request's code with state and secrets access
+# (`pulumi preview` in .github/workflows/preview.yml), and the one the image build runs in (main only, no reviewers).
+REVIEWED_PREVIEW_ENVIRONMENT = "reviewed-preview"
+IMAGES_ENVIRONMENT = "images"
 DEFAULT_ECR_REPOSITORIES = ("gateway", "vllm")
 REPOSITORY_PATTERN = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"
 OIDC_PROVIDER_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/token\.actions\.githubusercontent\.com$"
@@ -36,7 +42,7 @@ class BootstrapConfig(Strict):
     name_prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,15}$", description="prefix of every name the bootstrap creates")] = "llm-platform"
     environments: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]] = Field(
         default_factory=lambda: list(DEFAULT_ENVIRONMENTS),
-        description="GitHub environments whose jobs may assume the deploy role (deploy.yml gates small/prod/global)",
+        description="deploy environments, one per stack in stacks/: each gets a deploy role trusted only by that environment",
     )
     allowed_regions: list[Annotated[str, Field(pattern=REGION_PATTERN)]] | None = Field(
         None, description="regions the deploy role may act in; default: every region named in stacks/ plus `region`"
@@ -58,6 +64,15 @@ class BootstrapConfig(Strict):
             raise ValueError("a name is listed twice; allowed: distinct names")
         return value
 
+    @field_validator("environments")
+    @classmethod
+    def _environments_are_stacks(cls, value: list[str]) -> list[str]:
+        stacks = known_stack_names()
+        unknown = [env for env in value if env not in stacks]
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} is not a stack; allowed: {', '.join(stacks)} (stacks/Pulumi.<name>.yaml)")
+        return value
+
     @model_validator(mode="after")
     def _state_bucket_name_fits(self) -> BootstrapConfig:
         # S3 bucket names are at most 63 characters: <prefix>-state-<12-digit account>-<region>.
@@ -70,16 +85,22 @@ class BootstrapConfig(Strict):
     def owner(self) -> str:
         return self.github_repository.split("/", 1)[0]
 
-    def deploy_regions(self, stacks_dir: Path = STACKS_DIR) -> list[str]:
+    def deploy_regions(self, stacks_dir: Path = STACKS_DIR, environment: str | None = None) -> list[str]:
+        """Regions a deploy role may act in: its stack's regions (every stack's without `environment`), plus the
+        bootstrap region (state bucket and keys), or `allowed_regions` when given."""
         if self.allowed_regions:
             return sorted({*self.allowed_regions, self.region})
-        return sorted({*regions_in_stacks(stacks_dir), self.region})
+        return sorted({*regions_in_stacks(stacks_dir, environment), self.region})
 
 
-def regions_in_stacks(stacks_dir: Path = STACKS_DIR) -> set[str]:
-    """Every region named by `llm-platform:regions` in stacks/Pulumi.*.yaml."""
+def known_stack_names(stacks_dir: Path = STACKS_DIR) -> list[str]:
+    return sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in stacks_dir.glob("Pulumi.*.yaml"))
+
+
+def regions_in_stacks(stacks_dir: Path = STACKS_DIR, stack: str | None = None) -> set[str]:
+    """Every region named by `llm-platform:regions` in stacks/Pulumi.*.yaml (or in one stack's file)."""
     found: set[str] = set()
-    for path in sorted(stacks_dir.glob("Pulumi.*.yaml")):
+    for path in sorted(stacks_dir.glob(f"Pulumi.{stack or '*'}.yaml")):
         config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
         for region in config.get("llm-platform:regions") or []:
             if isinstance(region, dict) and isinstance(region.get("name"), str):

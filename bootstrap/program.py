@@ -4,57 +4,78 @@ Creates, in one region:
 - an S3 bucket for Pulumi state (DIY backend `s3://...`): SSE-KMS with a bucket key, versioning, all four public
   access block flags, ACLs disabled (BucketOwnerEnforced), TLS-only bucket policy, lifecycle for old versions;
 - KMS keys: one for the state bucket, one for stack secrets (`--secrets-provider awskms://alias/...`), one for ECR;
-- the GitHub Actions OIDC provider (or reuses the account's existing one) and three CI roles, each trusting only
-  exact OIDC subjects of this repository with audience `sts.amazonaws.com`:
-    * `<prefix>-ci-preview` — `repo:<owner>/<repo>:pull_request`: read-only AWS access, state read + lock files;
-    * `<prefix>-ci-deploy`  — `ref:refs/heads/main` (dev) and `environment:<env>` (small, prod, global): `pulumi up`;
-    * `<prefix>-ci-images`  — `ref:refs/heads/main`: push to the platform's ECR repositories only;
+- the GitHub Actions OIDC provider (or reuses the account's existing one) and the CI roles, each trusting exactly one
+  OIDC subject of this repository (audience `sts.amazonaws.com`), so no job can reach a role meant for another:
+    * `<prefix>-ci-preview`          — `repo:<owner>/<repo>:pull_request`: any pull request, unattended. Read-only AWS
+      (quotas, offerings, versions for preflight); it cannot read state, S3 objects, secret values or SSM parameters,
+      and cannot decrypt with any KMS key;
+    * `<prefix>-ci-reviewed-preview` — `...:environment:reviewed-preview`: `pulumi preview` of a pull request after a
+      maintainer approved that run (the environment's required reviewers). Read-only AWS, state read, lock files,
+      the state and secrets keys (a preview decrypts the stack's secrets), EKS view access (stack config);
+    * `<prefix>-ci-deploy-<env>`     — `...:environment:<env>` for dev, small, prod, global: `pulumi up` of that
+      stack, only in that stack's regions;
+    * `<prefix>-ci-images`           — `...:environment:images`: push to the platform's ECR repositories only;
 - ECR repositories `<prefix>/gateway` and `<prefix>/vllm`: immutable tags, scan on push, KMS, lifecycle policy.
 
 Least privilege, and where it stops (README "Deploying for real" repeats this for operators):
-- Pull requests run code the PR author wrote, so the preview role can change nothing: AWS `ReadOnlyAccess`, minus
-  reading other S3 objects and secret values, plus the state objects and the lock files a preview takes. It can
-  decrypt stack secrets (a preview must evaluate the program); keep secrets that PR authors must not see out of
-  stack config (Secrets Manager, read by the cluster at run time).
-- The deploy role creates IAM roles for EKS, nodes and IRSA, so it is admin-equivalent inside the account however
-  its policy is written. The policy still narrows it: only the services the platform uses, only the regions the
-  stacks name, no IAM users or access keys, `iam:PassRole` only to the services that need it, and it cannot alter
-  the bootstrap (state bucket settings, keys, CI roles, OIDC provider). The real boundary is GitHub: protected
-  `main`, environments with required reviewers, and ideally one AWS account per tier.
+- Pull requests run code the PR author wrote. Stack state holds generated secrets (Redis AUTH tokens, the ledger
+  password, the gateway admin token), encrypted with the secrets key; whoever can decrypt it while running the PR's
+  code can print them. Pulumi writes even write-only (`*_wo`) inputs into state (as secrets), so the program cannot
+  keep them out. Hence two preview roles: the unattended one cannot decrypt anything, and the one that can is
+  reachable only from the `reviewed-preview` environment, i.e. after a maintainer has read the change and approved.
+- A deploy role creates IAM roles for EKS, nodes and IRSA, so it is admin-equivalent inside the account however
+  its policy is written. The policy still narrows it: only the services the platform uses, only its stack's
+  regions, no IAM users or access keys, `iam:PassRole` only to the services that receive the platform's roles, and
+  it cannot alter the bootstrap (state bucket settings, keys, CI roles, OIDC provider, image repositories). The real
+  boundary is GitHub: protected `main`, environments with required reviewers and deployment-branch rules, and
+  ideally one AWS account per tier.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pulumi
 import pulumi_aws as aws
 
 from bootstrap.config import (
+    IMAGES_ENVIRONMENT,
     PROJECT,
+    REVIEWED_PREVIEW_ENVIRONMENT,
     STACKS_DIR,
     BootstrapConfig,
     BootstrapConfigError,
     bootstrap_config_from_pulumi,
+    known_stack_names,
     parse_bootstrap_config,
 )
 from components.kms import EncryptionKey, EncryptionKeyArgs
 from components.private_bucket import harden_private_bucket, tls_only_statements
+from infra.config import PROJECT as PLATFORM_PROJECT  # the platform's stacks' state lives under this project name
 
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
+# Every `pulumi login` to a DIY backend reads the backend's format version from here.
+BACKEND_META_OBJECT = ".pulumi/meta.yaml"
 STS_AUDIENCE = "sts.amazonaws.com"
 # Services the platform's program manages (infra/, components/). A new AWS service in the program needs a line here.
+# tests/delivery/test_iam_coverage.py derives them from every rendered stack and fails when one is missing here.
 PLATFORM_SERVICES = (
-    "acm", "autoscaling", "cloudwatch", "ec2", "eks", "elasticache", "elasticloadbalancing", "kms", "logs", "pi",
-    "rds", "route53", "s3", "secretsmanager", "wafv2",
+    "acm", "autoscaling", "cloudwatch", "ec2", "ecr", "eks", "elasticache", "elasticloadbalancing", "kms", "logs",
+    "pi", "rds", "route53", "s3", "secretsmanager", "wafv2",
 )
 # Global services (called in us-east-1 whatever the stack's region): excluded from the region guard.
 GLOBAL_SERVICE_ACTIONS = ("iam:*", "sts:*", "route53:*", "route53domains:*", "support:*", "health:*", "pricing:*")
-# The services the platform hands roles to (EKS cluster/node roles, RDS enhanced monitoring, VPC flow logs).
-PASS_ROLE_SERVICES = ("eks.amazonaws.com", "ec2.amazonaws.com", "monitoring.rds.amazonaws.com", "vpc-flow-logs.amazonaws.com")
+# The services the platform hands roles to: EKS cluster/node roles, RDS enhanced monitoring, VPC flow logs, S3
+# replication roles and the ECR repository-creation-template role (global tier). The same test derives them from
+# the trust policies of every rendered role.
+PASS_ROLE_SERVICES = (
+    "ec2.amazonaws.com", "ecr.amazonaws.com", "eks.amazonaws.com", "monitoring.rds.amazonaws.com", "s3.amazonaws.com",
+    "vpc-flow-logs.amazonaws.com",
+)
 IAM_MANAGE_ACTIONS = (
     "iam:Get*", "iam:List*",
     "iam:CreateRole", "iam:DeleteRole", "iam:UpdateRole", "iam:UpdateRoleDescription", "iam:UpdateAssumeRolePolicy",
@@ -72,6 +93,11 @@ IDENTITY_ESCALATION_ACTIONS = (
     "iam:AttachUserPolicy", "iam:PutUserPolicy", "iam:AddUserToGroup", "iam:CreateGroup", "iam:AttachGroupPolicy",
     "iam:PutGroupPolicy", "iam:CreateSAMLProvider", "iam:UpdateAccountPasswordPolicy", "organizations:*", "account:*",
 )
+# What a deploy role may still do to the bootstrap's image repositories (it manages ECR for the global tier).
+ECR_READ_ACTIONS = (
+    "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:Describe*", "ecr:GetDownloadUrlForLayer",
+    "ecr:GetLifecyclePolicy", "ecr:GetRepositoryPolicy", "ecr:ListImages", "ecr:ListTagsForResource",
+)
 ECR_PUSH_ACTIONS = (
     "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:CompleteLayerUpload", "ecr:DescribeImages",
     "ecr:DescribeImageScanFindings", "ecr:DescribeRepositories", "ecr:GetDownloadUrlForLayer",
@@ -80,13 +106,18 @@ ECR_PUSH_ACTIONS = (
 
 
 def github_subjects(cfg: BootstrapConfig) -> dict[str, list[str]]:
-    """The exact OIDC `sub` claims each CI role trusts (GitHub's default subject format)."""
+    """The exact OIDC `sub` claim each CI role trusts, by role kind (GitHub's default subject format).
+
+    A job that names an environment presents `repo:<owner>/<repo>:environment:<name>` whatever its event or branch,
+    so each role below is reachable only through its environment's protection rules; the one role without an
+    environment is the unattended pull-request role, which can change and decrypt nothing.
+    """
     repo = f"repo:{cfg.github_repository}"
-    main = f"{repo}:ref:refs/heads/main"
     return {
         "preview": [f"{repo}:pull_request"],
-        "deploy": [main, *(f"{repo}:environment:{env}" for env in cfg.environments)],
-        "images": [main],
+        "reviewed-preview": [f"{repo}:environment:{REVIEWED_PREVIEW_ENVIRONMENT}"],
+        **{f"deploy-{env}": [f"{repo}:environment:{env}"] for env in cfg.environments},
+        "images": [f"{repo}:environment:{IMAGES_ENVIRONMENT}"],
     }
 
 
@@ -131,12 +162,31 @@ class BootstrapArns:
         return f"arn:{self.partition}:s3:::{self.state_bucket}"
 
 
-def _state_statements(arns: BootstrapArns, write_prefix: str) -> list[dict[str, Any]]:
+def stack_state_objects(stack: str, project: str = PLATFORM_PROJECT) -> list[str]:
+    """Object keys (patterns) of one stack in a DIY backend: its checkpoint (and `.bak`/`.gz` variants), update
+    history, backups and locks (pulumi/pulumi pkg/backend/diy: `.pulumi/{stacks,history,backups}/<project>/<stack>`,
+    locks under `.pulumi/locks/<organization/project/stack>`; the organization of a DIY stack is `organization`)."""
+    return [
+        f".pulumi/stacks/{project}/{stack}.json*",
+        f".pulumi/history/{project}/{stack}/*",
+        f".pulumi/backups/{project}/{stack}/*",
+        *stack_lock_objects(stack, project),
+    ]
+
+
+def stack_lock_objects(stack: str, project: str = PLATFORM_PROJECT) -> list[str]:
+    return [f".pulumi/locks/organization/{project}/{stack}/*"]
+
+
+def _state_statements(arns: BootstrapArns, read: list[str], write: list[str]) -> list[dict[str, Any]]:
+    """Access to the given state objects only (and the backend's `meta.yaml`, which every login reads): a role of
+    one stack cannot read another stack's state, nor the bootstrap's."""
     bucket = arns.state_bucket_arn
     return [
         {"Sid": "StateList", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:GetBucketVersioning"], "Resource": bucket},
-        {"Sid": "StateRead", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"], "Resource": f"{bucket}/*"},
-        {"Sid": "StateWrite", "Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": f"{bucket}/{write_prefix}"},
+        {"Sid": "StateRead", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+         "Resource": [f"{bucket}/{BACKEND_META_OBJECT}", *(f"{bucket}/{key}" for key in read)]},
+        {"Sid": "StateWrite", "Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": [f"{bucket}/{key}" for key in write]},
         {
             "Sid": "StateAndSecretsKeys",
             "Effect": "Allow",
@@ -146,38 +196,79 @@ def _state_statements(arns: BootstrapArns, write_prefix: str) -> list[dict[str, 
     ]
 
 
+# Reading what is not configuration: object contents, secret values, parameters (outside AWS's public ones).
+SECRET_READ_ACTIONS = ("secretsmanager:GetSecretValue", "secretsmanager:BatchGetSecretValue")
+OBJECT_AND_PARAMETER_READ_ACTIONS = (
+    "s3:GetObject", "s3:GetObjectVersion", "ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath",
+    "ssm:GetParameterHistory",
+)
+DECRYPT_ACTIONS = ("kms:Decrypt", "kms:ReEncryptFrom")
+
+
+def _public_parameters(arns: BootstrapArns) -> str:
+    # AWS public parameters have an empty account field; `*` matches it (and parliament checks the ARN format).
+    return f"arn:{arns.partition}:ssm:*:*:parameter/aws/service/*"
+
+
 def preview_policy(arns: BootstrapArns) -> dict[str, Any]:
-    """Inline policy of the preview role, on top of AWS `ReadOnlyAccess`."""
+    """Inline policy of the unattended pull-request role, on top of AWS `ReadOnlyAccess`: denies, nothing allowed."""
     return {
         "Version": "2012-10-17",
         "Statement": [
-            # A DIY-backend preview reads the stack's state and takes a lock object; it writes nothing else.
-            *_state_statements(arns, ".pulumi/locks/*"),
+            {"Sid": "NoDecryptNoSecretValues", "Effect": "Deny", "Action": [*DECRYPT_ACTIONS, *SECRET_READ_ACTIONS], "Resource": "*"},
             {
-                "Sid": "NoOtherObjectsOrSecretValues",
+                "Sid": "NoObjectsOrParameters",
                 "Effect": "Deny",
-                "Action": ["s3:GetObject", "s3:GetObjectVersion", "secretsmanager:GetSecretValue", "ssm:GetParameter*", "kms:Decrypt"],
-                "NotResource": [f"{arns.state_bucket_arn}/*", arns.state_key, arns.secrets_key,
-                                f"arn:{arns.partition}:ssm:*::parameter/aws/service/*"],
+                "Action": list(OBJECT_AND_PARAMETER_READ_ACTIONS),
+                "NotResource": [_public_parameters(arns)],
             },
         ],
     }
 
 
-def deploy_policy(arns: BootstrapArns, regions: list[str]) -> dict[str, Any]:
-    """Managed policy of the deploy role (`pulumi up` of every tier). See the module docstring for its limits."""
+def reviewed_preview_policy(arns: BootstrapArns, stacks: list[str]) -> dict[str, Any]:
+    """Inline policy of the reviewed-preview role, on top of AWS `ReadOnlyAccess`."""
+    state = [key for stack in stacks for key in stack_state_objects(stack)]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            # A DIY-backend preview reads the stack's state and takes a lock object; it writes nothing else.
+            *_state_statements(arns, read=state, write=[key for stack in stacks for key in stack_lock_objects(stack)]),
+            {"Sid": "NoSecretValues", "Effect": "Deny", "Action": list(SECRET_READ_ACTIONS), "Resource": "*"},
+            {
+                "Sid": "NoOtherObjectsOrParameters",
+                "Effect": "Deny",
+                "Action": list(OBJECT_AND_PARAMETER_READ_ACTIONS),
+                "NotResource": [f"{arns.state_bucket_arn}/{BACKEND_META_OBJECT}", *(f"{arns.state_bucket_arn}/{key}" for key in state),
+                                _public_parameters(arns)],
+            },
+            {
+                "Sid": "NoOtherKeys",
+                "Effect": "Deny",
+                "Action": list(DECRYPT_ACTIONS),
+                "NotResource": [arns.state_key, arns.secrets_key],
+            },
+        ],
+    }
+
+
+def deploy_policy(arns: BootstrapArns, regions: list[str], stack: str) -> dict[str, Any]:
+    """Managed policy of one environment's deploy role (`pulumi up` of its stack). See the module docstring."""
     platform_actions = sorted(f"{service}:*" for service in PLATFORM_SERVICES)
     bootstrap_keys = [arns.state_key, arns.secrets_key, arns.ecr_key]
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {"Sid": "PlatformServices", "Effect": "Allow", "Action": platform_actions, "Resource": "*"},
+            {"Sid": "PlatformServices", "Effect": "Allow", "Action": [a for a in platform_actions if a != "s3:*"], "Resource": "*"},
+            # S3 everywhere but the state bucket, where StateRead/StateWrite admit this stack's objects only.
+            {"Sid": "PlatformBuckets", "Effect": "Allow", "Action": "s3:*",
+             "NotResource": [arns.state_bucket_arn, f"{arns.state_bucket_arn}/*"]},
             {"Sid": "PlatformIdentities", "Effect": "Allow", "Action": list(IAM_MANAGE_ACTIONS), "Resource": "*"},
             {
                 "Sid": "PublicAmiParameters",
                 "Effect": "Allow",
                 "Action": ["ssm:GetParameter", "ssm:GetParameters"],
-                "Resource": f"arn:{arns.partition}:ssm:*::parameter/aws/service/*",
+                "Resource": _public_parameters(arns),
             },
             {
                 "Sid": "PreflightQuotaReads",
@@ -192,7 +283,7 @@ def deploy_policy(arns: BootstrapArns, regions: list[str]) -> dict[str, Any]:
                 "Resource": "*",
                 "Condition": {"StringEquals": {"iam:PassedToService": list(PASS_ROLE_SERVICES)}},
             },
-            *_state_statements(arns, ".pulumi/*"),
+            *_state_statements(arns, read=stack_state_objects(stack), write=stack_state_objects(stack)),
             {
                 "Sid": "OnlyTheStacksRegions",
                 "Effect": "Deny",
@@ -220,6 +311,12 @@ def deploy_policy(arns: BootstrapArns, regions: list[str]) -> dict[str, Any]:
                 "Action": ["kms:ScheduleKeyDeletion", "kms:DisableKey", "kms:PutKeyPolicy", "kms:DisableKeyRotation",
                            "kms:CreateGrant", "kms:RevokeGrant", "kms:UpdateAlias", "kms:DeleteAlias"],
                 "Resource": bootstrap_keys,
+            },
+            {
+                "Sid": "BootstrapRepositoriesReadOnly",
+                "Effect": "Deny",
+                "NotAction": list(ECR_READ_ACTIONS),
+                "Resource": list(arns.ecr_repositories),
             },
         ],
     }
@@ -277,7 +374,7 @@ def secrets_provider_url(alias: str, region: str) -> str:
 class Bootstrap(pulumi.ComponentResource):
     """State backend, secrets key, CI identity and image registries of one AWS account."""
 
-    def __init__(self, name: str, cfg: BootstrapConfig, regions: list[str], opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, cfg: BootstrapConfig, stacks_dir: Path = STACKS_DIR, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:bootstrap:Bootstrap", name, None, opts)
         prefix = cfg.name_prefix
         tags = {"project": "llm-platform", "managed-by": "pulumi", "stack": f"{PROJECT}/{pulumi.get_stack()}"}
@@ -369,44 +466,41 @@ class Bootstrap(pulumi.ComponentResource):
         )
 
         self.roles: dict[str, aws.iam.Role] = {}
-        durations = {"preview": 3600, "deploy": 4 * 3600, "images": 3600}
-        descriptions = {
-            "preview": "GitHub Actions pull-request previews: read-only",
-            "deploy": "GitHub Actions pulumi up on main and gated environments",
-            "images": "GitHub Actions image builds: ECR push only",
-        }
         for kind, subs in subjects.items():
             self.roles[kind] = aws.iam.Role(
                 f"{prefix}-ci-{kind}",
                 name=role_names[kind],
-                description=descriptions[kind],
+                description=_role_description(kind),
                 assume_role_policy=_trust_policy_json(oidc_provider_arn, subs),
-                max_session_duration=durations[kind],
+                max_session_duration=4 * 3600 if kind.startswith("deploy-") else 3600,
                 tags=tags,
                 opts=child,
             )
 
-        aws.iam.RolePolicyAttachment(
-            f"{prefix}-ci-preview-readonly",
-            role=self.roles["preview"].name,
-            policy_arn=partition.apply(lambda p: f"arn:{p}:iam::aws:policy/ReadOnlyAccess"),
-            opts=child,
-        )
-        aws.iam.RolePolicy(
-            f"{prefix}-ci-preview-state",
-            role=self.roles["preview"].name,
-            policy=arns.apply(lambda a: json.dumps(preview_policy(a))),
-            opts=child,
-        )
-        deploy = aws.iam.Policy(
-            f"{prefix}-ci-deploy",
-            name=f"{prefix}-ci-deploy",
-            description="pulumi up of the llm-platform tiers (see bootstrap/program.py for its limits)",
-            policy=arns.apply(lambda a: json.dumps(deploy_policy(a, regions))),
-            tags=tags,
-            opts=child,
-        )
-        aws.iam.RolePolicyAttachment(f"{prefix}-ci-deploy", role=self.roles["deploy"].name, policy_arn=deploy.arn, opts=child)
+        read_only = partition.apply(lambda p: f"arn:{p}:iam::aws:policy/ReadOnlyAccess")
+        limits: dict[str, Callable[[BootstrapArns], dict[str, Any]]] = {
+            "preview": preview_policy,
+            "reviewed-preview": functools.partial(reviewed_preview_policy, stacks=known_stack_names(stacks_dir)),
+        }
+        for kind, document in limits.items():
+            aws.iam.RolePolicyAttachment(f"{prefix}-ci-{kind}-readonly", role=self.roles[kind].name, policy_arn=read_only, opts=child)
+            aws.iam.RolePolicy(
+                f"{prefix}-ci-{kind}-limits",
+                role=self.roles[kind].name,
+                policy=_policy_json(arns, document),
+                opts=child,
+            )
+        for env in cfg.environments:
+            env_regions = cfg.deploy_regions(stacks_dir, env)
+            deploy = aws.iam.Policy(
+                f"{prefix}-ci-deploy-{env}",
+                name=f"{prefix}-ci-deploy-{env}",
+                description=f"pulumi up of the llm-platform {env} stack (see bootstrap/program.py for its limits)",
+                policy=_policy_json(arns, functools.partial(deploy_policy, regions=env_regions, stack=env)),
+                tags=tags,
+                opts=child,
+            )
+            aws.iam.RolePolicyAttachment(f"{prefix}-ci-deploy-{env}", role=self.roles[f"deploy-{env}"].name, policy_arn=deploy.arn, opts=child)
         aws.iam.RolePolicy(
             f"{prefix}-ci-images-push",
             role=self.roles["images"].name,
@@ -417,6 +511,20 @@ class Bootstrap(pulumi.ComponentResource):
         self.backend_url = self.state_bucket.bucket.apply(lambda b: backend_url(b, cfg.region))
         self.secrets_provider = secrets_provider_url(self.secrets_alias, cfg.region)
         self.register_outputs({"backend_url": self.backend_url, "secrets_provider": self.secrets_provider})
+
+
+def _policy_json(arns: pulumi.Output[BootstrapArns], document: Callable[[BootstrapArns], dict[str, Any]]) -> pulumi.Output[str]:
+    return arns.apply(lambda a: json.dumps(document(a)))
+
+
+def _role_description(kind: str) -> str:
+    if kind.startswith("deploy-"):
+        return f"GitHub Actions pulumi up of the {kind.removeprefix('deploy-')} stack, from its environment only"
+    return {
+        "preview": "GitHub Actions pull requests, unattended: read-only, no state, no decryption",
+        "reviewed-preview": "GitHub Actions pulumi preview after a reviewer approved the run: read-only, state and secrets key",
+        "images": "GitHub Actions image builds: ECR push only",
+    }[kind]
 
 
 def _trust_policy_json(provider_arn: pulumi.Output[str], subjects: list[str]) -> pulumi.Output[str]:
@@ -497,7 +605,7 @@ def disaster_recovery(boot: Bootstrap, cfg: BootstrapConfig, provider: aws.Provi
 
 def build_bootstrap(cfg: BootstrapConfig, stacks_dir: Path = STACKS_DIR) -> Bootstrap:
     provider = aws.Provider(f"aws-{cfg.region}", region=cfg.region)
-    boot = Bootstrap(cfg.name_prefix, cfg, cfg.deploy_regions(stacks_dir), opts=pulumi.ResourceOptions(provider=provider))
+    boot = Bootstrap(cfg.name_prefix, cfg, stacks_dir, opts=pulumi.ResourceOptions(provider=provider))
     if cfg.dr_region is not None:
         dr = disaster_recovery(boot, cfg, provider)
         pulumi.export("dr_state_bucket", dr.state_replica_bucket)
@@ -520,6 +628,6 @@ def main() -> None:
     pulumi.export("secrets_key_arn", boot.secrets_key.arn)
     pulumi.export("oidc_provider_arn", boot.oidc_provider_arn)
     for kind, role in boot.roles.items():
-        pulumi.export(f"ci_{kind}_role_arn", role.arn)
+        pulumi.export(f"ci_{kind.replace('-', '_')}_role_arn", role.arn)
     pulumi.export("ecr_repository_urls", {image: repo.repository_url for image, repo in boot.repositories.items()})
     pulumi.export("aws_region", cfg.region)

@@ -13,6 +13,14 @@
 
 Every release is a `helm.v3.Release` with an exact chart version and repository, and an explicit release name so
 service names are stable (KEDA and the dashboards address `kube-prometheus-stack-prometheus.monitoring.svc`).
+
+Order: Helm installs a chart's own CRDs before its templates, but releases declared side by side install in
+parallel. A release whose templates create custom resources of another chart's CRDs waits for that release
+(`CRD_INSTALLERS`): dcgm-exporter's ServiceMonitor needs kube-prometheus-stack; kube-prometheus-stack waits for the
+ExternalSecret holding Alertmanager's receiver credentials, which needs external-secrets.
+
+EKS runs the control plane: controller-manager, scheduler and etcd are not scrapeable, and kube-proxy binds its
+metrics to 127.0.0.1, so those kube-prometheus-stack targets (and their always-firing "down" rules) are disabled.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ import pulumi_random as random
 
 from components.irsa import ServiceAccountIdentity, policy_document, service_account_role
 from components.kube import DASHBOARD_LABEL, GPU_CLASS_LABEL, GPU_TAINT_KEY, apply_manifest, metadata
+from components.observability import ALERTMANAGER_SECRET, AlertReceivers, alertmanager_config, alertmanager_secret
+from components.secrets_sync import namespace_secret_reader
 
 PROMETHEUS_RELEASE = "kube-prometheus-stack"
 PROMETHEUS_URL_TEMPLATE = "http://kube-prometheus-stack-prometheus.{namespace}.svc:9090"
@@ -34,7 +44,17 @@ GRAFANA_ADMIN_SECRET = "grafana-admin"
 # EKS 1.30+ ships no default StorageClass: Prometheus' volume names this one explicitly.
 STORAGE_CLASS = "gp3-encrypted"
 # Cluster-autoscaler minor must match the cluster's; these patch releases are the ones tested per minor.
-AUTOSCALER_IMAGE_TAGS = {"1.31": "v1.31.0", "1.32": "v1.32.0", "1.33": "v1.33.0", "1.34": "v1.34.0"}
+# Latest patch per Kubernetes minor (infra/pins.py AUTOSCALER_IMAGE_PINS lists the same, with its source).
+AUTOSCALER_IMAGE_TAGS = {"1.33": "v1.33.6", "1.34": "v1.34.5", "1.35": "v1.35.2"}
+# API group of each CRD -> the release that installs it (from the charts' crds/ directories or installCRDs).
+CRD_INSTALLERS = {
+    "monitoring.coreos.com": "kube-prometheus-stack",
+    "keda.sh": "keda",
+    "external-secrets.io": "external-secrets",
+    "elbv2.k8s.aws": "aws-load-balancer-controller",
+}
+# kube-prometheus-stack targets that do not exist on EKS (values keys at the pinned chart; each also gates its rules).
+EKS_MANAGED_TARGETS = ("kubeControllerManager", "kubeScheduler", "kubeEtcd", "kubeProxy")
 GPU_TOLERATION = {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
 GPU_NODES_ONLY = {
     "nodeAffinity": {
@@ -73,6 +93,10 @@ class ClusterAddonsArgs:
     """Time-slicing configs the device plugin offers (`time-sliced-<N>`), for node groups labelled with one."""
     prometheus_retention_days: int = 15
     prometheus_storage_gib: int = 50
+    alert_receivers: AlertReceivers | None = None
+    """Where Alertmanager sends alerts; None = nowhere (only for component tests: stacks must configure one)."""
+    secret_kms_key_arns: Sequence[pulumi.Input[str]] = ()
+    """CMKs encrypting the receiver secrets (read through Secrets Manager only)."""
     depends_on: Sequence[pulumi.Resource] = ()
     """Namespaces (and anything else) that must exist first."""
     tags: dict[str, str] = field(default_factory=dict)
@@ -188,13 +212,14 @@ class ClusterAddons(pulumi.ComponentResource):
             "nfd": {"enabled": False},
         })
 
-        self._release("dcgm-exporter", "kube-system", {
+        # Its ServiceMonitor is a monitoring.coreos.com custom resource: created after the release installing that CRD.
+        dcgm_values: dict[str, Any] = {
             "affinity": GPU_NODES_ONLY,
             "tolerations": [GPU_TOLERATION],
             "serviceMonitor": {"enabled": True, "interval": "15s", "honorLabels": False},
             # Pod/namespace labels on every GPU metric, so a GPU maps to the model server using it.
             "kubernetes": {"enablePodLabels": True},
-        })
+        }
 
         ca_role = service_account_role(
             f"{name}-autoscaler", args.identity, "kube-system", "cluster-autoscaler",
@@ -224,6 +249,9 @@ class ClusterAddons(pulumi.ComponentResource):
         self._release("metrics-server", "kube-system", {"replicas": 2, "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1}})
 
         self._release("keda", args.keda_namespace, {})
+
+        external_secrets = self._release("external-secrets", args.external_secrets_namespace, {"installCRDs": True})
+        alertmanager_values, alertmanager_objects = self._alertmanager(name, args, external_secrets)
 
         storage_class = apply_manifest(f"{name}-storageclass", {
             "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
@@ -262,9 +290,12 @@ class ClusterAddons(pulumi.ComponentResource):
                 "sidecar": {"dashboards": {"enabled": True, "label": DASHBOARD_LABEL, "labelValue": "1",
                                            "searchNamespace": args.monitoring_namespace}},
             },
-        }, extra_depends=[grafana_secret, storage_class])
+            "alertmanager": alertmanager_values,
+            **{target: {"enabled": False} for target in EKS_MANAGED_TARGETS},
+        }, extra_depends=[grafana_secret, storage_class, *alertmanager_objects])
 
-        self._release("external-secrets", args.external_secrets_namespace, {"installCRDs": True})
+        self._release("dcgm-exporter", "kube-system", dcgm_values,
+                      extra_depends=[self.releases[CRD_INSTALLERS["monitoring.coreos.com"]]])
 
         self.ready = list(self.releases.values())
         self.register_outputs({
@@ -272,6 +303,31 @@ class ClusterAddons(pulumi.ComponentResource):
             "load_balancer_controller_role_arn": lbc_role.arn,
             "cluster_autoscaler_role_arn": ca_role.arn,
         })
+
+    def _alertmanager(self, name: str, args: ClusterAddonsArgs,
+                      external_secrets: pulumi.Resource) -> tuple[dict[str, Any], list[pulumi.Resource]]:
+        """kube-prometheus-stack `alertmanager` values, and the objects Alertmanager needs before it starts."""
+        receivers = args.alert_receivers
+        if receivers is None:
+            return {}, []
+        values: dict[str, Any] = {"config": alertmanager_config(receivers, args.region)}
+        objects: list[pulumi.Resource] = []
+        secret = alertmanager_secret(args.monitoring_namespace, receivers)
+        if secret is not None:
+            after = [*args.depends_on, external_secrets]
+            arns = list({id(s.arn): s.arn for s in receivers.secret_files().values()}.values())
+            store = namespace_secret_reader(f"{name}-am", args.monitoring_namespace, args.region, args.identity,
+                                            arns, args.secret_kms_key_arns, self, after, args.tags)
+            objects = [*store, apply_manifest(f"{name}-alertmanager-receivers", secret,
+                                              pulumi.ResourceOptions(parent=self, depends_on=[*after, *store]))]
+            values["alertmanagerSpec"] = {"secrets": [ALERTMANAGER_SECRET]}
+        if receivers.sns_topic_arn:
+            role = service_account_role(f"{name}-am-sns", args.identity, args.monitoring_namespace,
+                                        f"{PROMETHEUS_RELEASE}-alertmanager",
+                                        policy_document([{"Sid": "PublishAlerts", "Effect": "Allow", "Action": ["sns:Publish"],
+                                                          "Resource": [receivers.sns_topic_arn]}]), self, args.tags)
+            values["serviceAccount"] = {"annotations": {"eks.amazonaws.com/role-arn": role.arn}}
+        return values, objects
 
     def _release(self, chart: str, namespace: str, values: dict[str, Any],
                  extra_depends: Sequence[pulumi.Resource] = ()) -> k8s.helm.v3.Release:

@@ -447,7 +447,7 @@ class Edge(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         web_acl = aws.wafv2.WebAcl(
             f"{name}-waf",
-            description=f"{name}: AWS managed baseline, per-IP rate limit, prompt-sized body limit ({waf.mode} mode)",
+            description=f"{name}: AWS managed baseline, per-IP rate limit, prompt-sized body limit, {waf.mode} mode",
             scope="REGIONAL",
             default_action={"allow": {}},
             rules=web_acl_rules(name, waf),

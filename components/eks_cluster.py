@@ -25,6 +25,7 @@ CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager",
 NETWORK_ADDONS = ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")
 COMPUTE_ADDONS = ("coredns", "aws-ebs-csi-driver")
 ADMIN_POLICY_ARN = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+VIEW_POLICY_ARN = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"
 
 
 @dataclass
@@ -43,6 +44,11 @@ class EksClusterArgs:
     admin_role_arns: Sequence[str] = ()
     """IAM roles given cluster-admin through access entries. Do not list the role that runs `pulumi up`:
     as the cluster creator it is already admin, and a second entry for it would fail."""
+    view_role_arns: Sequence[pulumi.Input[str]] = ()
+    """IAM roles given read-only Kubernetes access (AmazonEKSViewPolicy, cluster scope: no Secrets), e.g. CI previews."""
+    api_access_cidrs: Sequence[str] = ()
+    """CIDRs admitted on 443 to the API endpoint's ENIs through the cluster security group: the VPC of a CI runner
+    (this VPC, or a peered one: a private-only endpoint's name resolves to its private IPs from anywhere)."""
     log_retention_days: int = 90
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -171,6 +177,31 @@ class EksCluster(pulumi.ComponentResource):
                 policy_arn=ADMIN_POLICY_ARN,
                 access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[entry]),
+            )
+
+        for i, viewer in enumerate(args.view_role_arns):
+            entry = aws.eks.AccessEntry(
+                f"{name}-view-{i}", cluster_name=self.cluster.name, principal_arn=viewer, type="STANDARD", tags=tags, opts=child
+            )
+            aws.eks.AccessPolicyAssociation(
+                f"{name}-view-{i}",
+                cluster_name=self.cluster.name,
+                principal_arn=viewer,
+                policy_arn=VIEW_POLICY_ARN,
+                access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[entry]),
+            )
+        for i, cidr in enumerate(args.api_access_cidrs):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-api-from-{i}",
+                security_group_id=self.cluster_security_group_id,
+                ip_protocol="tcp",
+                from_port=443,
+                to_port=443,
+                cidr_ipv4=cidr,
+                description="Kubernetes API from the CI runner's VPC",
+                tags=tags,
+                opts=child,
             )
 
         self._irsa: dict[str, pulumi.Output[str]] = {

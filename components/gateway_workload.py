@@ -5,9 +5,12 @@ token), the `models.yaml` ConfigMap generated from the stack's catalog, secrets 
 mounted as files, a ClusterIP Service, the TargetGroupBinding that puts pod IPs into the edge's ALB target group,
 an HPA on CPU, a PDB and a ServiceMonitor. The container contract is in DESIGN.md ("The gateway container").
 
-Shutdown: the pod first sleeps in `preStop` so the ALB stops sending new requests (deregistration reaches the
-load balancer within a few seconds), then SIGTERM starts the gateway's drain (`GATEWAY_DRAIN_TIMEOUT_S`); the
-grace period covers both plus a margin, so Kubernetes never kills a draining gateway.
+Shutdown: the pod first sleeps in `preStop` for `ALB_DEREGISTRATION_SECONDS`, the time from its endpoint's removal
+to the ALB no longer routing new requests to it, then SIGTERM starts the gateway's drain (`GATEWAY_DRAIN_TIMEOUT_S`);
+the grace period covers both plus a margin, so Kubernetes never kills a draining gateway. New pods take traffic only
+once the ALB reports them healthy: the `gateway` namespace carries the load balancer controller's
+`elbv2.k8s.aws/pod-readiness-gate-inject` label (components/namespaces.py), so each gateway pod gets a target-health
+readiness gate and a rollout never removes the last healthy target before its replacement is registered.
 """
 
 from __future__ import annotations
@@ -22,15 +25,33 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from components.irsa import ServiceAccountIdentity
-from components.kube import RESTRICTED_CONTAINER_SECURITY, Manifest, apply_manifest, metadata, pod_security
+from components.kube import (
+    PROVIDER_AWAIT_SECONDS,
+    RESTRICTED_CONTAINER_SECURITY,
+    Manifest,
+    apply_manifest,
+    checkov_skips,
+    metadata,
+    pod_security,
+    startup_budget_seconds,
+)
 from components.namespaces import GATEWAY_METRICS_PORT, GATEWAY_PORT
 from components.secrets_sync import SecretSource, external_secret, namespace_secret_reader
 
 APP = "gateway"
 SECRET_NAME = "gateway-secrets"
 MODELS_CONFIGMAP = "gateway-models"
-PRE_STOP_SECONDS = 10
+# From a terminating pod's endpoint removal to the ALB no longer sending it new requests: the controller's reconcile,
+# DeregisterTargets and the ALB's propagation take seconds to tens of seconds
+# (kubernetes-sigs/aws-load-balancer-controller#3270). The preStop sleep lasts this long.
+ALB_DEREGISTRATION_SECONDS = 30
+# Prometheus scrapes the gateway this often: a request for a model at zero reaches KEDA's demand trigger one
+# scrape plus one KEDA poll later (components/model_server.py WAKE_POLLING_SECONDS).
+METRICS_SCRAPE_SECONDS = 5
 GRACE_MARGIN_SECONDS = 15
+# A small image (Python slim): a cold pull from same-region ECR takes seconds; this is the bound.
+IMAGE_PULL_SECONDS = 120
+DIGEST_REASON = "pinned by version tag in an ECR repository with immutable tags; the digest is recorded beside the tag"
 
 
 @dataclass
@@ -146,7 +167,7 @@ def deployment(args: GatewayWorkloadArgs, secret_keys: Sequence[str]) -> Manifes
     container = {
         "name": APP,
         "image": args.image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": "Always",
         "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"},
                   {"name": "metrics", "containerPort": GATEWAY_METRICS_PORT, "protocol": "TCP"}],
         "env": environment(args, secret_keys),
@@ -155,13 +176,14 @@ def deployment(args: GatewayWorkloadArgs, secret_keys: Sequence[str]) -> Manifes
         "livenessProbe": {"httpGet": {"path": "/health/live", "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3},
         "readinessProbe": {"httpGet": {"path": "/health/ready", "port": "http"}, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 2},
         # Keep serving while the ALB deregisters this pod; SIGTERM (and the gateway's drain) comes after.
-        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
+        "lifecycle": {"preStop": {"sleep": {"seconds": ALB_DEREGISTRATION_SECONDS}}},
         "securityContext": RESTRICTED_CONTAINER_SECURITY,
         "volumeMounts": mounts,
     }
-    return {
+    dep: Manifest = {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": metadata(APP, args.namespace, labels),
+        "metadata": metadata(APP, args.namespace, labels,
+                             checkov_skips({} if "@sha256:" in args.image else {"CKV_K8S_43": DIGEST_REASON})),
         "spec": {
             # No `replicas`: the HPA owns the count; Pulumi setting it would undo every scale event.
             "selector": {"matchLabels": labels},
@@ -171,8 +193,9 @@ def deployment(args: GatewayWorkloadArgs, secret_keys: Sequence[str]) -> Manifes
                 "spec": {
                     "serviceAccountName": APP,
                     "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,  # no `<SERVICE>_PORT`-style variables from the namespace's Services
                     "securityContext": pod_security(args.run_as_user),
-                    "terminationGracePeriodSeconds": PRE_STOP_SECONDS + args.drain_seconds + GRACE_MARGIN_SECONDS,
+                    "terminationGracePeriodSeconds": termination_grace_seconds(args),
                     "topologySpreadConstraints": [
                         {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
                          "labelSelector": {"matchLabels": labels}},
@@ -185,6 +208,25 @@ def deployment(args: GatewayWorkloadArgs, secret_keys: Sequence[str]) -> Manifes
             },
         },
     }
+    # A surge pod may wait for a new node; Kubernetes' default rollout deadline (600 s) would call that a failure.
+    dep["spec"]["progressDeadlineSeconds"] = startup_budget(dep)
+    return dep
+
+
+def termination_grace_seconds(args: GatewayWorkloadArgs) -> int:
+    """preStop (ALB deregistration) + the gateway's drain + a margin: Kubernetes never kills a draining gateway."""
+    return ALB_DEREGISTRATION_SECONDS + args.drain_seconds + GRACE_MARGIN_SECONDS
+
+
+def startup_budget(deployment_manifest: Manifest) -> int:
+    """Longest a new replica may take to be Ready (a new node, the pull, startup), at least the provider's default."""
+    return max(PROVIDER_AWAIT_SECONDS, startup_budget_seconds(deployment_manifest["spec"]["template"]["spec"], IMAGE_PULL_SECONDS))
+
+
+def deploy_timeouts(deployment_manifest: Manifest) -> pulumi.CustomTimeouts:
+    """`pulumi up` waits for the gateway's rollout as long as a new replica may take."""
+    timeout = f"{startup_budget(deployment_manifest)}s"
+    return pulumi.CustomTimeouts(create=timeout, update=timeout)
 
 
 def manifests(args: GatewayWorkloadArgs, secret_keys: Sequence[str]) -> list[Manifest]:
@@ -216,7 +258,8 @@ def manifests(args: GatewayWorkloadArgs, secret_keys: Sequence[str]) -> list[Man
         {
             "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": metadata(APP, ns, labels),
             "spec": {"selector": {"matchLabels": labels}, "namespaceSelector": {"matchNames": [ns]},
-                     "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}]},
+                     "endpoints": [{"port": "metrics", "path": "/metrics", "interval": f"{METRICS_SCRAPE_SECONDS}s",
+                                    "scrapeTimeout": f"{METRICS_SCRAPE_SECONDS - 1}s"}]},
         },
     ]
     if args.target_group_arn is not None:
@@ -245,7 +288,9 @@ class GatewayWorkload(pulumi.ComponentResource):
             ))
         for obj in manifests(args, list(template)):
             depends = [*args.depends_on, *secret_objects] if obj["kind"] == "Deployment" else list(args.depends_on)
-            apply_manifest(f"{name}-{obj['kind'].lower()}", obj, pulumi.ResourceOptions(parent=self, depends_on=depends))
+            timeouts = deploy_timeouts(obj) if obj["kind"] == "Deployment" else None
+            apply_manifest(f"{name}-{obj['kind'].lower()}", obj,
+                           pulumi.ResourceOptions(parent=self, depends_on=depends, custom_timeouts=timeouts))
         self.service_url = f"http://{APP}.{args.namespace}.svc:{GATEWAY_PORT}"
         self.register_outputs({"service_url": self.service_url, "admin_token_secret_arn": self.admin_token_secret_arn})
 

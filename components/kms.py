@@ -7,6 +7,7 @@ in control (so IAM policies can grant use) plus exactly the AWS service principa
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -62,7 +63,8 @@ class EncryptionKey(pulumi.ComponentResource):
             for principal in principals:
                 statements.append(
                     {
-                        "Sid": "ServiceEncrypts" + "".join(w.capitalize() for w in principal.split(".")[:2]),
+                        # IAM's policy grammar allows only [A-Za-z0-9] in a Sid (logs.us-east-1 -> LogsUseast1).
+                        "Sid": "ServiceEncrypts" + "".join(w.capitalize() for w in re.split(r"[^0-9A-Za-z]+", ".".join(principal.split(".")[:2]))),
                         "Effect": "Allow",
                         "Principal": {"Service": principal},
                         "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],

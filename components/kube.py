@@ -36,6 +36,40 @@ RESTRICTED_CONTAINER_SECURITY: dict[str, Any] = {
 }
 
 
+# Pulumi's Kubernetes provider waits this long for a Deployment or StatefulSet to become ready unless told otherwise
+# (pulumi-kubernetes provider/pkg/await/deployment.go DefaultDeploymentTimeoutMins = 10, statefulset.go the same);
+# Kubernetes' own rollout deadline (`progressDeadlineSeconds`) defaults to the same 600 s.
+PROVIDER_AWAIT_SECONDS = 600
+# Annotation that tells the provider not to wait for readiness at all (provider/pkg/metadata/annotations.go).
+SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"
+# What a new replica may wait before its first container starts when it needs a new node: the cluster-autoscaler's
+# scan, the EC2 launch and boot, kubelet registration and, on GPU nodes, the NVIDIA device plugin advertising GPUs.
+NODE_SCALE_UP_SECONDS = 600
+# Init containers that wait for something publish their bound here, so a startup budget can be read off the pod spec.
+WAIT_BOUND_ENV = "WAIT_BOUND_SECONDS"
+
+
+def startup_budget_seconds(pod: dict[str, Any], image_pull_seconds: int) -> int:
+    """Longest a new replica of this pod spec may take to become Ready, from the Deployment's creation.
+
+    A new node, the image pull, every init container's published wait bound, then the startup probe's window
+    (initial delay + period x failure threshold) and one readiness period.
+    """
+    waits = sum(int(e["value"]) for c in pod.get("initContainers", []) for e in c.get("env", []) if e["name"] == WAIT_BOUND_ENV)
+    longest = 0
+    for c in pod["containers"]:
+        probe = c.get("startupProbe") or {}
+        ready = c.get("readinessProbe") or {}
+        window = probe.get("initialDelaySeconds", 0) + probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3)
+        longest = max(longest, window + ready.get("periodSeconds", 10))
+    return NODE_SCALE_UP_SECONDS + image_pull_seconds + waits + longest
+
+
+def checkov_skips(reasons: dict[str, str]) -> dict[str, str]:
+    """Annotations that waive checkov checks on one object, each with the reason (`checkov.io/skip<N>: <id>=<why>`)."""
+    return {f"checkov.io/skip{i}": f"{check}={why}" for i, (check, why) in enumerate(sorted(reasons.items()), start=1)}
+
+
 def pod_security(uid: int) -> dict[str, Any]:
     """Pod-level security context for the Pod Security Standard `restricted` profile."""
     return {
@@ -81,6 +115,8 @@ _BUILTIN: dict[tuple[str, str], Callable[[str, Manifest, pulumi.ResourceOptions]
     ("policy/v1", "PodDisruptionBudget"): _typed(k8s.policy.v1.PodDisruptionBudget, "spec"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"): _typed(k8s.autoscaling.v2.HorizontalPodAutoscaler, "spec"),
     ("networking.k8s.io/v1", "NetworkPolicy"): _typed(k8s.networking.v1.NetworkPolicy, "spec"),
+    ("rbac.authorization.k8s.io/v1", "Role"): _typed(k8s.rbac.v1.Role, "rules"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): _typed(k8s.rbac.v1.RoleBinding, "roleRef", "subjects"),
     ("storage.k8s.io/v1", "StorageClass"): _typed(
         k8s.storage.v1.StorageClass, "provisioner", "parameters", "reclaimPolicy", "volumeBindingMode", "allowVolumeExpansion"
     ),

@@ -27,6 +27,10 @@ MODEL_PORT = 8000
 PROMETHEUS_PORT = 9090
 DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
 Level = Literal["privileged", "baseline", "restricted"]
+# The AWS load balancer controller's pod webhook injects a target-health readiness gate into pods of namespaces
+# labelled so (eks-charts aws-load-balancer-controller templates/webhook.yaml, `mpod.elbv2.k8s.aws` namespaceSelector):
+# a gateway pod counts as Ready only once the ALB sees it healthy, so rollouts never run out of healthy targets.
+READINESS_GATE_LABEL = {"elbv2.k8s.aws/pod-readiness-gate-inject": "enabled"}
 
 
 @dataclass
@@ -49,8 +53,9 @@ class NamespacesArgs:
     """Likewise for the usage ledger's Postgres (the writer and every promotable replica); empty = the VPC only."""
 
 
-def namespace(name: str, enforce: Level, warn: Level, version: str) -> Manifest:
+def namespace(name: str, enforce: Level, warn: Level, version: str, extra_labels: dict[str, str] | None = None) -> Manifest:
     labels = {
+        **(extra_labels or {}),
         "pod-security.kubernetes.io/enforce": enforce,
         "pod-security.kubernetes.io/enforce-version": f"v{version}",
         "pod-security.kubernetes.io/warn": warn,
@@ -172,7 +177,7 @@ class Namespaces(pulumi.ComponentResource):
         self.args = args
         v = args.k8s_version
         namespaces = [
-            namespace(args.gateway, "restricted", "restricted", v),
+            namespace(args.gateway, "restricted", "restricted", v, READINESS_GATE_LABEL),
             namespace(args.models, "restricted", "restricted", v),
             namespace(args.monitoring, "privileged", "baseline", v),
             namespace(args.keda, "baseline", "restricted", v),

@@ -16,6 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.irsa import service_trust_policy
+from components.labels import ACCELERATOR_LABEL, ACCELERATOR_TYPES, time_slices
 
 GPU_LABEL = "llm-platform/gpu"
 GPU_TAINT_KEY = "nvidia.com/gpu"
@@ -48,6 +49,8 @@ class NodeGroupArgs:
     memory_mib_per_node: int = 0
     labels: Mapping[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    name_prefix: str | None = None
+    """Physical node group name prefix (the provider appends 26 characters); default `<name>-`."""
 
 
 def autoscaler_template_tags(labels: Mapping[str, str], taints: Sequence[tuple[str, str, str]], args: NodeGroupArgs) -> dict[str, str]:
@@ -56,7 +59,8 @@ def autoscaler_template_tags(labels: Mapping[str, str], taints: Sequence[tuple[s
     tags = {f"{prefix}/label/{k}": v for k, v in labels.items()}
     tags.update({f"{prefix}/taint/{key}": f"{value}:{effect}" for key, value, effect in taints})
     if args.gpus_per_node:
-        tags[f"{prefix}/resources/nvidia.com/gpu"] = str(args.gpus_per_node)
+        # What the device plugin will advertise: every GPU once, or N times on a time-sliced group.
+        tags[f"{prefix}/resources/nvidia.com/gpu"] = str(args.gpus_per_node * time_slices(labels))
     if args.vcpus_per_node:
         tags[f"{prefix}/resources/cpu"] = str(args.vcpus_per_node)
     if args.memory_mib_per_node:
@@ -129,13 +133,14 @@ class NodeGroup(pulumi.ComponentResource):
         taints: list[tuple[str, str, str]] = []
         if is_gpu:
             labels[GPU_LABEL] = str(args.gpu_class)
+            labels[ACCELERATOR_LABEL] = ACCELERATOR_TYPES[str(args.gpu_class)]
             taints.append((GPU_TAINT_KEY, "true", "NoSchedule"))
         template_tags = autoscaler_template_tags(labels, taints, args)
 
         self.node_group = aws.eks.NodeGroup(
             f"{name}-ng",
             cluster_name=args.cluster_name,
-            node_group_name_prefix=f"{name}-",
+            node_group_name_prefix=args.name_prefix or f"{name}-",
             node_role_arn=self.role.arn,
             subnet_ids=list(args.subnet_ids),
             instance_types=list(args.instance_types),

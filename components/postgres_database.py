@@ -23,6 +23,9 @@ POSTGRES_PORT = 5432
 LOG_EXPORTS = ("postgresql", "upgrade")
 ENGINE_VERSION_PATTERN = r"^(1[4-8])(\.\d+)?$"
 MONITORING_INTERVALS = (1, 5, 10, 15, 30, 60)
+# RDS PerformanceInsightsRetentionPeriod: 7, month * 31 for month 1-23, or 731 (botocore rds model documentation;
+# 731 is not a multiple of 31). infra/provider_limits.py checks rendered stacks against this tuple.
+PERFORMANCE_INSIGHTS_RETENTION_DAYS = (7, *(31 * month for month in range(1, 24)), 731)
 
 
 def parameter_group_family(engine_version: str) -> str:
@@ -43,8 +46,8 @@ def check_monitoring(monitoring_interval_seconds: int, performance_insights_rete
     if monitoring_interval_seconds not in MONITORING_INTERVALS:
         raise ValueError(f"monitoring_interval_seconds: got {monitoring_interval_seconds}; allowed: {', '.join(map(str, MONITORING_INTERVALS))}")
     pi = performance_insights_retention_days
-    if not (pi == 7 or (pi % 31 == 0 and 31 <= pi <= 731)):
-        raise ValueError(f"performance_insights_retention_days: got {pi}; allowed: 7 or a multiple of 31 up to 731")
+    if pi not in PERFORMANCE_INSIGHTS_RETENTION_DAYS:
+        raise ValueError(f"performance_insights_retention_days: got {pi}; allowed: 7, 31 x 1-23 months (31-713) or 731")
 
 
 @dataclass
@@ -85,7 +88,7 @@ class PostgresDatabaseArgs:
     final_snapshot: bool = True
     """Take a final snapshot on delete (named `<identifier>-final`)."""
     performance_insights_retention_days: int = 7
-    """7 (free tier) or a multiple of 31 up to 731."""
+    """7 (free tier), 31 x 1-23 months, or 731."""
     monitoring_interval_seconds: int = 60
     """Enhanced monitoring granularity: 1, 5, 10, 15, 30 or 60 seconds."""
     log_retention_days: int = 30

@@ -26,9 +26,26 @@ class SecretSource:
     """One value in AWS Secrets Manager."""
 
     arn: pulumi.Input[str]
-    """Secret ARN (or name)."""
+    """Secret ARN as IAM policies name it: the full ARN, or the `<name>-??????` pattern `secret_reference` builds."""
     property: str | None = None
     """Key inside a JSON secret value; None = the whole value."""
+    key: pulumi.Input[str] | None = None
+    """What External Secrets looks the secret up by (its name or full ARN); None = `arn`."""
+
+
+def secret_reference(name_or_arn: str, partition: pulumi.Input[str], region: str, account: pulumi.Input[str],
+                     property: str | None = None) -> SecretSource:
+    """A secret given by full ARN or by name, for an IAM grant and an External Secrets lookup.
+
+    IAM matches a policy's Resource against the full ARN, which ends in `-` and six random characters Secrets
+    Manager appends to the name; a bare name there is a MalformedPolicyDocument. So a name becomes the pattern
+    `arn:<partition>:secretsmanager:<region>:<account>:secret:<name>-??????` (AWS's documented way to grant a secret
+    by name) and External Secrets keeps looking it up by name.
+    """
+    if name_or_arn.startswith("arn:"):
+        return SecretSource(arn=name_or_arn, property=property)
+    arn = pulumi.Output.concat("arn:", partition, f":secretsmanager:{region}:", account, f":secret:{name_or_arn}-??????")
+    return SecretSource(arn=arn, property=property, key=name_or_arn)
 
 
 def reader_policy(secret_arns: Sequence[pulumi.Input[str]], kms_key_arns: Sequence[pulumi.Input[str]], region: str) -> pulumi.Output[str]:
@@ -77,7 +94,7 @@ def external_secret(name: str, namespace: str, data: dict[str, SecretSource],
         target["template"] = {"engineVersion": "v2", "type": "Opaque", "data": template}
     entries = []
     for key, source in data.items():
-        ref: dict[str, Any] = {"key": source.arn}
+        ref: dict[str, Any] = {"key": source.key if source.key is not None else source.arn}
         if source.property:
             ref["property"] = source.property
         entries.append({"secretKey": key, "remoteRef": ref})

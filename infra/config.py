@@ -14,16 +14,21 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from components.naming import region_short_code
 from infra.configkit import REGION_PATTERN, Strict, check_log_retention, format_validation_error
+from infra.fit import check_models_fit_gpu_memory
 from infra.instances import GPU_FAMILIES, INSTANCE_SPECS, gpu_class_of
+from infra.pins import DEFAULT_EKS_VERSION, EKS_VERSIONS
 from infra.workload_config import ModelConfig, WorkloadsConfig, check_models_fit_node_groups
 from infra.data_edge_config import DataConfig, EdgeConfig, ModelStoreConfig, check_edge_fits_regions
 from infra.global_config import GlobalConfig, check_global_fits_regions
+from infra.provider_limits import EKS_NODE_GROUP_NAME_MAX, EKS_NODE_GROUP_NAME_PREFIX_MAX, UNIQUE_ID_SUFFIX_LENGTH
 
 PROJECT = "llm-platform"
 
-# EKS standard-support versions this release is tested against (POLICIES.md #4 reads the same list).
-SUPPORTED_EKS_VERSIONS = ("1.31", "1.32", "1.33", "1.34")
+# EKS versions this release is tested against: infra/pins.py EKS_VERSIONS (the AWS calendar), standard or
+# extended support (extended is billed at the higher rate: infra/cost.py). The policy pack keeps the same list.
+SUPPORTED_EKS_VERSIONS = tuple(EKS_VERSIONS)
 REQUIRED_ADDONS = ("vpc-cni", "coredns", "kube-proxy", "aws-ebs-csi-driver", "eks-pod-identity-agent")
 INTERFACE_ENDPOINTS = ("ecr.api", "ecr.dkr", "sts", "logs", "ec2", "elasticloadbalancing", "autoscaling", "ssm")
 ROLE_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$"
@@ -74,13 +79,19 @@ class NetworkConfig(Strict):
 class ClusterConfig(Strict):
     """The EKS control plane."""
 
-    version: str = Field(description=f"Kubernetes version, one of {', '.join(SUPPORTED_EKS_VERSIONS)}")
+    version: str = Field(DEFAULT_EKS_VERSION, description=f"Kubernetes version, one of {', '.join(SUPPORTED_EKS_VERSIONS)}")
     public_access_cidrs: list[str] = Field(
         default_factory=list,
         description="CIDRs allowed to reach the public API endpoint; empty = public endpoint off (private only)",
     )
     admin_role_arns: list[Annotated[str, Field(pattern=ROLE_ARN_PATTERN)]] = Field(
         default_factory=list, description="IAM roles granted cluster-admin through EKS access entries"
+    )
+    preview_role_names: list[Annotated[str, Field(pattern=r"^[\w+=,.@-]{1,64}$")]] = Field(
+        default_factory=list, description="IAM roles (in this account) granted read-only Kubernetes access: CI previews"
+    )
+    ci_runner_in_home_vpc: bool = Field(
+        True, description="a self-hosted CI runner lives in the home region's VPC: every cluster admits that VPC on 443"
     )
     log_retention_days: int = 90
     addons: dict[str, str] = Field(description="managed add-on versions, e.g. vpc-cni: v1.20.4-eksbuild.1")
@@ -89,7 +100,8 @@ class ClusterConfig(Strict):
     @classmethod
     def _version(cls, value: str) -> str:
         if value not in SUPPORTED_EKS_VERSIONS:
-            raise ValueError(f"allowed: {', '.join(SUPPORTED_EKS_VERSIONS)}")
+            raise ValueError(f"allowed: {', '.join(SUPPORTED_EKS_VERSIONS)} (infra/pins.py; older versions are past EKS "
+                             "support or in extended support without a tested upgrade path)")
         return value
 
     @field_validator("public_access_cidrs")
@@ -222,14 +234,44 @@ class PlatformConfig(Strict):
         check_models_fit_node_groups(self)
         return self
 
+    @model_validator(mode="after")
+    def _models_fit_gpu_memory(self) -> PlatformConfig:
+        check_models_fit_gpu_memory(self)
+        return self
+
     @property
     def home_region(self) -> RegionConfig:
         return self.regions[0]
 
 
-def parse_platform_config(raw: dict[str, Any], source: str = "stack config") -> PlatformConfig:
-    """Validate a `{key: value}` map of project config (keys without the `llm-platform:` prefix)."""
+def node_group_name_prefix(stack: str, cfg: PlatformConfig, region: str, group: str) -> str:
+    """The EKS node group's physical name prefix. Multi-region stacks name the region by its short code
+    (`apne1`): the provider appends 26 characters and EKS allows 63, so the prefix has 37 (infra/provider_limits.py)."""
+    where = f"llmp-{stack}" if len(cfg.regions) == 1 else f"llmp-{stack}-{region_short_code(region)}"
+    return f"{where}-{group}-"
+
+
+def check_node_group_names(cfg: PlatformConfig, stack: str, source: str = "stack config") -> None:
+    """Every node group's physical name prefix fits EKS's limit once the provider has appended its suffix."""
+    for i, group in enumerate(cfg.node_groups):
+        for region in cfg.regions:
+            prefix = node_group_name_prefix(stack, cfg, region.name, group.name)
+            if len(prefix) > EKS_NODE_GROUP_NAME_PREFIX_MAX:
+                room = EKS_NODE_GROUP_NAME_PREFIX_MAX - len(prefix) + len(group.name)
+                raise ConfigError(
+                    f"{source}: {PROJECT}:node_groups[{i}].name: got {group.name!r}, which makes the EKS node group name "
+                    f"prefix {prefix!r} {len(prefix)} characters in stack {stack!r}; allowed: at most {max(room, 0)} characters "
+                    f"(prefix at most {EKS_NODE_GROUP_NAME_PREFIX_MAX}: the provider appends {UNIQUE_ID_SUFFIX_LENGTH}, EKS allows "
+                    f"{EKS_NODE_GROUP_NAME_MAX})")
+
+
+def parse_platform_config(raw: dict[str, Any], source: str = "stack config", stack: str | None = None) -> PlatformConfig:
+    """Validate a `{key: value}` map of project config (keys without the `llm-platform:` prefix). With `stack`, also
+    the physical names that depend on the stack's name."""
     try:
-        return PlatformConfig.model_validate(raw)
+        cfg = PlatformConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source, PROJECT)) from None
+    if stack is not None:
+        check_node_group_names(cfg, stack, source)
+    return cfg

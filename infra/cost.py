@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import date
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from infra.instances import INSTANCE_SPECS
+from infra.pins import eks_support
 from infra.pricelist import PriceError, PriceTable, RegionPrices, load_price_table
 from infra.render import DEFAULT_REGION, RenderedResource, Rendering, unwrap_secrets
 
@@ -141,6 +143,8 @@ class _Context:
     prices: PriceTable
     by_urn: dict[str, RenderedResource]
     notes: set[str]
+    on: date = field(default_factory=date.today)
+    """The day whose EKS support status prices the control plane (extended support costs 6x standard)."""
 
     @property
     def hours(self) -> float:
@@ -237,8 +241,16 @@ def _flat(monthly: float, detail: str) -> Iterable[tuple[float, float, str]]:
 
 
 def _eks_cluster(r: RenderedResource, ctx: _Context) -> Iterable[tuple[float, float, str]]:
+    version = str(r.inputs.get("version") or "")
+    support = eks_support(version, ctx.on)
+    if support in ("extended", "ended"):
+        # Past standard support EKS bills the extended rate (infra/pins.py EKS_VERSIONS, the AWS calendar).
+        rate = ctx.region_prices(r).rate("eks_extended_support_cluster_hour")
+        ctx.notes.add(f"Kubernetes {version} is past EKS standard support on {ctx.on.isoformat()}: the control plane is "
+                      "billed at the extended-support rate; upgrade cluster.version to a standard-support version.")
+        return _flat(rate * ctx.hours, f"control plane {version} @ ${rate:.2f}/h (extended support)")
     rate = ctx.region_prices(r).rate("eks_cluster_hour")
-    return _flat(rate * ctx.hours, f"control plane @ ${rate:.2f}/h (standard support)")
+    return _flat(rate * ctx.hours, f"control plane {version} @ ${rate:.2f}/h ({support} support)".replace("(unknown support)", "(standard support assumed)"))
 
 
 def _nat_gateway(r: RenderedResource, ctx: _Context) -> Iterable[tuple[float, float, str]]:
@@ -441,12 +453,13 @@ def _component_of(resource: RenderedResource, by_urn: dict[str, RenderedResource
     return "stack"
 
 
-def estimate(rendering: Rendering, prices: PriceTable | None = None) -> CostEstimate:
-    """Monthly estimate of every priced resource of a rendered stack; a missing price is listed in `errors`."""
+def estimate(rendering: Rendering, prices: PriceTable | None = None, on: date | None = None) -> CostEstimate:
+    """Monthly estimate of every priced resource of a rendered stack on day `on` (default today); a missing price is
+    listed in `errors`."""
     table = prices or load_price_table()
     by_urn = {r.urn: r for r in rendering.resources}
     plain = Rendering(rendering.stack, [_unwrapped(r) for r in rendering.resources], rendering.outputs)
-    ctx = _Context(plain, table, by_urn, set())
+    ctx = _Context(plain, table, by_urn, set(), on or date.today())
     lines: list[CostLine] = []
     unpriced: list[str] = []
     errors: list[str] = []

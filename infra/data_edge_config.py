@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from components.edge import TLS_POLICIES
 from infra.configkit import Strict, check_log_retention
+from infra.provider_limits import check_performance_insights_retention
 
 if TYPE_CHECKING:
     from infra.config import PlatformConfig
@@ -77,7 +78,7 @@ class PostgresConfig(Strict):
     )
     backup_window: Annotated[str, Field(pattern=DAILY_WINDOW)] = "03:00-04:00"
     maintenance_window: Annotated[str, Field(pattern=WEEKLY_WINDOW)] = "sun:05:00-sun:06:00"
-    performance_insights_retention_days: int = Field(7, description="7 (free) or a multiple of 31 up to 731")
+    performance_insights_retention_days: int = Field(7, description="7 (free), 31 x 1-23 months, or 731")
     monitoring_interval_seconds: Literal[1, 5, 10, 15, 30, 60] = 60
     log_retention_days: int = 30
     database_name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")] = "llmplatform"
@@ -91,9 +92,7 @@ class PostgresConfig(Strict):
     @field_validator("performance_insights_retention_days")
     @classmethod
     def _pi_retention(cls, value: int) -> int:
-        if not (value == 7 or (value % 31 == 0 and 31 <= value <= 731)):
-            raise ValueError(f"got {value}; allowed: 7 or a multiple of 31 up to 731")
-        return value
+        return check_performance_insights_retention(value)
 
     @field_validator("master_username")
     @classmethod

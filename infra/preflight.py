@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from typing import Any, Callable, Iterable, Literal, Sequence
 
 from infra.config import ConfigError, PlatformConfig, parse_platform_config
 from infra.instances import INSTANCE_SPECS, family
+from infra.pins import EKS_VERSIONS
 
 Status = Literal["PASS", "WARN", "FAIL"]
 ClientFactory = Callable[[str, str], Any]
@@ -185,6 +187,30 @@ def check_instance_offerings(cfg: PlatformConfig, clients: ClientFactory) -> lis
 
 # --- EKS version and add-ons ---------------------------------------------------------------------------------
 
+def _day(value: Any) -> date | None:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).date()
+    return value if isinstance(value, date) else None
+
+
+def _support_dates(info: dict[str, Any]) -> str:
+    std, ext = _day(info.get("endOfStandardSupportDate")), _day(info.get("endOfExtendedSupportDate"))
+    return (f"; standard support until {std.isoformat()}" if std else "") + (f", extended until {ext.isoformat()}" if ext else "")
+
+
+def _calendar_drift(version: str, info: dict[str, Any], region: str) -> list[CheckResult]:
+    """AWS's dates for the version against infra/pins.py (which prices extended support and fails stale pins)."""
+    ours = EKS_VERSIONS.get(version)
+    aws = _day(info.get("endOfStandardSupportDate"))
+    # AWS reports the instant support ends in US Pacific time; the calendar (and our table) give the UTC day.
+    if ours is None or aws is None or abs((aws - ours.end_of_standard_support).days) <= 1:
+        return []
+    return [CheckResult("WARN", "eks-calendar", region,
+                        f"EKS says standard support for {version} ends {aws.isoformat()}; infra/pins.py says "
+                        f"{ours.end_of_standard_support.isoformat()}",
+                        "update EKS_VERSIONS in infra/pins.py from the AWS EKS version calendar")]
+
+
 def check_eks_versions(cfg: PlatformConfig, clients: ClientFactory) -> list[CheckResult]:
     results: list[CheckResult] = []
     version = cfg.cluster.version
@@ -207,10 +233,14 @@ def check_eks_versions(cfg: PlatformConfig, clients: ClientFactory) -> list[Chec
                                        f"set llm-platform:cluster.version to one of: {', '.join(sorted(served)) or 'a version in standard support'}"))
         elif status == "EXTENDED_SUPPORT":
             results.append(CheckResult("WARN", "eks-version", region,
-                                       f"Kubernetes {version} is in extended support (control plane billed at the extended rate)",
+                                       f"Kubernetes {version} is in extended support (control plane billed at the extended rate)"
+                                       + _support_dates(match[0]),
                                        "upgrade llm-platform:cluster.version to a standard-support version"))
         else:
-            results.append(CheckResult("PASS", "eks-version", region, f"Kubernetes {version} is offered ({status or 'available'})"))
+            results.append(CheckResult("PASS", "eks-version", region,
+                                       f"Kubernetes {version} is offered ({status or 'available'})" + _support_dates(match[0])))
+        if match:
+            results.extend(_calendar_drift(version, match[0], region))
 
         for addon, wanted in sorted(cfg.cluster.addons.items()):
             try:

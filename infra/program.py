@@ -16,7 +16,7 @@ from components.eks_cluster import EksCluster, EksClusterArgs
 from components.kms import EncryptionKey, EncryptionKeyArgs
 from components.network import Network, NetworkArgs
 from components.node_group import NodeGroup, NodeGroupArgs
-from infra.config import PROJECT, ConfigError, PlatformConfig, RegionConfig, parse_platform_config
+from infra.config import PROJECT, ConfigError, PlatformConfig, RegionConfig, node_group_name_prefix, parse_platform_config
 from infra.configkit import project_config_from_pulumi
 from infra.data_edge import DataEdge, build_data_edge, export_data_edge
 from infra.global_tier import build_global_tier, export_global_tier
@@ -42,7 +42,8 @@ class RegionalPlatform:
 
 
 def load_config() -> PlatformConfig:
-    return parse_platform_config(project_config_from_pulumi(PROJECT), source=f"stacks/Pulumi.{pulumi.get_stack()}.yaml")
+    return parse_platform_config(project_config_from_pulumi(PROJECT), source=f"stacks/Pulumi.{pulumi.get_stack()}.yaml",
+                                 stack=pulumi.get_stack())
 
 
 def base_tags(cfg: PlatformConfig) -> dict[str, str]:
@@ -67,6 +68,8 @@ def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
             f"{region.name} has {len(azs_available)} available AZs ({', '.join(azs_available)})"
         )
     azs = list(azs_available[: region.az_count])
+    invoke = pulumi.InvokeOutputOptions(provider=provider)
+    account, partition = aws.get_caller_identity_output(opts=invoke).account_id, aws.get_partition_output(opts=invoke).partition
 
     network = Network(
         prefix,
@@ -92,6 +95,9 @@ def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
             addon_versions=cfg.cluster.addons,
             public_access_cidrs=cfg.cluster.public_access_cidrs,
             admin_role_arns=cfg.cluster.admin_role_arns,
+            view_role_arns=[pulumi.Output.concat("arn:", partition, ":iam::", account, ":role/", n) for n in cfg.cluster.preview_role_names],
+            # The CI runner's VPC (README "Deploying for real"); other regions reach it over the global tier's peering.
+            api_access_cidrs=[cfg.regions[0].vpc_cidr] if cfg.cluster.ci_runner_in_home_vpc else [],
             log_retention_days=cfg.cluster.log_retention_days,
             tags=tags,
         ),
@@ -109,6 +115,7 @@ def build_region(cfg: PlatformConfig, region: RegionConfig) -> RegionalPlatform:
             f"{prefix}-{group.name}",
             NodeGroupArgs(
                 cluster_name=cluster.cluster_name,
+                name_prefix=node_group_name_prefix(stack, cfg, region.name, group.name),
                 subnet_ids=network.private_subnet_ids,
                 instance_types=group.instance_types,
                 min_size=group.min_size,

@@ -61,6 +61,10 @@ class RenderedResource:
     # Input name -> URNs of the resources its value came from (what the engine hands policies as
     # property_dependencies): how a stack policy links a FlowLog to its Vpc without knowing the Vpc's id.
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    dependencies: list[str] = field(default_factory=list)
+    """URNs of the resources this one waits for (explicit `depends_on`, parent-inherited ones included)."""
+    custom_timeouts: dict[str, str] = field(default_factory=dict)
+    """The `custom_timeouts` resource option as the engine receives it (`create`/`update`/`delete`, Go durations)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -355,6 +359,8 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 inputs=_plain(inputs),
                 custom=bool(request.custom),
                 property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items() if v.urns},
+                dependencies=list(request.dependencies),
+                custom_timeouts={k: v for k in ("create", "update", "delete") if (v := getattr(request.customTimeouts, k))},
                 id=getattr(response, "id", None) or None,
             )
         )

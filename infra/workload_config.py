@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from components.labels import DEVICE_PLUGIN_CONFIG_LABEL
 from infra.configkit import Strict
+from infra.fit import ModelArchitecture
+from infra.pins import CHART_VERSIONS, VLLM_VERSION, vllm_cli
 
 if TYPE_CHECKING:
     from infra.config import NodeGroupConfig, PlatformConfig
@@ -23,15 +25,23 @@ CPU_QUANTITY = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"
 MEMORY_QUANTITY = r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$"
 # Arguments the model-server component derives from the entry itself; repeating them in extra_args would
 # silently fight the derived value.
+# Checked against vLLM's CLI at the pinned release (infra/vllm_cli/): `-tp` is --tensor-parallel-size's short form,
+# `--load-format` follows the weights source; `--task` no longer exists (replaced by --runner/--convert in 0.10.1).
 DERIVED_VLLM_ARGS = (
-    "--model", "--served-model-name", "--tensor-parallel-size", "--max-model-len", "--gpu-memory-utilization",
-    "--host", "--port", "--runner", "--convert", "--task", "--enable-prefix-caching", "--download-dir",
+    "--model", "--served-model-name", "--tensor-parallel-size", "-tp", "--max-model-len", "--gpu-memory-utilization",
+    "--host", "--port", "--runner", "--convert", "--enable-prefix-caching", "--download-dir", "--load-format",
 )
 
 ChartName = Literal[
     "aws-load-balancer-controller", "nvidia-device-plugin", "dcgm-exporter", "cluster-autoscaler",
     "metrics-server", "keda", "kube-prometheus-stack", "external-secrets",
 ]
+
+
+def vllm_flags() -> set[str]:
+    flags = vllm_cli()["flags"]
+    assert isinstance(flags, list)
+    return set(flags)
 
 
 class ReplicaRange(Strict):
@@ -50,6 +60,12 @@ class ModelPrices(Strict):
 
     prompt_per_1k: Annotated[float, Field(ge=0)] = 0.0
     completion_per_1k: Annotated[float, Field(ge=0)] = 0.0
+
+
+# A held request must be answered before the ALB drops the idle connection (edge.idle_timeout_seconds, default
+# 300): the default leaves 60 s, and check_wake_timeouts insists on WAKE_IDLE_MARGIN_SECONDS.
+DEFAULT_WAKE_TIMEOUT_SECONDS = 240
+WAKE_IDLE_MARGIN_SECONDS = 30
 
 
 class ModelConfig(Strict):
@@ -81,6 +97,11 @@ class ModelConfig(Strict):
     queue_threshold: Annotated[int, Field(ge=1, le=10_000, description="waiting requests per replica before KEDA adds one")] = 5
     prefix_affinity: bool = False
     startup_seconds: Annotated[int, Field(ge=60, le=7200, description="time allowed to download and load the weights")] = 1200
+    wake_timeout_seconds: Annotated[int | None, Field(ge=0, le=3600, description=(
+        "how long the gateway holds a request while this model has no ready replica (waking from zero), then 503 "
+        f"with retry-after; unset = {DEFAULT_WAKE_TIMEOUT_SECONDS} with replicas.min 0, else 0 (503 at once)"))] = None
+    architecture: ModelArchitecture | None = Field(
+        None, description="memory facts from the model's config.json for the fit check; known hf_models need none (infra/fit.py)")
 
     @field_validator("extra_args")
     @classmethod
@@ -89,6 +110,9 @@ class ModelConfig(Strict):
             flag = arg.split("=", 1)[0]
             if flag in DERIVED_VLLM_ARGS:
                 raise ValueError(f"{flag!r} is derived from the model entry; allowed: any vLLM flag except {', '.join(DERIVED_VLLM_ARGS)}")
+            if re.match(r"^--?[A-Za-z]", flag) and flag not in vllm_flags() and "--" + flag.removeprefix("--no-") not in vllm_flags():
+                raise ValueError(f"{flag!r} is not a flag of vLLM {VLLM_VERSION} (the pinned model server); "
+                                 "allowed: the flags of `vllm serve --help` at that release (infra/vllm_cli/)")
             if re.search(r"\s", arg) and not arg.startswith("{"):
                 raise ValueError(f"{arg!r} contains whitespace; give each argument as its own list item")
         return value
@@ -109,6 +133,12 @@ class ModelConfig(Strict):
         if self.max_tokens_cap is not None and self.max_tokens_cap > self.max_model_len:
             raise ValueError(f"max_tokens_cap: got {self.max_tokens_cap}; allowed: <= max_model_len ({self.max_model_len})")
         return self
+
+    @property
+    def wake_timeout(self) -> int:
+        if self.wake_timeout_seconds is not None:
+            return self.wake_timeout_seconds
+        return DEFAULT_WAKE_TIMEOUT_SECONDS if self.replicas.min == 0 else 0
 
     @property
     def from_s3(self) -> bool:
@@ -161,26 +191,61 @@ class ChartPin(Strict):
     version: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+$", description="exact chart version, no ranges")]
 
 
-# Chart versions this release is tested with; a stack overrides one by listing it under workloads.charts.
-DEFAULT_CHARTS: dict[str, ChartPin] = {
-    "aws-load-balancer-controller": ChartPin(repo="https://aws.github.io/eks-charts", version="1.14.0"),
-    "nvidia-device-plugin": ChartPin(repo="https://nvidia.github.io/k8s-device-plugin", version="0.17.4"),
-    "dcgm-exporter": ChartPin(repo="https://nvidia.github.io/dcgm-exporter/helm-charts", version="4.4.1"),
-    "cluster-autoscaler": ChartPin(repo="https://kubernetes.github.io/autoscaler", version="9.50.1"),
-    "metrics-server": ChartPin(repo="https://kubernetes-sigs.github.io/metrics-server", version="3.13.0"),
-    "keda": ChartPin(repo="https://kedacore.github.io/charts", version="2.18.0"),
-    "kube-prometheus-stack": ChartPin(repo="https://prometheus-community.github.io/helm-charts", version="78.3.0"),
-    # The project's OCI registry: the policy pack approves oci:// chart sources, not charts.external-secrets.io.
-    "external-secrets": ChartPin(repo="oci://ghcr.io/external-secrets/charts", version="0.20.4"),
-}
+# Chart versions this release is tested with (infra/pins.py CHART_VERSIONS, verified from each chart repository);
+# a stack overrides one by listing it under workloads.charts. external-secrets comes from the project's OCI
+# registry: the policy pack approves oci:// chart sources, not charts.external-secrets.io.
+DEFAULT_CHARTS: dict[str, ChartPin] = {name: ChartPin(repo=repo, version=version) for name, (repo, version, _) in CHART_VERSIONS.items()}
+
+
+# Secrets Manager (botocore model): a name is 1-512 of ASCII letters, digits and /_+=.@-; the ARN adds
+# `-` and six random characters to it.
+SECRET_NAME = r"[A-Za-z0-9/_+=.@-]{1,512}"
+SECRET_ARN = r"arn:aws[a-z-]*:secretsmanager:[a-z]{2}(-[a-z]+)+-\d:\d{12}:secret:" + SECRET_NAME + r"-[A-Za-z0-9]{6}"
+SECRET_REF_DESCRIPTION = ("Secrets Manager secret: its name (e.g. llm-platform/hf-token; the IAM grant then matches the "
+                          "ARN AWS derives from it) or its full ARN (ending in -<6 characters>)")
+
+
+def check_secret_ref(value: str) -> str:
+    """A Secrets Manager secret name or full ARN; a partial ARN (no random suffix) would match no real secret."""
+    if value.startswith("arn:"):
+        if not re.fullmatch(SECRET_ARN, value):
+            raise ValueError(f"got {value!r}; allowed: a full secret ARN arn:aws:secretsmanager:<region>:<account>:secret:<name>-<6 characters>, or the secret's name")
+    elif "://" in value:  # a webhook URL pasted in place of its secret's name: never echo it into logs
+        raise ValueError("got a URL (a credential itself, not repeated here); allowed: the name or full ARN of the Secrets Manager secret holding it")
+    elif not re.fullmatch(SECRET_NAME, value):
+        raise ValueError(f"got {value!r}; allowed: 1-512 of letters, digits and /_+=.@- (a secret name), or a full secret ARN")
+    return value
+
+
+SecretRef = Annotated[str, AfterValidator(check_secret_ref), Field(description=SECRET_REF_DESCRIPTION)]
+
+
+class AlertingConfig(Strict):
+    """Where Alertmanager sends alerts. Critical alerts page (PagerDuty, else Slack, else SNS); warnings go to Slack
+    (else SNS); secrets stay in Secrets Manager and reach Alertmanager as files through External Secrets."""
+
+    pagerduty_routing_key_secret: SecretRef | None = None
+    """Secret whose value is a PagerDuty Events API v2 routing (integration) key."""
+    slack_webhook_secret: SecretRef | None = None
+    """Secret whose value is a Slack incoming-webhook URL."""
+    slack_channel: Annotated[str | None, Field(pattern=r"^[#@]?[a-z0-9][a-z0-9._-]{0,79}$")] = None
+    sns_topic_arn: Annotated[str | None, Field(pattern=r"^arn:aws[a-z-]*:sns:[a-z]{2}(-[a-z]+)+-\d:\d{12}:[A-Za-z0-9_-]{1,256}$",
+                                               description="SNS topic (e-mail/SMS subscribers); Alertmanager publishes with its own IRSA role")] = None
+
+    @model_validator(mode="after")
+    def _someone_listens(self) -> AlertingConfig:
+        if not (self.pagerduty_routing_key_secret or self.slack_webhook_secret or self.sns_topic_arn):
+            raise ValueError("got no receiver; allowed: at least one of pagerduty_routing_key_secret, slack_webhook_secret, "
+                             "sns_topic_arn (critical alerts must reach a person)")
+        return self
 
 
 class WorkloadsConfig(Strict):
     gateway: GatewayWorkloadConfig
     vllm_image: ImageRef
     charts: dict[ChartName, ChartPin] = Field(default_factory=dict, description="overrides of DEFAULT_CHARTS")
-    hf_token_secret: Annotated[str | None, Field(pattern=r"^[\w/+=.@:-]+$",
-                                                 description="Secrets Manager secret (name or ARN) with the Hugging Face token; unset = no token")] = None
+    hf_token_secret: SecretRef | None = Field(None, description="Secrets Manager secret (name or full ARN) with the Hugging Face token; unset = no token")
+    alerting: AlertingConfig
     prometheus_retention_days: Annotated[int, Field(ge=1, le=365)] = 15
     runbook_base_url: Annotated[str, Field(pattern=r"^https://[\w.-]+(/[\w.%~-]+)*/?$",
                                            description="where docs/runbooks is browsable; alerts link <this>/<runbook>.md")] = (
@@ -232,6 +297,19 @@ def check_models_fit_node_groups(cfg: PlatformConfig) -> None:
                 f"{demand[key]} GPU slots at max replicas but max_size x GPUs per node gives {slots}; "
                 "lower replicas.max or raise the group's max_size"
             )
+    check_wake_timeouts(cfg)
+
+
+def check_wake_timeouts(cfg: PlatformConfig) -> None:
+    """A request held for a waking model must get its answer before the load balancer closes the idle connection."""
+    allowed = cfg.edge.idle_timeout_seconds - WAKE_IDLE_MARGIN_SECONDS
+    for i, model in enumerate(cfg.models):
+        if model.wake_timeout > allowed:
+            given = "" if model.wake_timeout_seconds is not None else " (the default with replicas.min 0)"
+            raise ValueError(
+                f"models[{i}].wake_timeout_seconds: got {model.wake_timeout}{given}; allowed: <= {allowed} "
+                f"(edge.idle_timeout_seconds {cfg.edge.idle_timeout_seconds} minus {WAKE_IDLE_MARGIN_SECONDS} s, "
+                "or the ALB drops the held request); lower it or raise edge.idle_timeout_seconds")
 
 
 def gateway_importable() -> None:
@@ -263,6 +341,7 @@ def catalog_data(models: list[ModelConfig], namespace: str = "models") -> dict[s
                 "prices": {"prompt_per_1k": m.prices.prompt_per_1k, "completion_per_1k": m.prices.completion_per_1k},
                 "fallbacks": list(m.fallbacks),
                 "prefix_affinity": m.prefix_affinity,
+                "wake_timeout_s": m.wake_timeout,
             }
             for m in models
         ]

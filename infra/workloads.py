@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import pulumi
+import pulumi_aws as aws
 import yaml
 
 from components.cluster_addons import ClusterAddons, ClusterAddonsArgs, HelmChart
@@ -17,11 +18,11 @@ from components.gateway_workload import DatabaseSource, GatewayWorkload, Gateway
 from components.irsa import ServiceAccountIdentity
 from components.model_server import ModelServers, ModelServersArgs, ModelServerSpec, service_url
 from components.namespaces import Namespaces, NamespacesArgs
-from components.observability import Observability, ObservabilityArgs
-from components.secrets_sync import SecretSource
+from components.observability import AlertReceivers, Observability, ObservabilityArgs
+from components.secrets_sync import SecretSource, secret_reference
 from infra.config import ConfigError
 from infra.instances import INSTANCE_SPECS
-from infra.workload_config import DEFAULT_CHARTS, ModelConfig, catalog_data, check_catalog, default_backend_url, matching_node_groups
+from infra.workload_config import DEFAULT_CHARTS, AlertingConfig, ModelConfig, catalog_data, check_catalog, default_backend_url, matching_node_groups
 
 if TYPE_CHECKING:
     from infra.config import PlatformConfig
@@ -111,6 +112,21 @@ def model_specs(cfg: PlatformConfig, model_bucket_name: pulumi.Input[str] | None
     return specs
 
 
+def secret_of(name_or_arn: str, platform: RegionalPlatform, property: str | None = None) -> SecretSource:
+    """A configured secret (name or full ARN) in this region's account, ready for IAM and External Secrets."""
+    invoke = pulumi.InvokeOptions(provider=platform.provider)
+    return secret_reference(name_or_arn, aws.get_partition_output(opts=invoke).partition, platform.region,
+                            aws.get_caller_identity_output(opts=invoke).account_id, property)
+
+
+def alert_receivers(alerting: AlertingConfig, platform: RegionalPlatform) -> AlertReceivers:
+    return AlertReceivers(
+        pagerduty_routing_key=secret_of(alerting.pagerduty_routing_key_secret, platform) if alerting.pagerduty_routing_key_secret else None,
+        slack_webhook_url=secret_of(alerting.slack_webhook_secret, platform) if alerting.slack_webhook_secret else None,
+        slack_channel=alerting.slack_channel, sns_topic_arn=alerting.sns_topic_arn,
+    )
+
+
 def _cores(quantity: str) -> float:
     return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
 
@@ -167,6 +183,7 @@ def build_workloads(cfg: PlatformConfig, platform: RegionalPlatform, inputs: Wor
         target_group_arns=[inputs.target_group_arn] if inputs.target_group_arn is not None else [],
         gpu_share_ways=sorted({m.gpu_share for m in cfg.models if m.gpu_share > 1}),
         prometheus_retention_days=wl.prometheus_retention_days, prometheus_storage_gib=wl.prometheus_storage_gib,
+        alert_receivers=alert_receivers(wl.alerting, platform), secret_kms_key_arns=inputs.secret_kms_key_arns,
         depends_on=[*namespaces.ready, *depends_on], tags=tags,
     ), opts=opts)
     ready = [*namespaces.ready, *addons.ready]
@@ -174,7 +191,7 @@ def build_workloads(cfg: PlatformConfig, platform: RegionalPlatform, inputs: Wor
     models: ModelServers | None = None
     gateway: GatewayWorkload | None = None
     if cfg.models:
-        hf = SecretSource(arn=wl.hf_token_secret) if wl.hf_token_secret else None
+        hf = secret_of(wl.hf_token_secret, platform) if wl.hf_token_secret else None
         models = ModelServers(f"{prefix}-models", ModelServersArgs(
             namespace=MODELS_NS, image=image(wl.vllm_image.ref), models=model_specs(cfg, inputs.model_bucket_name), region=platform.region,
             identity=identity, prometheus_url=addons.prometheus_url,
@@ -198,6 +215,8 @@ def build_workloads(cfg: PlatformConfig, platform: RegionalPlatform, inputs: Wor
         namespace=MONITORING_NS, gateway_namespace=GATEWAY_NS, models_namespace=MODELS_NS,
         runbook_base_url=wl.runbook_base_url,
         always_on_models=[m.name for m in cfg.models if m.replicas.min >= 1],
+        # Time-sliced tenants of one GPU together reserve utilisation x share of it.
+        gpu_memory_reserved=max((m.gpu_memory_utilization * m.gpu_share for m in cfg.models), default=0.9),
         gateway_cpu_limit_cores=_cores(wl.gateway.limits.cpu), depends_on=ready, tags=tags,
     ), opts=opts)
     return Workloads(namespaces=namespaces, addons=addons, models=models, gateway=gateway, observability=observability)

@@ -37,7 +37,7 @@ def test_plan_prod_json_contract() -> None:
     clusters = [r for r in doc["resources"] if r["type"] == "aws:eks/cluster:Cluster"]
     assert len(clusters) == 1 and clusters[0]["inputs"]["encryptionConfig"]["resources"] == ["secrets"]
     types = {t for r in doc["resources"] if r["type"] == "aws:eks/nodeGroup:NodeGroup" for t in r["inputs"]["instanceTypes"]}
-    assert any(t.startswith("g5.") for t in types) and any(t.startswith("p4d.") for t in types)
+    assert any(t.startswith("g5.") for t in types) and any(t.startswith("p4de.") for t in types)
     lts = [r for r in doc["resources"] if r["type"] == "aws:ec2/launchTemplate:LaunchTemplate"]
     assert lts and all(lt["inputs"]["metadataOptions"]["httpTokens"] == "required" for lt in lts)
     assert doc["outputs"]["kubeconfig"] == "[secret]"

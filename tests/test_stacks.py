@@ -67,7 +67,8 @@ def test_prod_three_azs_nat_per_az_a10g_and_a100(rendered: Render) -> None:
     assert len(r.of_type("aws:ec2/natGateway:NatGateway")) == 3
     groups = node_groups(r)
     assert groups["gpu-a10g"]["instanceTypes"] == ["g5.2xlarge"] and groups["gpu-a10g"]["labels"]["llm-platform/gpu"] == "a10g"
-    assert groups["gpu-a100"]["instanceTypes"] == ["p4d.24xlarge"] and groups["gpu-a100"]["labels"]["llm-platform/gpu"] == "a100"
+    # 80 GiB A100s: chat-70b fits at 4 GPUs per replica (tests/test_fit.py)
+    assert groups["gpu-a100"]["instanceTypes"] == ["p4de.24xlarge"] and groups["gpu-a100"]["labels"]["llm-platform/gpu"] == "a100"
     assert groups["gpu-a100"]["capacityType"] == "ON_DEMAND"
     tags = {(t.inputs["tag"]["key"], t.inputs["tag"]["value"]) for t in r.of_type("aws:autoscaling/tag:Tag") if "a100" in t.name}
     assert ("k8s.io/cluster-autoscaler/node-template/resources/nvidia.com/gpu", "8") in tags

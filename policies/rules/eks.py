@@ -12,7 +12,7 @@ SUBNET = "aws:ec2/subnet:Subnet"
 WORLD = ("0.0.0.0/0", "::/0")
 # Same list as infra.config.SUPPORTED_EKS_VERSIONS (a test keeps them equal); not imported so that the pack
 # does not load the whole pydantic config model when the engine starts it.
-SUPPORTED_EKS_VERSIONS = ("1.31", "1.32", "1.33", "1.34")
+SUPPORTED_EKS_VERSIONS = ("1.33", "1.34", "1.35")
 LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
 
 

@@ -16,8 +16,9 @@ from bootstrap.config import (
     parse_bootstrap_config,
     regions_in_stacks,
 )
-from bootstrap.program import PLATFORM_SERVICES, main
+from bootstrap.program import PASS_ROLE_SERVICES, PLATFORM_SERVICES, main
 from infra.render import ACCOUNT_ID, ROOT_DIR, Rendering, RenderedResource, known_stacks, render_function
+from tests.delivery.iam_support import allowed, statement_applies
 
 REPO = "acme-ai/llm-platform"
 BASE_CONFIG = {"llm-platform-bootstrap:github_repository": REPO, "llm-platform-bootstrap:region": "us-east-1"}
@@ -41,8 +42,12 @@ def policy_of(resource: RenderedResource, key: str = "policy") -> dict[str, Any]
     return dict(json.loads(value))
 
 
+ROLE_KINDS = ("preview", "reviewed-preview", *(f"deploy-{env}" for env in DEFAULT_ENVIRONMENTS), "images")
+
+
 def role(r: Rendering, kind: str) -> RenderedResource:
-    return r.one("aws:iam/role:Role", f"ci-{kind}")
+    (found,) = [x for x in r.of_type("aws:iam/role:Role") if x.inputs["name"] == f"llm-platform-ci-{kind}" or x.inputs["name"].endswith(f"-ci-{kind}")]
+    return found
 
 
 def statements(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -97,8 +102,8 @@ def test_outputs_are_the_backend_and_secrets_provider_urls_the_readme_uses(boot:
     aliases = {a.inputs["name"] for a in boot.of_type("aws:kms/alias:Alias")}
     assert "alias/llm-platform-secrets" in aliases
     assert set(boot.outputs["ecr_repository_urls"]) == {"gateway", "vllm"}
-    for kind in ("preview", "deploy", "images"):
-        assert boot.outputs[f"ci_{kind}_role_arn"] == f"arn:aws:iam::{ACCOUNT_ID}:role/llm-platform-ci-{kind}"
+    for kind in ROLE_KINDS:
+        assert boot.outputs[f"ci_{kind.replace('-', '_')}_role_arn"] == f"arn:aws:iam::{ACCOUNT_ID}:role/llm-platform-ci-{kind}"
     assert not boot.secret_outputs
 
 
@@ -147,8 +152,9 @@ def test_github_oidc_provider(boot: Rendering) -> None:
     ("kind", "subjects"),
     [
         ("preview", [f"repo:{REPO}:pull_request"]),
-        ("deploy", [f"repo:{REPO}:ref:refs/heads/main", *(f"repo:{REPO}:environment:{e}" for e in ("small", "prod", "global"))]),
-        ("images", [f"repo:{REPO}:ref:refs/heads/main"]),
+        ("reviewed-preview", [f"repo:{REPO}:environment:reviewed-preview"]),
+        *((f"deploy-{e}", [f"repo:{REPO}:environment:{e}"]) for e in ("dev", "small", "prod", "global")),
+        ("images", [f"repo:{REPO}:environment:images"]),
     ],
 )
 def test_ci_role_trusts_exact_subjects_of_this_repository_only(boot: Rendering, kind: str, subjects: list[str]) -> None:
@@ -163,53 +169,133 @@ def test_ci_role_trusts_exact_subjects_of_this_repository_only(boot: Rendering, 
     assert not any("*" in s or "?" in s for s in condition[f"{OIDC_HOST}:sub"])
 
 
-def test_preview_role_is_read_only_and_writes_only_lock_files(boot: Rendering) -> None:
-    attachments = [a for a in boot.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if "preview" in a.name]
+def test_no_role_trusts_the_main_branch_subject_or_more_than_one_subject(boot: Rendering) -> None:
+    """Issue 16 (2): `ref:refs/heads/main` is presented by every job on main that names no environment (the images
+    build did, dev did): trusting it handed the prod/global deploy role to any of them."""
+    seen: set[str] = set()
+    for kind in ROLE_KINDS:
+        (statement,) = statements(policy_of(role(boot, kind), "assumeRolePolicy"))
+        subjects = as_list(statement["Condition"]["StringEquals"][f"{OIDC_HOST}:sub"])
+        assert len(subjects) == 1, f"{kind} trusts {subjects}"
+        assert not subjects[0].endswith(":ref:refs/heads/main"), kind
+        assert subjects[0] not in seen, f"{kind} shares its subject with another role"
+        seen.add(subjects[0])
+    assert len(boot.of_type("aws:iam/role:Role")) == len(ROLE_KINDS)
+
+
+def inline_policy(r: Rendering, kind: str) -> dict[str, Any]:
+    (found,) = [p for p in r.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == f"llm-platform-ci-{kind}"]
+    return policy_of(found)
+
+
+def kms_decrypt_effect(doc: dict[str, Any], key_arn: str) -> str:
+    """The effect of this policy on kms:Decrypt of `key_arn`: Deny beats Allow beats the implicit deny."""
+    effects = {s["Effect"] for s in statements(doc) if statement_applies(s, "kms:Decrypt", key_arn)}
+    return "Deny" if "Deny" in effects else ("Allow" if "Allow" in effects else "ImplicitDeny")
+
+
+def test_pull_request_role_reads_no_state_and_cannot_decrypt_the_secrets_key(boot: Rendering) -> None:
+    """Issue 16 (3): any PR author could assume the preview role, which had kms:Decrypt on the secrets key while the
+    state holds generated secrets (Redis AUTH tokens, the ledger password)."""
+    attachments = [a for a in boot.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if a.inputs["role"] == "llm-platform-ci-preview"]
     assert [a.inputs["policyArn"] for a in attachments] == ["arn:aws:iam::aws:policy/ReadOnlyAccess"]
-    inline = policy_of(boot.one("aws:iam/rolePolicy:RolePolicy", "preview"))
+    doc = inline_policy(boot, "preview")
+    assert [s for s in statements(doc) if s["Effect"] == "Allow"] == [], "denies only, on top of ReadOnlyAccess"
+    for key in ("secrets_key_arn", "state_key_arn"):
+        assert kms_decrypt_effect(doc, boot.outputs[key]) == "Deny", key
+    state_object = f"arn:aws:s3:::{boot.outputs['state_bucket']}/.pulumi/stacks/llm-platform/prod.json"
+    assert any(s["Effect"] == "Deny" and statement_applies(s, "s3:GetObject", state_object) for s in statements(doc))
+    assert any(s["Effect"] == "Deny" and statement_applies(s, "secretsmanager:GetSecretValue", "arn:aws:secretsmanager:us-east-1:1:secret:x")
+               for s in statements(doc))
+
+
+def test_reviewed_preview_role_reads_state_writes_only_lock_files(boot: Rendering) -> None:
+    attachments = [a for a in boot.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if a.inputs["role"] == "llm-platform-ci-reviewed-preview"]
+    assert [a.inputs["policyArn"] for a in attachments] == ["arn:aws:iam::aws:policy/ReadOnlyAccess"]
+    inline = inline_policy(boot, "reviewed-preview")
     bucket_arn = f"arn:aws:s3:::{boot.outputs['state_bucket']}"
     writes = [s for s in statements(inline) if s["Effect"] == "Allow" and any(a in as_list(s["Action"]) for a in ("s3:PutObject", "s3:DeleteObject"))]
-    assert [s["Resource"] for s in writes] == [f"{bucket_arn}/.pulumi/locks/*"]
+    assert [s["Resource"] for s in writes] == [[f"{bucket_arn}/.pulumi/locks/organization/llm-platform/{st}/*" for st in known_stacks()]]
     allowed_actions = {a for s in statements(inline) if s["Effect"] == "Allow" for a in as_list(s["Action"])}
     assert not any(a.endswith(":*") or a == "*" for a in allowed_actions)
+    # The platform stacks' state, not the bootstrap's (its project is llm-platform-bootstrap).
+    assert allowed(inline, "s3:GetObject", f"{bucket_arn}/.pulumi/stacks/llm-platform/prod.json")
+    assert not allowed(inline, "s3:GetObject", f"{bucket_arn}/.pulumi/stacks/llm-platform-bootstrap/bootstrap.json")
+    # It decrypts the stack's state (behind the environment's reviewers) and no other key.
+    assert kms_decrypt_effect(inline, boot.outputs["secrets_key_arn"]) == "Allow"
+    assert kms_decrypt_effect(inline, "arn:aws:kms:us-east-1:123456789012:key/other") == "Deny"
     deny = [s for s in statements(inline) if s["Effect"] == "Deny"]
-    assert deny and "secretsmanager:GetSecretValue" in deny[0]["Action"] and f"{bucket_arn}/*" in deny[0]["NotResource"]
+    assert any("secretsmanager:GetSecretValue" in as_list(s["Action"]) and s["Resource"] == "*" for s in deny)
 
 
-def deploy_doc(r: Rendering) -> dict[str, Any]:
-    return policy_of(r.one("aws:iam/policy:Policy", "ci-deploy"))
+def deploy_doc(r: Rendering, env: str) -> dict[str, Any]:
+    return policy_of(r.one("aws:iam/policy:Policy", f"ci-deploy-{env}"))
 
 
-def test_deploy_policy_is_scoped_and_guards_the_bootstrap(boot: Rendering) -> None:
-    doc = deploy_doc(boot)
-    raw = boot.one("aws:iam/policy:Policy", "ci-deploy").inputs["policy"]
+@pytest.mark.parametrize("env", DEFAULT_ENVIRONMENTS)
+def test_deploy_policy_is_scoped_and_guards_the_bootstrap(boot: Rendering, env: str) -> None:
+    doc = deploy_doc(boot, env)
+    raw = boot.one("aws:iam/policy:Policy", f"ci-deploy-{env}").inputs["policy"]
     assert len(re.sub(r"\s", "", raw)) <= 6144, "IAM managed policies are limited to 6144 characters"
     by_sid = {s["Sid"]: s for s in statements(doc)}
     allows = [s for s in statements(doc) if s["Effect"] == "Allow"]
     for s in allows:
         assert "*" not in as_list(s["Action"]) and "iam:*" not in as_list(s["Action"]), s["Sid"]
-    assert set(by_sid["PlatformServices"]["Action"]) == {f"{svc}:*" for svc in PLATFORM_SERVICES}
-    # Run-command on nodes and image pushes are not the deploy role's business.
-    assert not {"ssm:*", "ecr:*", "iam:*", "sts:*"} & set(by_sid["PlatformServices"]["Action"])
-    assert by_sid["PublicAmiParameters"]["Resource"] == "arn:aws:ssm:*::parameter/aws/service/*"
-    assert by_sid["PassRolesToPlatformServices"]["Condition"]["StringEquals"]["iam:PassedToService"]
+    assert set(by_sid["PlatformServices"]["Action"]) | {by_sid["PlatformBuckets"]["Action"]} == {f"{svc}:*" for svc in PLATFORM_SERVICES}
+    # Run-command on nodes is not the deploy role's business.
+    assert not {"ssm:*", "iam:*", "sts:*"} & set(by_sid["PlatformServices"]["Action"])
+    assert by_sid["PublicAmiParameters"]["Resource"] == "arn:aws:ssm:*:*:parameter/aws/service/*"
+    assert set(by_sid["PassRolesToPlatformServices"]["Condition"]["StringEquals"]["iam:PassedToService"]) == set(PASS_ROLE_SERVICES)
     assert "iam:PassRole" not in by_sid["PlatformIdentities"]["Action"]
 
     region_guard = by_sid["OnlyTheStacksRegions"]
     assert region_guard["Effect"] == "Deny" and "iam:*" in region_guard["NotAction"]
-    assert set(region_guard["Condition"]["StringNotEquals"]["aws:RequestedRegion"]) == regions_in_stacks() | {"us-east-1"}
+    assert set(region_guard["Condition"]["StringNotEquals"]["aws:RequestedRegion"]) == regions_in_stacks(stack=env) | {"us-east-1"}
 
     assert {"iam:CreateUser", "iam:CreateAccessKey"} <= set(by_sid["NoLongLivedIdentities"]["Action"])
     assert by_sid["NoLongLivedIdentities"]["Effect"] == "Deny"
     guarded_roles = set(by_sid["BootstrapIdentitiesReadOnly"]["Resource"])
-    assert {boot.outputs[f"ci_{k}_role_arn"] for k in ("preview", "deploy", "images")} <= guarded_roles
+    assert {boot.outputs[f"ci_{k.replace('-', '_')}_role_arn"] for k in ROLE_KINDS} <= guarded_roles
     assert boot.outputs["oidc_provider_arn"] in guarded_roles
     bucket_guard = by_sid["StateBucketSettingsFixed"]
     assert bucket_guard["Effect"] == "Deny" and "s3:PutBucketPolicy" not in bucket_guard["NotAction"]
     assert {"kms:ScheduleKeyDeletion", "kms:PutKeyPolicy"} <= set(by_sid["BootstrapKeysFixed"]["Action"])
     assert boot.outputs["state_key_arn"] in by_sid["BootstrapKeysFixed"]["Resource"]
-    attached = [a for a in boot.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if "deploy" in a.name]
+    repo_guard = by_sid["BootstrapRepositoriesReadOnly"]
+    assert repo_guard["Effect"] == "Deny" and "ecr:DeleteRepository" not in repo_guard["NotAction"]
+    assert sorted(repo_guard["Resource"]) == [f"arn:aws:ecr:us-east-1:{ACCOUNT_ID}:repository/llm-platform/{n}" for n in ("gateway", "vllm")]
+    attached = [a for a in boot.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if a.inputs["role"] == f"llm-platform-ci-deploy-{env}"]
     assert len(attached) == 1
+
+
+@pytest.mark.parametrize("env", DEFAULT_ENVIRONMENTS)
+def test_deploy_role_reads_and_writes_only_its_own_stacks_state(boot: Rendering, env: str) -> None:
+    """A dev deploy role (no reviewers) must not read prod's state, whose secrets the shared secrets key decrypts.
+    Object keys are the DIY backend's (pulumi/pulumi pkg/backend/diy: stacks, history, backups, locks)."""
+    doc = deploy_doc(boot, env)
+    bucket = f"arn:aws:s3:::{boot.outputs['state_bucket']}"
+    own = [f".pulumi/stacks/llm-platform/{env}.json", f".pulumi/stacks/llm-platform/{env}.json.bak",
+           f".pulumi/history/llm-platform/{env}/{env}-1764000000000000000.checkpoint.json",
+           f".pulumi/backups/llm-platform/{env}/{env}.1764000000000000000.json",
+           f".pulumi/locks/organization/llm-platform/{env}/0b1c.json"]
+    for key in own:
+        for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+            assert allowed(doc, action, f"{bucket}/{key}"), (action, key)
+    assert allowed(doc, "s3:GetObject", f"{bucket}/.pulumi/meta.yaml")
+    assert not allowed(doc, "s3:PutObject", f"{bucket}/.pulumi/meta.yaml")
+    for other in [s for s in DEFAULT_ENVIRONMENTS if s != env]:
+        for key in (f".pulumi/stacks/llm-platform/{other}.json", f".pulumi/history/llm-platform/{other}/x.json"):
+            assert not allowed(doc, "s3:GetObject", f"{bucket}/{key}"), (env, key)
+    assert not allowed(doc, "s3:GetObject", f"{bucket}/.pulumi/stacks/llm-platform-bootstrap/bootstrap.json")
+    # `dev` must not match `dev2`-style neighbours: the checkpoint pattern is anchored on the stack name.
+    assert not allowed(doc, "s3:GetObject", f"{bucket}/.pulumi/stacks/llm-platform/{env}x.json")
+
+
+def test_deploy_role_can_run_the_global_tiers_ecr_and_replication() -> None:
+    """Issue 16 (1): no `ecr:*` and no PassRole to ecr/s3: AccessDenied partway through the first global up (ECR
+    replication and creation templates, S3 replication roles)."""
+    assert "ecr" in PLATFORM_SERVICES
+    assert {"ecr.amazonaws.com", "s3.amazonaws.com"} <= set(PASS_ROLE_SERVICES)
 
 
 def test_deploy_role_regions_cover_every_stack_region() -> None:
@@ -221,12 +307,14 @@ def test_deploy_role_regions_cover_every_stack_region() -> None:
     assert regions_in_stacks() == expected
     cfg = parse_bootstrap_config({"github_repository": REPO, "region": "eu-west-1"})
     assert set(cfg.deploy_regions()) == expected | {"eu-west-1"}
+    global_regions = {r["name"] for r in yaml.safe_load((ROOT_DIR / "stacks" / "Pulumi.global.yaml").read_text())["config"]["llm-platform:regions"]}
+    assert set(cfg.deploy_regions(environment="global")) == global_regions | {"eu-west-1"}
     pinned = parse_bootstrap_config({"github_repository": REPO, "region": "eu-west-1", "allowed_regions": ["us-west-2"]})
     assert pinned.deploy_regions() == ["eu-west-1", "us-west-2"]
 
 
 def test_images_role_can_only_push_to_the_platform_repositories(boot: Rendering) -> None:
-    doc = policy_of(boot.one("aws:iam/rolePolicy:RolePolicy", "images"))
+    doc = inline_policy(boot, "images")
     repo_arns = {f"arn:aws:ecr:us-east-1:{ACCOUNT_ID}:repository/llm-platform/{n}" for n in ("gateway", "vllm")}
     for s in statements(doc):
         assert s["Effect"] == "Allow"
@@ -240,9 +328,9 @@ def test_images_role_can_only_push_to_the_platform_repositories(boot: Rendering)
             assert s["Condition"]["StringEquals"]["kms:ViaService"] == "ecr.us-east-1.amazonaws.com"
 
 
-def test_deploy_environments_default_to_the_gated_tiers() -> None:
-    assert DEFAULT_ENVIRONMENTS == ("small", "prod", "global")
-    assert set(DEFAULT_ENVIRONMENTS) | {"dev"} == set(known_stacks())
+def test_deploy_environments_default_to_one_per_stack() -> None:
+    assert DEFAULT_ENVIRONMENTS == ("dev", "small", "prod", "global")
+    assert set(DEFAULT_ENVIRONMENTS) == set(known_stacks())
 
 
 def test_force_destroy_is_off_unless_tearing_down(boot: Rendering) -> None:
@@ -256,9 +344,10 @@ def test_existing_oidc_provider_is_reused() -> None:
     arn = f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{OIDC_HOST}"
     r = render_bootstrap(github_oidc_provider_arn=arn, name_prefix="acme", environments=["prod"])
     assert not r.of_type("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
-    (statement,) = statements(policy_of(role(r, "deploy"), "assumeRolePolicy"))
+    (statement,) = statements(policy_of(role(r, "deploy-prod"), "assumeRolePolicy"))
     assert statement["Principal"] == {"Federated": arn}
-    assert statement["Condition"]["StringEquals"][f"{OIDC_HOST}:sub"] == [f"repo:{REPO}:ref:refs/heads/main", f"repo:{REPO}:environment:prod"]
+    assert statement["Condition"]["StringEquals"][f"{OIDC_HOST}:sub"] == [f"repo:{REPO}:environment:prod"]
+    assert [x.inputs["name"] for x in r.of_type("aws:iam/role:Role") if "deploy" in x.inputs["name"]] == ["acme-ci-deploy-prod"]
     assert r.outputs["secrets_provider"] == "awskms://alias/acme-secrets?region=us-east-1"
     assert sorted(x.inputs["name"] for x in r.of_type("aws:ecr/repository:Repository")) == ["acme/gateway", "acme/vllm"]
 
@@ -279,6 +368,7 @@ def test_every_resource_is_in_the_configured_region(boot: Rendering) -> None:
         ({"github_repository": "acme"}, "llm-platform-bootstrap:github_repository: got \"acme\""),
         ({"region": "mars-1"}, "llm-platform-bootstrap:region: got \"mars-1\""),
         ({"environments": ["prod", "prod"]}, "llm-platform-bootstrap:environments: got [\"prod\", \"prod\"]; a name is listed twice"),
+        ({"environments": ["staging"]}, "llm-platform-bootstrap:environments: got [\"staging\"]; 'staging' is not a stack; allowed: dev, global, prod, small"),
         ({"name_prefix": "llm-platform-bootstrap"}, "llm-platform-bootstrap:name_prefix: got \"llm-platform-bootstrap\""),
         ({"ecr_keep_images": 3}, "llm-platform-bootstrap:ecr_keep_images: got 3; input should be greater than or equal to 10"),
         ({"surprise": 1}, "llm-platform-bootstrap:surprise: got 1; extra inputs are not permitted"),
@@ -314,10 +404,10 @@ def test_project_file_and_entry_point_run_the_program() -> None:
     project = yaml.safe_load((ROOT_DIR / "bootstrap" / "Pulumi.yaml").read_text())
     assert project["name"] == "llm-platform-bootstrap"
     assert project["runtime"]["name"] == "python"
-    assert (ROOT_DIR / "bootstrap" / project["runtime"]["options"]["virtualenv"]).resolve() == ROOT_DIR / ".venv"
+    assert (ROOT_DIR / "bootstrap" / project["runtime"]["options"]["virtualenv"]).resolve() == (ROOT_DIR / ".venv").resolve()
     entry = ROOT_DIR / "bootstrap" / "__main__.py"
     r = render_function(lambda: runpy.run_path(str(entry), run_name="__main__"), stack="bootstrap", config=BASE_CONFIG)
-    assert len(r.of_type("aws:iam/role:Role")) == 3
+    assert len(r.of_type("aws:iam/role:Role")) == len(ROLE_KINDS)
     assert r.outputs["backend_url"].startswith("s3://llm-platform-state-")
 
 

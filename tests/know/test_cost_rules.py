@@ -41,6 +41,7 @@ SYNTHETIC: dict[str, Any] = {
             "rds_storage_gb_month": {"gp3": 0.1},
             "ebs_gb_month": {"gp3": 0.08},
             "eks_cluster_hour": 0.1,
+            "eks_extended_support_cluster_hour": 0.6,
             "nat_gateway_hour": 0.05, "nat_gateway_gb": 0.05,
             "public_ipv4_hour": 0.005,
             "vpc_interface_endpoint_az_hour": 0.01,

@@ -187,8 +187,8 @@ def _stub_all_addons(stub: Stubber, cfg: PlatformConfig, override: dict[str, lis
 def test_eks_version_and_addons_pass(eks: tuple[Any, Stubber]) -> None:
     client, stub = eks
     cfg = stack_config("dev")
-    stub.add_response("describe_cluster_versions", {"clusterVersions": [{"clusterVersion": "1.33", "versionStatus": "STANDARD_SUPPORT"}]},
-                      {"clusterVersions": ["1.33"]})
+    stub.add_response("describe_cluster_versions", {"clusterVersions": [{"clusterVersion": cfg.cluster.version, "versionStatus": "STANDARD_SUPPORT"}]},
+                      {"clusterVersions": [cfg.cluster.version]})
     _stub_all_addons(stub, cfg)
     results = check_eks_versions(cfg, Clients(eks=client))
     assert [r.status for r in results] == ["PASS"] * (1 + len(cfg.cluster.addons))
@@ -209,7 +209,7 @@ def test_eks_version_not_offered_fails_with_served_versions(eks: tuple[Any, Stub
 def test_eks_extended_support_is_a_warning(eks: tuple[Any, Stubber]) -> None:
     client, stub = eks
     cfg = stack_config("dev")
-    stub.add_response("describe_cluster_versions", {"clusterVersions": [{"clusterVersion": "1.33", "versionStatus": "EXTENDED_SUPPORT"}]})
+    stub.add_response("describe_cluster_versions", {"clusterVersions": [{"clusterVersion": cfg.cluster.version, "versionStatus": "EXTENDED_SUPPORT"}]})
     _stub_all_addons(stub, cfg)
     results = check_eks_versions(cfg, Clients(eks=client))
     assert results[0].status == "WARN"
@@ -219,11 +219,11 @@ def test_eks_extended_support_is_a_warning(eks: tuple[Any, Stubber]) -> None:
 def test_missing_addon_version_fails_and_suggests_the_default(eks: tuple[Any, Stubber]) -> None:
     client, stub = eks
     cfg = stack_config("dev")
-    stub.add_response("describe_cluster_versions", {"clusterVersions": [{"clusterVersion": "1.33", "versionStatus": "STANDARD_SUPPORT"}]})
-    _stub_all_addons(stub, cfg, {"coredns": ["v1.12.4-eksbuild.1", "v1.12.2-eksbuild.4"]})
+    stub.add_response("describe_cluster_versions", {"clusterVersions": [{"clusterVersion": cfg.cluster.version, "versionStatus": "STANDARD_SUPPORT"}]})
+    _stub_all_addons(stub, cfg, {"coredns": ["v1.14.4-eksbuild.1", "v1.14.2-eksbuild.4"]})
     results = {r.detail.split(" ")[0]: r for r in check_eks_versions(cfg, Clients(eks=client))[1:]}
     assert results["coredns"].status == "FAIL"
-    assert results["coredns"].fix.startswith("set llm-platform:cluster.addons.coredns to v1.12.4-eksbuild.1 (default for 1.33)")
+    assert results["coredns"].fix.startswith(f"set llm-platform:cluster.addons.coredns to v1.14.4-eksbuild.1 (default for {cfg.cluster.version})")
     assert all(r.status == "PASS" for name, r in results.items() if name != "coredns")
 
 
@@ -408,3 +408,33 @@ def test_quotas_are_checked_in_every_region_of_the_global_tier(quotas: tuple[Any
     assert len(regions) == 3 and asked == regions
     assert [r.region for r in results] == [region for region in regions for _ in keys]
     assert {r.status for r in results} == {"PASS"}
+
+
+def test_eks_version_support_dates_are_reported_and_checked_against_the_pins_table(eks: tuple[Any, Stubber]) -> None:
+    """DescribeClusterVersions (botocore's eks model: endOfStandardSupportDate/endOfExtendedSupportDate) vs infra/pins.py."""
+    from datetime import datetime, timedelta, timezone
+
+    from infra.pins import EKS_VERSIONS
+
+    client, stub = eks
+    cfg = stack_config("dev")
+    ours = EKS_VERSIONS[cfg.cluster.version]
+    pacific = timezone(timedelta(hours=-7))
+    # AWS gives the instant in US Pacific time: 17:00 the day before is midnight UTC of the calendar day.
+    std = datetime(ours.end_of_standard_support.year, ours.end_of_standard_support.month, ours.end_of_standard_support.day,
+                   tzinfo=timezone.utc).astimezone(pacific)
+    later = datetime(2099, 1, 1, tzinfo=timezone.utc)
+    stub.add_response("describe_cluster_versions", {"clusterVersions": [{
+        "clusterVersion": cfg.cluster.version, "versionStatus": "STANDARD_SUPPORT",
+        "endOfStandardSupportDate": std, "endOfExtendedSupportDate": later}]})
+    _stub_all_addons(stub, cfg)
+    results = check_eks_versions(cfg, Clients(eks=client))
+    assert results[0].status == "PASS"
+    assert results[0].detail.endswith(f"standard support until {ours.end_of_standard_support.isoformat()}, extended until 2099-01-01")
+    assert not [r for r in results if r.check == "eks-calendar"]
+
+    stub.add_response("describe_cluster_versions", {"clusterVersions": [{
+        "clusterVersion": cfg.cluster.version, "versionStatus": "STANDARD_SUPPORT", "endOfStandardSupportDate": later}]})
+    _stub_all_addons(stub, cfg)
+    drift = [r for r in check_eks_versions(cfg, Clients(eks=client)) if r.check == "eks-calendar"]
+    assert len(drift) == 1 and drift[0].status == "WARN" and "infra/pins.py" in drift[0].fix

@@ -264,7 +264,7 @@ def test_keda_scales_on_vllm_queue_and_wakes_idle_models_on_gateway_demand(rende
     assert queue["metadata"]["threshold"] == "5"
     assert queue["metadata"]["serverAddress"] == "http://kube-prometheus-stack-prometheus.monitoring.svc:9090"
     demand = next(t for t in chat["triggers"] if t["name"] == "gateway-demand")
-    assert 'gateway_requests_total{model="chat-7b"}' in demand["metadata"]["query"]
+    assert 'gateway_model_demand_total{model="chat-7b"}' in demand["metadata"]["query"]
     assert demand["metadata"]["activationThreshold"] == "0"
     always_on = one(rendering, "ScaledObject", "big", "models")["spec"]
     assert [t["name"] for t in always_on["triggers"]] == ["queue-depth"]

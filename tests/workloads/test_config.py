@@ -10,6 +10,7 @@ from typing import Any, Callable
 import pytest
 
 from infra.config import ConfigError, parse_platform_config
+from infra.pins import VLLM_VERSION
 from infra.render import read_stack_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,7 +127,7 @@ def test_vllm_dockerfile_is_pinned_non_root_and_lint_clean() -> None:
     dockerfile = ROOT / "images" / "vllm" / "Dockerfile"
     text = dockerfile.read_text()
     froms = [line.split()[1] for line in text.splitlines() if line.startswith("FROM ")]
-    assert froms == ["vllm/vllm-openai:v0.11.0"]
+    assert froms == [f"vllm/vllm-openai:v{VLLM_VERSION}"]
     users = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     result = subprocess.run([str(ROOT / ".venv" / "bin" / "hadolint"), str(dockerfile)], capture_output=True, text=True)
@@ -134,4 +135,17 @@ def test_vllm_dockerfile_is_pinned_non_root_and_lint_clean() -> None:
     # Every stack runs the image built from this Dockerfile: same upstream vLLM version in the tag.
     for stack in ("dev", "small", "prod", "global"):
         tag = read_stack_config(stack)["llm-platform:workloads"]["vllm_image"]["tag"]
-        assert tag.startswith("v0.11.0"), (stack, tag)
+        assert tag.startswith(f"v{VLLM_VERSION}-"), (stack, tag)
+
+
+def test_alerting_needs_a_receiver() -> None:
+    message = error_for(lambda raw: raw["workloads"].pop("alerting"))
+    assert "llm-platform:workloads.alerting" in message
+    message = error_for(lambda raw: raw["workloads"].update(alerting={"slack_channel": "#x"}))
+    assert "at least one of pagerduty_routing_key_secret, slack_webhook_secret, sns_topic_arn" in message
+
+
+def test_alerting_secrets_are_names_or_full_arns() -> None:
+    message = error_for(lambda raw: raw["workloads"]["alerting"].update(slack_webhook_secret="https://hooks.slack.com/services/T/B/x"))
+    assert "llm-platform:workloads.alerting.slack_webhook_secret" in message and "allowed" in message
+    assert "hooks.slack.com" not in message  # a credential pasted by mistake is not echoed into CI logs

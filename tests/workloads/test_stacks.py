@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components.observability import DCGM_METRICS, PROMETHEUS_BUILTIN_METRICS, VLLM_METRICS, alert_rules, dashboards
+from components.observability import DCGM_METRICS, KUBE_STATE_METRICS, PROMETHEUS_BUILTIN_METRICS, VLLM_METRICS, alert_rules, dashboards
 from infra.cli import stack_platform_config
 from infra.config import PlatformConfig
 from infra.manifests import write_manifests
@@ -215,7 +215,8 @@ def test_no_generated_secret_in_clear_text(rendered: Rendered, stack: str) -> No
 
 def allowed_metrics() -> set[str]:
     gateway_registry = {m.name for m in REGISTRY.collect()}
-    known = set(METRIC_NAMES) | gateway_registry | set(VLLM_METRICS) | set(DCGM_METRICS) | set(PROMETHEUS_BUILTIN_METRICS)
+    known = (set(METRIC_NAMES) | gateway_registry | set(VLLM_METRICS) | set(DCGM_METRICS) | set(KUBE_STATE_METRICS)
+             | set(PROMETHEUS_BUILTIN_METRICS))
     # prometheus_client reports counter families without `_total`; exposition adds it.
     return known | {f"{n}_total" for n in gateway_registry}
 
@@ -285,7 +286,7 @@ def test_alert_thresholds_are_the_ones_on_call_agreed() -> None:
 
     rules = {r["alert"]: r for r in alert_rules(ObservabilityArgs("monitoring", "gateway", "models", "https://x/runbooks", ["m"]))}
     assert rules["GatewayBackendUnhealthy"]["for"] == "2m"
-    assert rules["GPUMemoryHigh"]["for"] == "5m" and rules["GPUMemoryHigh"]["expr"].endswith("> 0.9")
+    assert rules["GPUMemoryHigh"]["for"] == "5m" and rules["GPUMemoryHigh"]["expr"].endswith("> 0.97")  # 0.9 reserved + headroom
     assert rules["GatewayErrorRateHigh"]["for"] == "2m" and rules["GatewayErrorRateHigh"]["expr"].endswith("> 0.05")
     assert rules["ModelQueueDepthHigh"]["for"] == "1m" and rules["ModelQueueDepthHigh"]["expr"].endswith("> 100")
     assert rules["RateLimitRejectionsHigh"]["expr"].endswith("[1m])) > 100")

@@ -1,8 +1,10 @@
 """The gateway's ASGI app. The hot path reads top to bottom in ``Gateway.proxy``:
 
 request id → authenticate → read + validate body → model lookup and permission → limits and quotas (one
-Redis round trip) → response cache → upstream with retries, breakers and fallbacks (streamed or not) →
-send → afterwards: reconcile reserved tokens, record usage, metrics, one JSON log line.
+Redis round trip) → response cache → demand counted for the requested model → (a model without a healthy
+backend: a fallback that has one, or the request is held while the model wakes) → upstream with retries,
+breakers and fallbacks (streamed or not) → send → afterwards: reconcile reserved tokens, record usage,
+metrics, one JSON log line.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ ENDPOINTS: dict[str, tuple[str, tuple[str, ...]]] = {
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 CONTENT_PART_TYPES = frozenset({"text", "image_url", "input_audio", "audio_url", "video_url", "file",
                                 "refusal"})
+# A request that waited for a model to wake and timed out is held again when the client retries, so a short hint.
+WAKE_RETRY_AFTER_S = 5
 SSE_HEADERS: Headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"x-accel-buffering", b"no"),
                         *SECURITY_HEADERS]
 
@@ -92,7 +96,13 @@ class Gateway:
         self.usage_app = usage_app
         self.pool = pool
         self.draining = False
+        self._drained = asyncio.Event()
         self.inflight = 0
+        self.held = 0  # requests waiting for a model to wake
+        # one demand series per catalog model from the start, at 0: KEDA's rate() sees the first request
+        self._demand = {entry.name: metrics.MODEL_DEMAND.labels(entry.name) for entry in catalog.models}
+        for entry in catalog.models:
+            metrics.HELD.labels(entry.name).set(0)
         self._background: set[asyncio.Task[Any]] = set()
         self._timeout_plain = Timeouts(settings.connect_timeout_s, settings.request_timeout_s)
         self._timeout_stream = Timeouts(settings.connect_timeout_s, settings.request_timeout_s,
@@ -115,6 +125,8 @@ class Gateway:
             await send_json(send, 200, {"status": "ok"})
         elif path == "/health/ready":
             await self.readiness(send)
+        elif path == "/health/serving":
+            await self.serving(send)
         elif path == "/v1/models" and method == "GET":
             await self.authenticated(scope, receive, send, self.list_models)
         elif path.startswith("/admin/") or path == "/admin":
@@ -172,7 +184,7 @@ class Gateway:
             if ctx.stream:
                 await self.forward_stream(ctx, scope, receive, send, upstream_body, base_headers)
             else:
-                response_body = await self.forward(ctx, upstream_body, send, base_headers)
+                response_body = await self.forward(ctx, upstream_body, receive, send, base_headers)
                 if key is not None and ctx.status == 200 and response_body is not None and not ctx.fallback_from:
                     self.spawn(self.cache.put(key, response_body, ctx.prompt_tokens, ctx.completion_tokens))
         except errors.GatewayError as exc:
@@ -342,13 +354,17 @@ class Gateway:
         return plan
 
     async def open_upstream(self, ctx: RequestContext, upstream_body: dict[str, Any],
-                            affinity: bytes | None) -> UpstreamResponse:
+                            affinity: bytes | None, receive: Receive) -> UpstreamResponse:
         """A response with a non-retryable status, after retries, breakers and fallbacks; ``ctx.backend`` set."""
         assert ctx.entry is not None
+        self._demand[ctx.entry.name].inc()  # the model asked for, even if a fallback serves: that is what wakes it
+        plan = self.attempt_plan(ctx.entry)
+        if not self.router.has_healthy(ctx.entry.name):
+            plan = await self.plan_for_sleeping_model(ctx.entry, plan, receive)
         timeout = self._timeout_stream if ctx.stream else self._timeout_plain
         path = "/v1/" + {"chat": "chat/completions"}.get(ctx.endpoint, ctx.endpoint)
         last_error = "no backend available"
-        for entry in self.attempt_plan(ctx.entry):
+        for entry in plan:
             if entry is not ctx.entry:
                 metrics.FALLBACKS.labels(ctx.entry.name, entry.name).inc()
                 ctx.fallback_from = ctx.entry.name
@@ -401,15 +417,62 @@ class Gateway:
         raise errors.ServiceUnavailable(f"model '{ctx.entry.name}' is unavailable: {last_error}",
                                         headers=[(b"retry-after", b"1")])
 
+    async def plan_for_sleeping_model(self, requested: ModelEntry, plan: list[ModelEntry],
+                                      receive: Receive) -> list[ModelEntry]:
+        """The requested model has no healthy backend (scaled to zero and waking, or down). A fallback with a
+        healthy backend serves at once; otherwise the request is held until one of the plan's models has one,
+        for at most the model's ``wake_timeout_s`` (0: no holding, the attempts below answer as before). The client
+        leaving or a drain ends the wait; the caller's ``finish`` then releases the limiter's slot and refunds."""
+        healthy = [entry for entry in plan if self.router.has_healthy(entry.name)]
+        if healthy or requested.wake_timeout_s <= 0:
+            return healthy or plan
+        name = requested.name
+        retry = [(b"retry-after", str(WAKE_RETRY_AFTER_S).encode()),
+                 (b"retry-after-ms", str(WAKE_RETRY_AFTER_S * 1000).encode()), (b"x-should-retry", b"true")]
+        if self.held >= self.settings.max_held_requests or self.draining:
+            metrics.WAKE_OUTCOMES.labels(name, "full" if not self.draining else "draining").inc()
+            raise errors.ServiceUnavailable(
+                f"model '{name}' is starting and this gateway is holding as many requests as it may; "
+                f"retry in {WAKE_RETRY_AFTER_S} s", code="model_waking", headers=retry)
+        self.held += 1
+        metrics.HELD.labels(name).inc()
+        waiter = asyncio.ensure_future(self.router.wait_healthy([entry.name for entry in plan],
+                                                                requested.wake_timeout_s))
+        left = asyncio.ensure_future(_wait_for_disconnect(receive))
+        drained = asyncio.ensure_future(self._drained.wait())
+        try:
+            await asyncio.wait((waiter, left, drained), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiter, left, drained):
+                task.cancel()
+            self.held -= 1
+            metrics.HELD.labels(name).dec()
+        if waiter.done() and not waiter.cancelled() and waiter.result():
+            metrics.WAKE_OUTCOMES.labels(name, "woken").inc()
+            return [entry for entry in plan if self.router.has_healthy(entry.name)] or plan
+        if left.done() and not left.cancelled():
+            metrics.WAKE_OUTCOMES.labels(name, "disconnected").inc()
+            raise ClientDisconnected()
+        outcome = "draining" if drained.done() and not drained.cancelled() else "timeout"
+        metrics.WAKE_OUTCOMES.labels(name, outcome).inc()
+        raise errors.ServiceUnavailable(
+            f"model '{name}' has no running backend yet (scaled to zero and starting); waited "
+            f"{requested.wake_timeout_s:g} s, retry in {WAKE_RETRY_AFTER_S} s", code="model_waking", headers=retry)
+
+    def begin_drain(self) -> None:
+        """SIGTERM: readiness turns 503 and held requests are answered 503 at once (their retry lands elsewhere)."""
+        self.draining = True
+        self._drained.set()
+
     def affinity_key(self, ctx: RequestContext, body: dict[str, Any]) -> bytes | None:
         if ctx.entry is None or not ctx.entry.prefix_affinity:
             return None
         return _affinity_key(ctx.endpoint, body, self.settings.affinity_prefix_chars)
 
-    async def forward(self, ctx: RequestContext, upstream_body: dict[str, Any], send: Send,
+    async def forward(self, ctx: RequestContext, upstream_body: dict[str, Any], receive: Receive, send: Send,
                       headers: Headers) -> bytes | None:
         affinity = self.affinity_key(ctx, upstream_body)
-        response = await self.open_upstream(ctx, upstream_body, affinity)
+        response = await self.open_upstream(ctx, upstream_body, affinity, receive)
         backend = ctx.backend
         assert backend is not None
         try:
@@ -446,7 +509,7 @@ class Gateway:
     async def forward_stream(self, ctx: RequestContext, scope: Scope, receive: Receive, send: Send,
                              upstream_body: dict[str, Any], headers: Headers) -> None:
         affinity = self.affinity_key(ctx, upstream_body)
-        response = await self.open_upstream(ctx, upstream_body, affinity)
+        response = await self.open_upstream(ctx, upstream_body, affinity, receive)
         backend = ctx.backend
         assert backend is not None
         if response.status != 200:  # an error the client should see as it is (4xx, 500)
@@ -607,6 +670,10 @@ class Gateway:
         await send_json(send, 200, {"object": "list", "data": data})
 
     async def readiness(self, send: Send) -> None:
+        """Ready = may receive traffic: the catalog is loaded (the listener opens only after it is) and not draining.
+        Models do not count: a model scaled to zero wakes only on requests that reach a ready gateway. Nor do Redis
+        (degraded mode keeps limits) and Postgres (cached keys, spilled usage): every replica shares them, so an
+        outage would empty the load balancer and turn the gateway's OpenAI-format 503s into its bare ones."""
         models_ready = self.router.ready_models()
         postgres = "unknown"
         if self.pool is not None:
@@ -615,7 +682,7 @@ class Gateway:
                 postgres = "ok"
             except Exception:
                 postgres = "down"
-        ready = not self.draining and models_ready > 0
+        ready = not self.draining
         body = {
             "status": "ready" if ready else "not_ready",
             "draining": self.draining,
@@ -626,8 +693,17 @@ class Gateway:
             "postgres": postgres,
             "usage_buffer_depth": self.meter.depth,
             "inflight": self.inflight,
+            "held": self.held,
         }
         await send_json(send, 200 if ready else 503, body)
+
+    async def serving(self, send: Send) -> None:
+        """200 while some model has a healthy backend (the old readiness): for checks that should route around a
+        region whose models are all down, e.g. a DNS failover health check. Never use it as the pod's readiness."""
+        models_ready = self.router.ready_models()
+        ok = not self.draining and models_ready > 0
+        await send_json(send, 200 if ok else 503, {"status": "serving" if ok else "not_serving",
+                                                   "models_ready": models_ready, "draining": self.draining})
 
 
 # ---------------------------------------------------------------------- validation helpers

@@ -16,6 +16,8 @@ Schema (every object is strict: an unknown field is an error)::
         prices: {prompt_per_1k: 0.0002, completion_per_1k: 0.0006}   # USD per 1000 tokens
         fallbacks: [mistral-7b]      # other catalog models (same kind) tried when this one fails; no cycles
         prefix_affinity: false       # route same-prefix prompts to the same backend (vLLM prefix cache)
+        wake_timeout_s: 240          # with no healthy backend (scaled to zero), hold a request this long while the
+                                     # model wakes; 0 = answer 503 at once (the default)
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ class ModelEntry(BaseModel):
     prices: Prices = Field(default_factory=lambda: Prices())
     fallbacks: list[str] = Field(default_factory=list)
     prefix_affinity: bool = False
+    # How long a request may wait for this model to get a healthy backend (a model scaled to zero is woken by the
+    # demand it sees); past it the answer is a 503 with retry-after. Below the load balancer's idle timeout.
+    wake_timeout_s: float = Field(default=0.0, ge=0, le=3600)
 
     @field_validator("backends")
     @classmethod

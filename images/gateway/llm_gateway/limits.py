@@ -17,14 +17,21 @@ Transport: on a standalone Redis both scripts go through ``PipelinedRedis`` (``r
 costs far less Python per call than redis-py; in cluster mode (and without one) they go through redis-py.
 
 Degraded mode: when Redis fails, requests are checked by ``LocalLimiter`` (same buckets and in-flight limit,
-each divided by ``GATEWAY_EXPECTED_REPLICAS``; quotas are not enforced, since only Redis knows the fleet's
-totals) while a background task pings Redis and switches back once it answers.
+each divided by the number of live replicas; quotas are not enforced, since only Redis knows the fleet's
+totals) while a background task pings Redis and switches back once it answers. The replica count comes from
+heartbeats: every ``GATEWAY_REPLICA_HEARTBEAT_S`` each replica refreshes its entry in one Redis sorted set
+(scored by expiry on Redis' clock, 3 heartbeats) and reads how many entries are live; an outage freezes the
+last count. Never below ``GATEWAY_EXPECTED_REPLICAS`` (the HPA minimum), which also covers a replica that
+started during the outage and never saw a count.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
+import secrets
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -185,6 +192,23 @@ end
 return 1
 """
 
+# Refresh this replica's heartbeat (or drop it, ARGV[3] = 0), forget expired ones, return how many are live.
+HEARTBEAT_LUA = r"""
+local now_t = redis.call('TIME')
+local now = tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if ARGV[3] == '1' then
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])
+else
+  redis.call('ZREM', KEYS[1], ARGV[2])
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+return redis.call('ZCARD', KEYS[1])
+"""
+REPLICAS_KEY = "gw:{replicas}:live"
+HEARTBEATS_PER_TTL = 3
+
 STATUS_OK, STATUS_LIMITED, STATUS_QUOTA, STATUS_TOO_LARGE = 1, 0, 2, 3
 
 
@@ -268,12 +292,17 @@ def _keys(org_id: str, key_id: str, now: datetime) -> list[str]:
 
 
 class LocalLimiter:
-    """In-process buckets used while Redis is down: every limit divided by the expected replica count."""
+    """In-process buckets used while Redis is down: every limit divided by the replica count."""
 
     def __init__(self, expected_replicas: int) -> None:
+        self.replicas = expected_replicas
         self.share = 1.0 / expected_replicas
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (level, monotonic ts)
         self._inflight: dict[str, int] = {}
+
+    def set_replicas(self, replicas: int) -> None:
+        self.replicas = max(1, replicas)
+        self.share = 1.0 / self.replicas
 
     def _level(self, key: str, rate: float, cap: float, now: float) -> float:
         state = self._buckets.get(key)
@@ -334,12 +363,19 @@ class LocalLimiter:
 class Limiter:
     def __init__(self, redis: Any, expected_replicas: int = 1, inflight_ttl_s: float = 900.0,
                  reconnect_interval_s: float = 1.0, logger: Any = None, cluster: bool = False,
-                 pipelined: PipelinedRedis | None = None) -> None:
+                 pipelined: PipelinedRedis | None = None, heartbeat_s: float = 5.0,
+                 replica_id: str | None = None) -> None:
         self.redis = redis
         self.cluster = cluster  # cluster pipelines refuse scripts: reconciliations then go concurrently
         # the scripts' fast path on a standalone Redis; redis-py still serves pings (recovery) and cluster mode
         self.pipelined = None if cluster else pipelined
         self.local = LocalLimiter(expected_replicas)
+        self.expected_replicas = expected_replicas
+        self.heartbeat_s = heartbeat_s
+        self.replica_id = replica_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self._heartbeat_script = redis.register_script(HEARTBEAT_LUA)
+        self._heartbeat: asyncio.Task[None] | None = None
+        metrics.LIVE_REPLICAS.set(expected_replicas)
         self.inflight_ttl_ms = int(inflight_ttl_s * 1000)
         self.reconnect_interval_s = reconnect_interval_s
         self.degraded = False
@@ -381,6 +417,35 @@ class Limiter:
     async def close(self) -> None:
         if self._recovery is not None:
             self._recovery.cancel()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            if not self.degraded:
+                await self.beat(alive=False)  # the others' shares grow now, not after the heartbeat expires
+
+    # --- live replicas (the degraded-mode share) ---
+    async def beat(self, alive: bool = True) -> int | None:
+        """Refresh this replica's heartbeat; the live replica count, or None if Redis did not answer."""
+        ttl_ms = int(self.heartbeat_s * HEARTBEATS_PER_TTL * 1000)
+        try:
+            live = int(await self._heartbeat_script(keys=[REPLICAS_KEY], args=[ttl_ms, self.replica_id,
+                                                                              1 if alive else 0]))
+        except (RedisError, OSError, asyncio.TimeoutError):
+            return None  # an outage keeps the last count: the fleet as it was when Redis went away
+        if alive:
+            metrics.LIVE_REPLICAS.set(live)
+            self.local.set_replicas(max(self.expected_replicas, live))
+        return live
+
+    async def start_heartbeat(self) -> None:
+        await self.beat()
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(self.heartbeat_s)
+                if not self.degraded:
+                    await self.beat()
+
+        self._heartbeat = asyncio.create_task(loop())
 
     # --- admission ---
     def _key_names(self, org_id: str, key_id: str) -> list[str]:

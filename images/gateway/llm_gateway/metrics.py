@@ -71,6 +71,25 @@ DEGRADED = Gauge(
 )
 DRAINING = Gauge("gateway_draining", "1 after SIGTERM while in-flight requests finish.", registry=REGISTRY)
 REDIS_ERRORS = Counter("gateway_redis_errors", "Redis commands that failed.", ["op"], registry=REGISTRY)
+# Scale from zero. KEDA wakes a model on this counter, so it counts the model the client asked for (not a fallback
+# that served it), when the request arrives (not when it ends), and every catalog model's series exists from
+# startup at 0 (Prometheus' rate() needs a sample before the first increment to see it).
+MODEL_DEMAND = Counter(
+    "gateway_model_demand", "Admitted requests that needed a backend, by the catalog model the client asked for.",
+    ["model"], registry=REGISTRY,
+)
+HELD = Gauge(
+    "gateway_held_requests", "Requests waiting for a model without a healthy backend to wake.", ["model"],
+    registry=REGISTRY,
+)
+WAKE_OUTCOMES = Counter(
+    "gateway_wake_outcomes", "How held requests ended: woken, timeout, disconnected, draining, or full (not held).",
+    ["model", "outcome"], registry=REGISTRY,
+)
+LIVE_REPLICAS = Gauge(
+    "gateway_live_replicas", "Gateway replicas with a live heartbeat in Redis, as last seen (degraded-mode share).",
+    registry=REGISTRY,
+)
 
 METRIC_NAMES: tuple[str, ...] = (
     "gateway_requests_total",
@@ -91,6 +110,10 @@ METRIC_NAMES: tuple[str, ...] = (
     "gateway_degraded_mode",
     "gateway_draining",
     "gateway_redis_errors_total",
+    "gateway_model_demand_total",
+    "gateway_held_requests",
+    "gateway_wake_outcomes_total",
+    "gateway_live_replicas",
 )
 
 

@@ -11,6 +11,9 @@
   prefix cache, and adding/removing a backend only moves that backend's share); bounded load: if the
   preferred backend would exceed ``ceil((1+eps) * average outstanding)`` the least-outstanding one is used.
 - Retries and fallbacks are driven by ``app.py`` with ``backoff_delay`` below.
+- Scale from zero: ``wait_healthy`` lets a request wait for a model without a healthy backend (scaled to zero,
+  waking); while anyone waits, that model is health-checked every ``wake_probe_interval_s`` instead of every
+  ``health_interval_s``, and waiters are woken by the check that first sees a healthy backend.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import hashlib
 import math
 import random
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 
 from llm_gateway import metrics
 from llm_gateway.catalog import Catalog, ModelEntry
@@ -103,17 +107,22 @@ def backoff_delay(attempt: int, base_s: float, max_s: float) -> float:
 class Router:
     def __init__(self, catalog: Catalog, *, breaker_failures: int = 5, breaker_reset_s: float = 30.0,
                  affinity_epsilon: float = 0.25, health_interval_s: float = 5.0,
-                 health_timeout_s: float = 2.0) -> None:
+                 health_timeout_s: float = 2.0, wake_probe_interval_s: float = 1.0) -> None:
         self.catalog = catalog
         self.breaker_failures = breaker_failures
         self.breaker_reset_s = breaker_reset_s
         self.affinity_epsilon = affinity_epsilon
         self.health_interval_s = health_interval_s
         self.health_timeout_s = health_timeout_s
+        self.wake_probe_interval_s = wake_probe_interval_s
         self.pools: dict[str, list[Backend]] = {
             entry.name: [Backend(url, entry.name) for url in entry.backends] for entry in catalog.models
         }
         self._health_task: asyncio.Task[None] | None = None
+        self._client: UpstreamClient | None = None
+        self._became_healthy = asyncio.Event()  # set (and replaced) when a check finds a backend healthy again
+        self._waiting: Counter[str] = Counter()  # model -> requests waiting for it to wake
+        self._wake_probes: dict[str, asyncio.Task[None]] = {}
 
     # --- choosing ---
     def choose(self, entry: ModelEntry, affinity_key: bytes | None = None,
@@ -154,6 +163,44 @@ class Router:
             if any(b.healthy and b.admits(now, self.breaker_reset_s) for b in pool)
         )
 
+    def has_healthy(self, name: str) -> bool:
+        """Whether the model has a backend whose last health check passed (False: scaled to zero, or down)."""
+        for backend in self.pools[name]:
+            if backend.healthy:
+                return True
+        return False
+
+    async def wait_healthy(self, names: Sequence[str], timeout_s: float) -> bool:
+        """Wait until one of the models ``names`` has a healthy backend (True) or ``timeout_s`` passes (False)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        for name in names:
+            self._waiting[name] += 1
+            probe = self._wake_probes.get(name)
+            if self._client is not None and (probe is None or probe.done()):
+                self._wake_probes[name] = asyncio.ensure_future(self._wake_probe(name, self._client))
+        try:
+            while not any(self.has_healthy(name) for name in names):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(self._became_healthy.wait(), remaining)
+                except TimeoutError:
+                    pass
+            return True
+        finally:
+            for name in names:
+                self._waiting[name] -= 1
+                if self._waiting[name] <= 0:
+                    del self._waiting[name]
+
+    async def _wake_probe(self, name: str, client: UpstreamClient) -> None:
+        """Health-check one model every ``wake_probe_interval_s`` while requests wait for it and it is not healthy."""
+        while self._waiting.get(name, 0) > 0 and not self.has_healthy(name):
+            await self._check(client, self.pools[name])
+            await asyncio.sleep(self.wake_probe_interval_s)
+
     def snapshot(self) -> dict[str, list[dict[str, object]]]:
         names = {CLOSED: "closed", HALF_OPEN: "half_open", OPEN: "open"}
         return {
@@ -164,10 +211,17 @@ class Router:
 
     # --- active health checks ---
     async def check_once(self, client: UpstreamClient) -> None:
-        backends = [b for pool in self.pools.values() for b in pool]
+        await self._check(client, [b for pool in self.pools.values() for b in pool])
+
+    async def _check(self, client: UpstreamClient, backends: list[Backend]) -> None:
         results = await asyncio.gather(*(self._probe(client, b.url) for b in backends))
+        recovered = False
         for backend, healthy in zip(backends, results, strict=True):
+            recovered = recovered or (healthy and not backend.healthy)
             backend.set_healthy(healthy)
+        if recovered:
+            self._became_healthy.set()
+            self._became_healthy = asyncio.Event()
 
     async def _probe(self, client: UpstreamClient, url: str) -> bool:
         try:
@@ -177,6 +231,8 @@ class Router:
         return status == 200
 
     def start_health_checks(self, client: UpstreamClient) -> None:
+        self._client = client
+
         async def loop() -> None:
             while True:
                 await asyncio.sleep(self.health_interval_s)
@@ -187,3 +243,5 @@ class Router:
     async def close(self) -> None:
         if self._health_task is not None:
             self._health_task.cancel()
+        for probe in self._wake_probes.values():
+            probe.cancel()

@@ -161,11 +161,13 @@ async def build(settings: Settings, logger: JsonLogger) -> tuple[Gateway, list[A
         settings.redis_url, settings.read_secret(settings.redis_password_file), settings.redis_timeout_s)
     limiter = Limiter(redis, settings.expected_replicas, settings.inflight_ttl_s,
                       settings.redis_reconnect_interval_s, logger, cluster=settings.redis_cluster,
-                      pipelined=pipelined)
+                      pipelined=pipelined, heartbeat_s=settings.replica_heartbeat_s)
+    await limiter.start_heartbeat()
     cache = ResponseCache(redis, settings.cache_ttl_s, settings.cache_max_entry_bytes, limiter)
     router = Router(catalog, breaker_failures=settings.breaker_failures, breaker_reset_s=settings.breaker_reset_s,
                     affinity_epsilon=settings.affinity_epsilon, health_interval_s=settings.health_interval_s,
-                    health_timeout_s=settings.health_timeout_s)
+                    health_timeout_s=settings.health_timeout_s,
+                    wake_probe_interval_s=settings.wake_probe_interval_s)
     upstream = UpstreamClient()
     await router.check_once(upstream)
     router.start_health_checks(upstream)
@@ -219,7 +221,7 @@ async def serve(settings: Settings) -> int:
     def on_signal(signum: int) -> None:
         if gateway.draining:
             return
-        gateway.draining = True
+        gateway.begin_drain()
         metrics.DRAINING.set(1)
         logger.info("drain_started", reason=signal.Signals(signum).name)
         drain_started.set()

@@ -36,7 +36,10 @@ class Settings(BaseModel):
     admin_token_file: Path | None = None
     spill_dir: Path = Path("/var/lib/gateway/spill")
     # --- limits ---
-    expected_replicas: int = Field(default=1, ge=1)  # degraded mode: each replica enforces limit / expected_replicas
+    # degraded mode: each replica enforces limit / replicas, replicas = the live replicas seen in Redis heartbeats
+    # before the outage, never fewer than this (the infra sets the HPA minimum)
+    expected_replicas: int = Field(default=1, ge=1)
+    replica_heartbeat_s: float = Field(default=5.0, gt=0)  # a replica is live while its heartbeat is < 3 of these old
     inflight_ttl_s: float = Field(default=900.0, gt=0)  # in-flight slots of a dead replica expire after this
     # --- request handling ---
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
@@ -53,6 +56,9 @@ class Settings(BaseModel):
     breaker_reset_s: float = Field(default=30.0, gt=0)
     affinity_epsilon: float = Field(default=0.25, ge=0)
     affinity_prefix_chars: int = Field(default=2048, ge=1)
+    # --- scale from zero (a model's catalog ``wake_timeout_s`` turns holding on) ---
+    max_held_requests: int = Field(default=500, ge=0)  # requests one replica holds while models wake; more: 503
+    wake_probe_interval_s: float = Field(default=1.0, gt=0)  # health checks of a model that has requests held
     # --- cache ---
     cache_ttl_s: float = Field(default=60.0, ge=0)  # 0 disables the response cache
     cache_max_entry_bytes: int = Field(default=256 * 1024, gt=0)
