@@ -53,6 +53,7 @@ class BootstrapConfig(Strict):
     ecr_keep_images: Annotated[int, Field(ge=10, le=1000, description="tagged images kept per repository (stack configs pin digests: keep enough for rollbacks)")] = 100
     state_noncurrent_version_days: Annotated[int, Field(ge=7, le=3650, description="days a superseded state file version is kept")] = 90
     github_oidc_provider_arn: Annotated[str | None, Field(pattern=OIDC_PROVIDER_ARN_PATTERN, description="reuse the account's existing GitHub OIDC provider (an account holds only one per URL)")] = None
+    dr_region: Annotated[str | None, Field(pattern=REGION_PATTERN, description="second region holding a replica of the state bucket and of a multi-Region secrets key, so Pulumi works while `region` is down (docs/runbooks/region-failover.md)")] = None
     protect: bool = Field(True, description="Pulumi `protect` on the state bucket, KMS keys and ECR repositories")
     force_destroy: bool = Field(False, description="tear-down only: let destroy empty the state bucket (every version) and the ECR repositories")
 

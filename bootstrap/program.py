@@ -531,9 +531,87 @@ def _trust_policy_json(provider_arn: pulumi.Output[str], subjects: list[str]) ->
     return provider_arn.apply(lambda arn: json.dumps(github_trust_policy(arn, subjects)))
 
 
+@dataclass
+class DisasterRecovery:
+    state_replica_bucket: pulumi.Output[str]
+    secrets_key_arn: pulumi.Output[str]
+    """The multi-Region secrets key (primary, in `region`); its replica in `dr_region` has the same key id."""
+    secrets_provider: str
+    """The stack secrets provider URL to use while `region` is down."""
+
+
+def disaster_recovery(boot: Bootstrap, cfg: BootstrapConfig, provider: aws.Provider) -> DisasterRecovery:
+    """What Pulumi needs to run while the bootstrap region is down (issue: failover must not need the lost region):
+    - the state bucket replicated (S3 CRR, every version, Replication Time Control 15 min) into a bucket in
+      `dr_region`, encrypted there with a key of that region (`pulumi login s3://<replica>?region=<dr_region>`);
+    - a multi-Region secrets key with a replica in `dr_region` under the same alias: ciphertext made with one
+      decrypts with the other (KMS multi-Region keys share key material), so a stack moved to this key
+      (`pulumi stack change-secrets-provider awskms://alias/<prefix>-secrets-mrk?region=<region>`) decrypts in
+      either region by changing only `?region=`."""
+    assert cfg.dr_region is not None
+    prefix, dr = cfg.name_prefix, cfg.dr_region
+    tags = {"project": "llm-platform", "managed-by": "pulumi", "purpose": "disaster-recovery"}
+    dr_provider = aws.Provider(f"aws-{dr}-dr", region=dr)
+    home = pulumi.ResourceOptions(parent=boot, provider=provider, protect=cfg.protect)
+    away = pulumi.ResourceOptions(parent=boot, provider=dr_provider, protect=cfg.protect)
+    identity = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(provider=provider))
+
+    mrk = aws.kms.Key(f"{prefix}-secrets-mrk", description="Pulumi stack secrets (multi-Region: usable in the DR region)",
+                      multi_region=True, enable_key_rotation=True, deletion_window_in_days=30, tags=tags, opts=home)
+    aws.kms.Alias(f"{prefix}-secrets-mrk", name=f"alias/{prefix}-secrets-mrk", target_key_id=mrk.key_id, opts=home)
+    replica = aws.kms.ReplicaKey(f"{prefix}-secrets-mrk-{dr}", primary_key_arn=mrk.arn, description="Pulumi stack secrets (replica)",
+                                 deletion_window_in_days=30, tags=tags, opts=away)
+    aws.kms.Alias(f"{prefix}-secrets-mrk-{dr}", name=f"alias/{prefix}-secrets-mrk", target_key_id=replica.key_id, opts=away)
+
+    replica_key = EncryptionKey(f"{prefix}-state-{dr}", EncryptionKeyArgs(description="Pulumi state bucket replica (SSE-KMS)", tags=tags), opts=away)
+    bucket = aws.s3.Bucket(f"{prefix}-state-{dr}", bucket=identity.account_id.apply(lambda a: f"{prefix}-state-{a}-{dr}"),
+                           force_destroy=cfg.force_destroy, tags=tags, opts=away)
+    hardened = harden_private_bucket(boot, f"{prefix}-state-{dr}", bucket, kms_key_arn=replica_key.arn, lifecycle_rules=[],
+                                     policy=bucket.arn.apply(lambda arn: json.dumps(state_bucket_policy(arn))),
+                                     policy_name=f"{prefix}-state-{dr}-tls-only")
+    role = aws.iam.Role(f"{prefix}-state-replication", assume_role_policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"}, "Action": "sts:AssumeRole"}]}), tags=tags,
+        opts=pulumi.ResourceOptions(parent=boot, provider=provider))
+
+    def role_policy(v: list[str]) -> str:
+        src, src_key, dst, dst_key = v
+        context = {"StringLike": {"kms:EncryptionContext:aws:s3:arn": [src, f"{src}/*"]}}
+        return json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["s3:GetReplicationConfiguration", "s3:ListBucket"], "Resource": src},
+            {"Effect": "Allow", "Action": ["s3:GetObjectVersionForReplication", "s3:GetObjectVersionAcl", "s3:GetObjectVersionTagging"], "Resource": f"{src}/*"},
+            {"Effect": "Allow", "Action": ["s3:ReplicateObject", "s3:ReplicateDelete", "s3:ReplicateTags"], "Resource": f"{dst}/*"},
+            {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": src_key, "Condition": context},
+            {"Effect": "Allow", "Action": ["kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"], "Resource": dst_key,
+             "Condition": {"StringLike": {"kms:EncryptionContext:aws:s3:arn": [dst, f"{dst}/*"]}}},
+        ]})
+
+    policy = aws.iam.RolePolicy(f"{prefix}-state-replication", role=role.id,
+                                policy=pulumi.Output.all(boot.state_bucket.arn, boot.state_key.arn, bucket.arn, replica_key.arn).apply(role_policy),
+                                opts=pulumi.ResourceOptions(parent=boot, provider=provider))
+    aws.s3.BucketReplicationConfig(
+        f"{prefix}-state-replication", bucket=boot.state_bucket.id, role=role.arn,
+        rules=[{"id": f"state-to-{dr}", "status": "Enabled", "priority": 0, "filter": {"prefix": ""},
+                "delete_marker_replication": {"status": "Enabled"},
+                "source_selection_criteria": {"sse_kms_encrypted_objects": {"status": "Enabled"}},
+                "destination": {"bucket": bucket.arn, "storage_class": "STANDARD",
+                                "encryption_configuration": {"replica_kms_key_id": replica_key.arn},
+                                "replication_time": {"status": "Enabled", "time": {"minutes": 15}},
+                                "metrics": {"status": "Enabled", "event_threshold": {"minutes": 15}}}}],
+        opts=pulumi.ResourceOptions(parent=boot, provider=provider, depends_on=[policy, hardened]),
+    )
+    return DisasterRecovery(state_replica_bucket=bucket.bucket, secrets_key_arn=mrk.arn,
+                            secrets_provider=secrets_provider_url(f"alias/{prefix}-secrets-mrk", dr))
+
+
 def build_bootstrap(cfg: BootstrapConfig, stacks_dir: Path = STACKS_DIR) -> Bootstrap:
     provider = aws.Provider(f"aws-{cfg.region}", region=cfg.region)
-    return Bootstrap(cfg.name_prefix, cfg, stacks_dir, opts=pulumi.ResourceOptions(provider=provider))
+    boot = Bootstrap(cfg.name_prefix, cfg, stacks_dir, opts=pulumi.ResourceOptions(provider=provider))
+    if cfg.dr_region is not None:
+        dr = disaster_recovery(boot, cfg, provider)
+        pulumi.export("dr_state_bucket", dr.state_replica_bucket)
+        pulumi.export("dr_backend_url", dr.state_replica_bucket.apply(lambda b: backend_url(b, str(cfg.dr_region))))
+        pulumi.export("dr_secrets_provider", dr.secrets_provider)
+    return boot
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ Enforcement needs the VPC CNI network policy agent (enabled on the EKS cluster's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import pulumi
 
@@ -46,6 +46,11 @@ class NamespacesArgs:
     external_secrets: str = "external-secrets"
     redis_port: int = 6379
     postgres_port: int = 5432
+    redis_cidrs: Sequence[pulumi.Input[str]] = ()
+    """VPC CIDRs where the Redis the gateway writes to may live (its own and, across peering, the writer's and
+    every promotable member's); empty = the VPC only."""
+    postgres_cidrs: Sequence[pulumi.Input[str]] = ()
+    """Likewise for the usage ledger's Postgres (the writer and every promotable replica); empty = the VPC only."""
 
 
 def namespace(name: str, enforce: Level, warn: Level, version: str, extra_labels: dict[str, str] | None = None) -> Manifest:
@@ -108,7 +113,10 @@ def policies(args: NamespacesArgs) -> list[Manifest]:
         }),
         network_policy("gateway-to-data", gw, {
             "podSelector": {"matchLabels": gateway_pods}, "policyTypes": ["Egress"],
-            "egress": [{"to": [vpc], "ports": tcp(args.redis_port, args.postgres_port)}],
+            # Exactly where the data stores it may use live: in a multi-region stack the writers (and what a
+            # failover promotes) sit in other regions' VPCs, reached over peering.
+            "egress": [{"to": [{"ipBlock": {"cidr": c}} for c in (args.redis_cidrs or [args.vpc_cidr])], "ports": tcp(args.redis_port)},
+                       {"to": [{"ipBlock": {"cidr": c}} for c in (args.postgres_cidrs or [args.vpc_cidr])], "ports": tcp(args.postgres_port)}],
         }),
         default_deny(models),
         allow_dns(models),

@@ -71,6 +71,8 @@ class PostgresReplicaArgs:
     right now. 300 s matches the tier's 5-minute RPO; None: no alarm."""
     promote: bool = False
     """True: stop replicating and become a standalone primary (failover); see the module docstring."""
+    alarm_actions: Sequence[str] = ()
+    """SNS topics in this region the lag alarm notifies (on ALARM and on OK)."""
     tags: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -160,8 +162,12 @@ class PostgresReplica(pulumi.ComponentResource):
                 evaluation_periods=5,
                 threshold=args.lag_alarm_seconds,
                 comparison_operator="GreaterThanThreshold",
-                # No data while the source is unreachable: that is exactly when the lag is unknown and growing.
-                treat_missing_data="breaching",
+                # RDS for PostgreSQL computes ReplicaLag on the replica (now() - pg_last_xact_replay_timestamp()), so
+                # it keeps growing, and alarming, while the source is unreachable. Missing data means the instance is
+                # no longer a replica (promoted, e.g. by the CLI in a failover): INSUFFICIENT_DATA, not ALARM forever.
+                treat_missing_data="missing",
+                alarm_actions=list(args.alarm_actions),
+                ok_actions=list(args.alarm_actions),
                 tags=tags,
                 opts=child,
             )

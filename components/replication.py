@@ -54,6 +54,9 @@ class ArtifactReplicationArgs:
     """S3 RTC: 99.99% of objects replicated within 15 minutes, with replication metrics."""
     source_dependencies: Sequence[pulumi.Resource] = ()
     """Resources the bucket replication must wait for (the source bucket's versioning)."""
+    account_id: pulumi.Input[str] | None = None
+    """The AWS account (registry id); None asks STS through the home region, which a region-loss run cannot."""
+    partition: str = "aws"
     tags: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -72,14 +75,22 @@ class ArtifactReplicationArgs:
             raise ValueError("source_bucket_id/source_bucket_arn/source_kms_key_arn: got some but not all; allowed: all three or none")
 
 
-def ecr_template_role_policy(key_arns: list[str]) -> str:
-    """What ECR needs to create replicated repositories encrypted with the destination keys."""
+def replicated_repository_arns(partition: str, account_id: str, regions: Sequence[str], prefix: str) -> list[str]:
+    """The repositories ECR creates by replication in each destination region: every name matching the PREFIX_MATCH
+    filter (a plain string prefix, so `<prefix>*`, not `<prefix>/*`)."""
+    return [f"arn:{partition}:ecr:{region}:{account_id}:repository/{prefix}*" for region in regions]
+
+
+def ecr_template_role_policy(key_arns: list[str], repository_arns: list[str]) -> str:
+    """What ECR needs to create replicated repositories encrypted with the destination keys. All three ECR actions
+    take the `repository` resource type (IAM service authorization reference), so they are scoped to the replicated
+    repositories, not `*`; the KMS actions take `key`."""
     return json.dumps(
         {
             "Version": "2012-10-17",
             "Statement": [
                 {"Sid": "CreateReplicatedRepositories", "Effect": "Allow",
-                 "Action": ["ecr:CreateRepository", "ecr:ReplicateImage", "ecr:TagResource"], "Resource": "*"},
+                 "Action": ["ecr:CreateRepository", "ecr:ReplicateImage", "ecr:TagResource"], "Resource": repository_arns},
                 {"Sid": "EncryptWithRegionKeys", "Effect": "Allow",
                  "Action": ["kms:CreateGrant", "kms:RetireGrant", "kms:DescribeKey"], "Resource": key_arns},
             ],
@@ -87,9 +98,32 @@ def ecr_template_role_policy(key_arns: list[str]) -> str:
     )
 
 
+ECR_IMAGE_HOST = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com/(?P<path>.+)$")
+
+
+def replica_image_ref(ref: str, region: str, prefix: str) -> str:
+    """`ref` as pulled in `region`: an image of a replicated repository (`<prefix>...` in any of the account's ECR
+    registries) comes from that region's replica, so a region never pulls across regions nor from a lost one.
+    Other references (public registries, repositories outside the prefix) are returned unchanged."""
+    m = ECR_IMAGE_HOST.match(ref)
+    if m is None or not m["path"].startswith(prefix):
+        return ref
+    return f"{m['account']}.dkr.ecr.{region}.amazonaws.com/{m['path']}"
+
+
+def _s3_key_context(bucket_arn: str) -> list[str]:
+    """`kms:EncryptionContext:aws:s3:arn` values S3 uses for a bucket's objects: the bucket ARN when S3 Bucket Keys are
+    on (our buckets: private_bucket.py), the object ARN for objects written before they were (S3 User Guide,
+    "Replicating encrypted objects": with Bucket Keys the context is the bucket ARN, not `<bucket>/*`)."""
+    return [bucket_arn, f"{bucket_arn}/*"]
+
+
 def s3_replication_policy(source_bucket_arn: str, source_key_arn: str, home_region: str,
                           destinations: list[tuple[str, str, str]]) -> str:
-    """Least privilege for S3 CRR: read versions from the source, write replicas to the destinations, re-encrypt."""
+    """Least privilege for S3 CRR: read versions from the source, write replicas to the destinations, re-encrypt.
+
+    With S3 Bucket Keys, S3 acting for the replication role creates the destination's bucket-level key
+    (GenerateDataKey) and decrypts it again to derive object keys (Decrypt): both on each destination key."""
     dest_objects = [f"{arn}/*" for _, arn, _ in destinations]
     statements: list[dict[str, object]] = [
         {"Sid": "ReadSourceConfiguration", "Effect": "Allow",
@@ -100,15 +134,15 @@ def s3_replication_policy(source_bucket_arn: str, source_key_arn: str, home_regi
         {"Sid": "WriteReplicas", "Effect": "Allow",
          "Action": ["s3:ReplicateObject", "s3:ReplicateDelete", "s3:ReplicateTags"], "Resource": dest_objects},
         {"Sid": "DecryptSource", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": source_key_arn,
-         "Condition": {"StringLike": {"kms:ViaService": f"s3.{home_region}.amazonaws.com",
-                                      "kms:EncryptionContext:aws:s3:arn": f"{source_bucket_arn}/*"}}},
+         "Condition": {"StringEquals": {"kms:ViaService": f"s3.{home_region}.amazonaws.com"},
+                       "StringLike": {"kms:EncryptionContext:aws:s3:arn": _s3_key_context(source_bucket_arn)}}},
     ]
     for region, bucket_arn, key_arn in destinations:
         statements.append(
             {"Sid": f"EncryptReplicas{re.sub(r'[^A-Za-z0-9]', '', region)}", "Effect": "Allow",
-             "Action": ["kms:Encrypt", "kms:GenerateDataKey"], "Resource": key_arn,
-             "Condition": {"StringLike": {"kms:ViaService": f"s3.{region}.amazonaws.com",
-                                          "kms:EncryptionContext:aws:s3:arn": f"{bucket_arn}/*"}}}
+             "Action": ["kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"], "Resource": key_arn,
+             "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"},
+                           "StringLike": {"kms:EncryptionContext:aws:s3:arn": _s3_key_context(bucket_arn)}}}
         )
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
@@ -125,7 +159,8 @@ class ArtifactReplication(pulumi.ComponentResource):
         super().__init__("llm-platform:global:ArtifactReplication", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = args.tags
-        account_id = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id
+        account_id = (pulumi.Output.from_input(args.account_id) if args.account_id is not None
+                      else aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id)
 
         # --- images ---------------------------------------------------------------------------------------
         image_keys: dict[str, pulumi.Input[str]] = {}
@@ -149,7 +184,12 @@ class ArtifactReplication(pulumi.ComponentResource):
         template_policy = aws.iam.RolePolicy(
             f"{name}-ecr-templates",
             role=template_role.id,
-            policy=pulumi.Output.all(*image_keys.values()).apply(lambda keys: ecr_template_role_policy([str(k) for k in keys])),
+            policy=pulumi.Output.all(account_id, *image_keys.values()).apply(
+                lambda v: ecr_template_role_policy(
+                    [str(k) for k in v[1:]],
+                    replicated_repository_arns(args.partition, str(v[0]), [d.region for d in args.destinations], args.ecr_repository_prefix),
+                )
+            ),
             opts=child,
         )
         templates: list[pulumi.Resource] = []

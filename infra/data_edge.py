@@ -22,6 +22,8 @@ from components.model_bucket import ModelBucket, ModelBucketArgs
 from components.postgres_database import PostgresDatabase, PostgresDatabaseArgs
 from components.redis_cache import RedisCache, RedisCacheArgs
 from infra.config import PlatformConfig, RegionConfig
+from infra.global_config import regional_redis_needed
+from infra.global_tier import hosted_zone_id
 
 if TYPE_CHECKING:
     from infra.program import RegionalPlatform
@@ -33,7 +35,8 @@ class DataEdge:
 
     data_key: EncryptionKey
     model_key: EncryptionKey
-    redis: RedisCache
+    redis: RedisCache | None
+    """None in a Global Datastore secondary region (its member of the Global Datastore is its Redis)."""
     postgres: PostgresDatabase | None
     edge: Edge
     model_bucket: ModelBucket
@@ -64,7 +67,7 @@ def build_data_edge(cfg: PlatformConfig, region: RegionConfig, platform: Regiona
     model_key = EncryptionKey(f"{prefix}-models", EncryptionKeyArgs(description=f"{prefix}: model weights bucket", tags=tags), opts=in_region)
 
     r = cfg.data.redis
-    redis = RedisCache(
+    redis = None if not regional_redis_needed(cfg, region.name) else RedisCache(
         f"{prefix}-redis",
         RedisCacheArgs(
             vpc_id=network.vpc_id,
@@ -130,10 +133,9 @@ def build_data_edge(cfg: PlatformConfig, region: RegionConfig, platform: Regiona
         )
 
     e = cfg.edge
-    zone_id: pulumi.Output[str] | None = None
+    zone_id: pulumi.Input[str] | None = None
     if e.hosted_zone is not None:
-        zone = aws.route53.get_zone_output(name=e.hosted_zone, private_zone=False, opts=pulumi.InvokeOutputOptions(provider=platform.provider))
-        zone_id = zone.zone_id
+        zone_id = hosted_zone_id(cfg, e.hosted_zone, platform.provider)
     edge = Edge(
         prefix,
         EdgeArgs(
@@ -184,9 +186,10 @@ def build_data_edge(cfg: PlatformConfig, region: RegionConfig, platform: Regiona
 
 def export_data_edge(data_edge: DataEdge, key: str) -> None:
     """Stack outputs of one region (`key` is "" for the home region, "<region>:" otherwise). No secret values."""
-    pulumi.export(f"{key}redisEndpoint", data_edge.redis.endpoint)
-    pulumi.export(f"{key}redisPort", data_edge.redis.port)
-    pulumi.export(f"{key}redisAuthSecretArn", data_edge.redis.auth_secret_arn)
+    if data_edge.redis is not None:
+        pulumi.export(f"{key}redisEndpoint", data_edge.redis.endpoint)
+        pulumi.export(f"{key}redisPort", data_edge.redis.port)
+        pulumi.export(f"{key}redisAuthSecretArn", data_edge.redis.auth_secret_arn)
     if data_edge.postgres is not None:
         pulumi.export(f"{key}databaseEndpoint", data_edge.postgres.address)
         pulumi.export(f"{key}databasePort", data_edge.postgres.port)

@@ -30,6 +30,9 @@ DNS_NAME = r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
 # Route53 geolocation continent codes (API_GeoLocation).
 CONTINENTS = ("AF", "AN", "AS", "EU", "OC", "NA", "SA")
 # Regions Route53 health checkers run from; a check needs at least three of them.
+SNS_TOPIC_ARN = r"^arn:aws[a-z-]*:sns:[a-z]{2}(-[a-z]+)+-\d:\d{12}:[A-Za-z0-9_-]{1,256}$"
+# Route53 publishes health-check metrics in us-east-1 only: the region-down alarms live there.
+ROUTE53_METRICS_REGION = "us-east-1"
 HEALTH_CHECKER_REGIONS = ("us-east-1", "us-west-1", "us-west-2", "eu-west-1", "ap-southeast-1", "ap-southeast-2", "ap-northeast-1", "sa-east-1")
 
 
@@ -106,8 +109,28 @@ class GlobalConfig(_Strict):
         "llm-platform", description="ECR repositories (from bootstrap) whose images are replicated to every other region"
     )
     replicate_model_bucket: bool = Field(True, description="replicate the home region's model bucket into every other region's bucket")
-    alarm_topic_arns: list[Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:sns:us-east-1:\d{12}:[A-Za-z0-9_-]{1,256}$")]] = Field(
-        default_factory=list, description="SNS topics (us-east-1, where Route53 metrics live) told when a region goes down or recovers"
+    alarm_topic_arns: list[Annotated[str, Field(pattern=SNS_TOPIC_ARN)]] = Field(
+        default_factory=list,
+        description="SNS topics the tier's alarms notify; an alarm notifies the topics of its own region (CloudWatch alarm "
+                    "actions are same-region): at least one in us-east-1 (Route53 health-check alarms) and one in every "
+                    "non-home region (ledger ReplicaLag alarms)",
+    )
+    ledger_replica_generations: dict[str, Annotated[int, Field(ge=1, le=99)]] = Field(
+        default_factory=dict,
+        description="region -> generation of its ledger replica (default 1). Bumping it re-creates the replica under a new "
+                    "name from the current source: the only way back to a replica once it was promoted (the provider "
+                    "refuses to re-add replicate_source_db to a standalone instance)",
+    )
+    # Lookups a run can take from config instead of asking AWS, so a `pulumi up` works while a region is lost
+    # (every invoke goes to the API of the region it names, and Route53's control plane lives in us-east-1).
+    account_id: Annotated[str, Field(pattern=r"^\d{12}$")] | None = Field(
+        None, description="the AWS account id (ECR registry id); unset = ask STS in the home region"
+    )
+    availability_zones: dict[str, list[Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$")]]] = Field(
+        default_factory=dict, description="region -> AZ names to use (as `aws ec2 describe-availability-zones` lists them); unset = ask EC2"
+    )
+    route53_zone_ids: dict[Annotated[str, Field(pattern=DNS_NAME)], Annotated[str, Field(pattern=r"^Z[A-Z0-9]{1,31}$")]] = Field(
+        default_factory=dict, description="public hosted zone name -> id (route53_zone and edge.hosted_zone); unset = ask Route53"
     )
     peering: bool = Field(True, description="peer every secondary VPC with the home VPC so gateways reach the shared Redis and ledger privately")
 
@@ -145,6 +168,20 @@ def check_global_fits_regions(cfg: PlatformConfig) -> None:
                              "allowed only with global_datastore (regional_split has no shared primary)")
     if section.ledger_primary_region is not None and section.ledger_primary_region not in names:
         raise ValueError(f"global.ledger_primary_region: got {section.ledger_primary_region!r}; allowed: {', '.join(names)}")
+    for region in section.ledger_replica_generations:
+        if region not in names[1:]:
+            raise ValueError(f"global.ledger_replica_generations: got region {region!r}; allowed: a region with a ledger replica ({', '.join(names[1:])})")
+    topic_regions = {arn.split(":")[3] for arn in section.alarm_topic_arns}
+    for region in [ROUTE53_METRICS_REGION, *names[1:]]:
+        if region not in topic_regions:
+            raise ValueError(f"global.alarm_topic_arns: got {section.alarm_topic_arns or 'none'} (regions {sorted(topic_regions) or 'none'}); "
+                             f"allowed: at least one SNS topic in {region} (alarms there would notify no one)")
+    for region, azs in section.availability_zones.items():
+        if region not in names:
+            raise ValueError(f"global.availability_zones: got region {region!r}; allowed: {', '.join(names)}")
+        wanted = next(r.az_count for r in cfg.regions if r.name == region)
+        if len(set(azs)) < wanted or any(not az.startswith(region) for az in azs):
+            raise ValueError(f"global.availability_zones.{region}: got {azs}; allowed: at least az_count ({wanted}) distinct AZ names of {region}")
     if section.shared_state == "global_datastore":
         redis = cfg.data.redis
         if len(names) > 3:
@@ -161,3 +198,10 @@ def check_global_fits_regions(cfg: PlatformConfig) -> None:
     edge_zone = getattr(edge, "hosted_zone", None)
     if edge_zone is not None and edge_zone != section.route53_zone and not re.search(r"\." + re.escape(section.route53_zone) + "$", edge_zone):
         raise ValueError(f"global.route53_zone: got {section.route53_zone!r}; allowed: the edge's zone {edge_zone!r} or a parent of it")
+
+
+def regional_redis_needed(cfg: PlatformConfig, region: str) -> bool:
+    """Does `region` get its own RedisCache? Not a secondary region of a Global Datastore: its member of the Global
+    Datastore (built by the global tier) is its Redis, and a second, regional one would sit idle."""
+    g = cfg.global_
+    return g is None or g.shared_state != "global_datastore" or region == cfg.regions[0].name

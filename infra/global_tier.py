@@ -18,6 +18,7 @@ Redis, Postgres, ALB, model bucket) and adds:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,9 +34,9 @@ from components.global_routing import GlobalRouting, GlobalRoutingArgs, HealthCh
 from components.postgres_replica import PostgresReplica, PostgresReplicaArgs
 from components.region_peering import PeeredVpc, RegionPeering, RegionPeeringArgs
 from components.replicated_secret import ReplicatedSecret, ReplicatedSecretArgs, SecretReplica, regional_arn
-from components.replication import ArtifactReplication, ArtifactReplicationArgs, ReplicaRegion
+from components.replication import ArtifactReplication, ArtifactReplicationArgs, ReplicaRegion, replica_image_ref
 from infra.config import ConfigError, PlatformConfig
-from infra.global_config import GlobalConfig
+from infra.global_config import ROUTE53_METRICS_REGION, GlobalConfig
 from infra.workloads import WorkloadInputs, inputs_from_platform
 
 if TYPE_CHECKING:
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 
 REDIS_PORT = 6379
 POSTGRES_PORT = 5432
-ROUTE53_METRICS_REGION = "us-east-1"
 
 
 @dataclass
@@ -78,6 +78,20 @@ def metrics_provider(cfg: PlatformConfig, platforms: list[RegionalPlatform]) -> 
                         default_tags=aws.ProviderDefaultTagsArgs(tags=base_tags(cfg)))
 
 
+def topics_in(g: GlobalConfig, region: str) -> list[str]:
+    """The configured SNS topics an alarm in `region` can notify (CloudWatch alarm actions are same-region)."""
+    return [arn for arn in g.alarm_topic_arns if arn.split(":")[3] == region]
+
+
+def hosted_zone_id(cfg: PlatformConfig, zone_name: str, provider: aws.Provider) -> pulumi.Input[str]:
+    """A public hosted zone's id: from `global.route53_zone_ids` when given (no Route53 control-plane call, which
+    lives in us-east-1 and may be impaired with it), else looked up by name."""
+    g = cfg.global_
+    if g is not None and zone_name in g.route53_zone_ids:
+        return g.route53_zone_ids[zone_name]
+    return aws.route53.get_zone_output(name=zone_name, private_zone=False, opts=pulumi.InvokeOutputOptions(provider=provider)).zone_id
+
+
 def _data_edge(cfg: PlatformConfig, platform: RegionalPlatform) -> DataEdge:
     if platform.data_edge is None:
         raise ConfigError(
@@ -94,17 +108,18 @@ def build_global_tier(cfg: PlatformConfig, platforms: list[RegionalPlatform]) ->
     home, others = platforms[0], platforms[1:]
     home_de = _data_edge(cfg, home)
     others_de = {p.region: _data_edge(cfg, p) for p in others}
+    home_redis = home_de.redis
+    assert home_redis is not None, "the home region always builds its Redis (regional_redis_needed)"
     # Regional names are llmp-<stack>-<region>-*; cross-region ones drop the region.
     prefix = f"llmp-{pulumi.get_stack()}"
     tags = {"llm-platform/layer": "global"}
     at_home = pulumi.ResourceOptions(provider=home.provider)
 
-    zone = aws.route53.get_zone_output(name=g.route53_zone, private_zone=False, opts=pulumi.InvokeOutputOptions(provider=home.provider))
     hc = g.health_check
     routing = GlobalRouting(
         f"{prefix}-dns",
         GlobalRoutingArgs(
-            zone_id=zone.zone_id,
+            zone_id=hosted_zone_id(cfg, g.route53_zone, home.provider),
             api_hostname=g.api_hostname,
             endpoints=[
                 RegionalEndpoint(
@@ -128,7 +143,7 @@ def build_global_tier(cfg: PlatformConfig, platforms: list[RegionalPlatform]) ->
                 for r in g.data_residency
             ],
             metrics_provider=metrics_provider(cfg, platforms),
-            alarm_actions=list(g.alarm_topic_arns),
+            alarm_actions=topics_in(g, ROUTE53_METRICS_REGION),
             tags=tags,
         ),
         opts=at_home,
@@ -149,7 +164,9 @@ def build_global_tier(cfg: PlatformConfig, platforms: list[RegionalPlatform]) ->
                 )
     other_cidrs = {p.region: [o.network.vpc_cidr for o in platforms if o is not p] for p in platforms}
     # The home writers (Redis primary, ledger primary) admit the other regions' VPCs over the peering.
-    for what, port, sg in (("redis", REDIS_PORT, home_de.redis.security_group_id),
+    # With regional_split every region uses its own Redis: the home one admits no other VPC.
+    shared_redis = g.shared_state == "global_datastore"
+    for what, port, sg in (("redis", REDIS_PORT, home_redis.security_group_id if shared_redis else None),
                            ("postgres", POSTGRES_PORT, home_de.postgres.security_group_id if home_de.postgres else None)):
         if sg is None or not g.peering:
             continue
@@ -173,9 +190,9 @@ def build_global_tier(cfg: PlatformConfig, platforms: list[RegionalPlatform]) ->
             f"{prefix}-shared-redis",
             GlobalDatastoreArgs(
                 suffix=f"llmp-{pulumi.get_stack()}",
-                primary_replication_group_id=home_de.redis.replication_group.id,
-                primary_endpoint=home_de.redis.endpoint,
-                auth_token=home_de.redis.auth_token,
+                primary_replication_group_id=home_redis.replication_group.id,
+                primary_endpoint=home_redis.endpoint,
+                auth_token=home_redis.auth_token,
                 home_kms_key_arn=home_de.data_key.arn,
                 node_type=r.node_type,
                 secondaries=[
@@ -224,10 +241,14 @@ def build_global_tier(cfg: PlatformConfig, platforms: list[RegionalPlatform]) ->
         # failover never replaces a database mid-incident (re-seeding them is a planned step of the runbook).
         for p in others:
             promote = p.region == ledger_write_region
+            # A new generation is a new resource (name and identifier): re-seeding a promoted replica must create one,
+            # because the provider refuses to add replicate_source_db back to it ("cannot elect new source database").
+            generation = g.ledger_replica_generations.get(p.region, 1)
+            suffix = "" if generation == 1 else f"-g{generation}"
             replica = PostgresReplica(
-                f"{p.prefix}-pg-replica",
+                f"{p.prefix}-pg-replica{suffix}",
                 PostgresReplicaArgs(
-                    identifier=f"{p.prefix}-pg",
+                    identifier=f"{p.prefix}-pg{suffix}",
                     source_db_arn=home_de.postgres.instance.arn,
                     engine_version=pg.engine_version,
                     vpc_id=p.network.vpc_id,
@@ -248,6 +269,7 @@ def build_global_tier(cfg: PlatformConfig, platforms: list[RegionalPlatform]) ->
                     log_retention_days=pg.log_retention_days,
                     final_snapshot=pg.final_snapshot,
                     promote=promote,
+                    alarm_actions=topics_in(g, p.region),
                     tags=tags,
                 ),
                 opts=pulumi.ResourceOptions(provider=p.provider),
@@ -272,6 +294,7 @@ def build_global_tier(cfg: PlatformConfig, platforms: list[RegionalPlatform]) ->
             source_bucket_arn=home_de.model_bucket.bucket_arn if g.replicate_model_bucket else None,
             source_kms_key_arn=home_de.model_key.arn if g.replicate_model_bucket else None,
             source_dependencies=[home_de.model_bucket, *(others_de[p.region].model_bucket for p in others)],
+            account_id=g.account_id,
             tags=tags,
         ),
         opts=at_home,
@@ -306,7 +329,18 @@ def build_global_tier(cfg: PlatformConfig, platforms: list[RegionalPlatform]) ->
         ledger_hostname=ledger_hostname,
         ledger_secret_arn=ledger_secret_arn,
     )
-    workload_inputs = {p.region: shared_state_inputs(cfg, p, home_de, shared, home=p is home) for p in platforms}
+    # Where each region's gateway may find its data stores: the writers and whatever a failover can promote (every
+    # region holds a Global Datastore member and a ledger copy), all reached over the full-mesh peering.
+    all_cidrs = [p.network.vpc_cidr for p in platforms]
+    workload_inputs = {
+        p.region: dataclasses.replace(
+            shared_state_inputs(cfg, p, home_de, shared, home=p is home),
+            redis_cidrs=all_cidrs if datastore is not None and g.peering else [p.network.vpc_cidr],
+            postgres_cidrs=all_cidrs if g.peering else [p.network.vpc_cidr],
+            image_rewrite=functools.partial(replica_image_ref, region=p.region, prefix=g.ecr_repository_prefix),
+        )
+        for p in platforms
+    }
     return GlobalTier(
         routing=routing,
         peerings=peerings,
@@ -348,7 +382,7 @@ def shared_state_inputs(cfg: PlatformConfig, platform: RegionalPlatform, home_de
     base = inputs_from_platform(cfg, platform)
     changes: dict[str, object] = {}
     if shared.redis_write_endpoint is not None and shared.redis_secret_arn is not None and (not home or shared.redis_moved):
-        changes["redis_url"] = pulumi.Output.all(shared.redis_write_endpoint, home_de.redis.port).apply(
+        changes["redis_url"] = pulumi.Output.all(shared.redis_write_endpoint, REDIS_PORT).apply(
             lambda v: f"rediss://{v[0]}:{int(v[1])}/0"
         )
         changes["redis_auth"] = SecretSource(arn=regional_arn(shared.redis_secret_arn, platform.region), property="auth_token")

@@ -147,7 +147,17 @@ def build_region(cfg: PlatformConfig, region: RegionConfig, account: AccountRole
         spot_ready = ensure_service_linked_role(EC2_SPOT, provider)[1] if any(g.capacity == "SPOT" for g in cfg.node_groups) else []
         account = AccountRoles(autoscaling_arn=autoscaling_arn, spot_ready=spot_ready)
 
-    azs = choose_region_zones(cfg, region, provider)
+    # From config when given (global.availability_zones): a run during a region outage must not ask that region's EC2.
+    configured_azs = cfg.global_.availability_zones.get(region.name) if cfg.global_ is not None else None
+    if configured_azs:
+        if region.az_count > len(configured_azs):
+            raise ConfigError(
+                f"stacks/Pulumi.{stack}.yaml: llm-platform:regions[{cfg.regions.index(region)}].az_count: got {region.az_count}; "
+                f"allowed: at most {len(configured_azs)}, the AZs listed in llm-platform:global.availability_zones.{region.name}"
+            )
+        azs = list(configured_azs[: region.az_count])
+    else:
+        azs = choose_region_zones(cfg, region, provider)
     offered = instance_type_offerings(cfg, azs, provider)
     invoke = pulumi.InvokeOutputOptions(provider=provider)
     account_id, partition = aws.get_caller_identity_output(opts=invoke).account_id, aws.get_partition_output(opts=invoke).partition

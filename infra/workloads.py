@@ -7,7 +7,7 @@ namespaces → add-ons (CRDs, controllers) → model servers, gateway, alert rul
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -47,6 +47,12 @@ class WorkloadInputs:
     model_bucket_read_policy: pulumi.Input[str] | None = None
     model_bucket_name: pulumi.Input[str] | None = None
     secret_kms_key_arns: list[pulumi.Input[str]] = field(default_factory=list)
+    redis_cidrs: list[str] = field(default_factory=list)
+    """VPC CIDRs the gateway may reach Redis in (multi-region: writer and promotable members); empty = own VPC."""
+    postgres_cidrs: list[str] = field(default_factory=list)
+    """VPC CIDRs the gateway may reach the ledger in; empty = own VPC."""
+    image_rewrite: Callable[[str], str] | None = None
+    """Multi-region: maps an image reference to this region's ECR replica of it (None = as configured)."""
 
 
 @dataclass
@@ -131,7 +137,8 @@ def inputs_from_platform(cfg: PlatformConfig, platform: RegionalPlatform) -> Wor
     if de is None:
         return WorkloadInputs()
     redis, postgres = de.redis, de.postgres
-    redis_url = pulumi.Output.all(redis.endpoint, redis.port).apply(lambda v: f"rediss://{v[0]}:{int(v[1])}/0")
+    # No regional Redis in a Global Datastore secondary region: the global tier supplies the shared one.
+    redis_url = pulumi.Output.all(redis.endpoint, redis.port).apply(lambda v: f"rediss://{v[0]}:{int(v[1])}/0") if redis else None
     database = None
     if postgres is not None:
         database = DatabaseSource(secret=SecretSource(arn=postgres.secret_arn), host=postgres.address,
@@ -140,7 +147,7 @@ def inputs_from_platform(cfg: PlatformConfig, platform: RegionalPlatform) -> Wor
         target_group_arn=de.edge.target_group_arn,
         redis_url=redis_url,
         redis_cluster=bool(cfg.data.redis.cluster_mode),
-        redis_auth=SecretSource(arn=redis.auth_secret_arn, property="auth_token"),
+        redis_auth=SecretSource(arn=redis.auth_secret_arn, property="auth_token") if redis else None,
         database=database,
         admin_token_kms_key_arn=de.data_key.arn,
         model_bucket_read_policy=de.model_bucket.read_policy_json,
@@ -162,8 +169,10 @@ def build_workloads(cfg: PlatformConfig, platform: RegionalPlatform, inputs: Wor
     identity = ServiceAccountIdentity(oidc_provider_arn=cluster.oidc_provider_arn, oidc_issuer=cluster.oidc_issuer)
     tags = {"llm-platform/stack": pulumi.get_stack(), "llm-platform/tier": cfg.tier, **cfg.tags}
 
+    image = inputs.image_rewrite or (lambda ref: ref)
     namespaces = Namespaces(f"{prefix}-namespaces", NamespacesArgs(
         vpc_cidr=platform.network.vpc_cidr, k8s_version=cfg.cluster.version,
+        redis_cidrs=inputs.redis_cidrs, postgres_cidrs=inputs.postgres_cidrs,
         gateway=GATEWAY_NS, models=MODELS_NS, monitoring=MONITORING_NS,
     ), opts=opts)
 
@@ -184,14 +193,14 @@ def build_workloads(cfg: PlatformConfig, platform: RegionalPlatform, inputs: Wor
     if cfg.models:
         hf = secret_of(wl.hf_token_secret, platform) if wl.hf_token_secret else None
         models = ModelServers(f"{prefix}-models", ModelServersArgs(
-            namespace=MODELS_NS, image=wl.vllm_image.ref, models=model_specs(cfg, inputs.model_bucket_name), region=platform.region,
+            namespace=MODELS_NS, image=image(wl.vllm_image.ref), models=model_specs(cfg, inputs.model_bucket_name), region=platform.region,
             identity=identity, prometheus_url=addons.prometheus_url,
             model_bucket_read_policy=inputs.model_bucket_read_policy, hf_token=hf,
             secret_kms_key_arns=inputs.secret_kms_key_arns, depends_on=ready, tags=tags,
         ), opts=opts)
         gw = wl.gateway
         gateway = GatewayWorkload(f"{prefix}-gateway", GatewayWorkloadArgs(
-            namespace=GATEWAY_NS, image=gw.image.ref, models_yaml=models_yaml(cfg.models), region=platform.region,
+            namespace=GATEWAY_NS, image=image(gw.image.ref), models_yaml=models_yaml(cfg.models), region=platform.region,
             identity=identity, replicas_min=gw.replicas.min, replicas_max=gw.replicas.max,
             requests={"cpu": gw.requests.cpu, "memory": gw.requests.memory},
             limits={"cpu": gw.limits.cpu, "memory": gw.limits.memory},

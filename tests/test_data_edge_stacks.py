@@ -95,7 +95,10 @@ def test_global_builds_every_region_with_postgres_at_home(rendered: Render) -> N
     # Only what RedisCache/PostgresDatabase build (the cross-region layer adds Global Datastore members and replicas).
     ours = {x.urn for x in [*r.of_type("llm-platform:data:RedisCache"), *r.of_type("llm-platform:data:PostgresDatabase")]}
     caches = [x for x in r.of_type(RG) if x.parent in ours]
-    assert sorted(filter(None, (r.region_of(x) for x in caches))) == sorted(regions)
+    # global_datastore: a secondary region's Redis is its Global Datastore member, not a RedisCache of its own.
+    assert sorted(filter(None, (r.region_of(x) for x in caches))) == [regions[0]]
+    members = [x for x in r.of_type(RG) if x.inputs.get("globalReplicationGroupId")]
+    assert sorted(filter(None, (r.region_of(x) for x in members))) == sorted(regions[1:])
     assert all(x.inputs["clusterMode"] == "enabled" and x.inputs["numNodeGroups"] == 2 for x in caches)
     (db,) = [x for x in r.of_type(DB) if x.parent in ours]
     assert r.region_of(db) == regions[0] and db.inputs["multiAz"] is True

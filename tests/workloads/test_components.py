@@ -191,8 +191,8 @@ def test_default_deny_then_only_the_serving_path(rendering: Rendering) -> None:
     to_models = one(rendering, "NetworkPolicy", "gateway-to-models", "gateway")["spec"]["egress"][0]
     assert to_models["ports"] == [{"protocol": "TCP", "port": 8000}]
     assert to_models["to"][0]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "models"}}
-    data = one(rendering, "NetworkPolicy", "gateway-to-data", "gateway")["spec"]["egress"][0]["ports"]
-    assert {p["port"] for p in data} == {6379, 5432}
+    data = one(rendering, "NetworkPolicy", "gateway-to-data", "gateway")["spec"]["egress"]
+    assert {p["port"] for rule in data for p in rule["ports"]} == {6379, 5432}
     from_gateway = one(rendering, "NetworkPolicy", "models-from-gateway", "models")["spec"]["ingress"][0]
     assert from_gateway["from"][0]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}
     for ns in ("gateway", "models"):
