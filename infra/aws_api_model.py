@@ -568,6 +568,10 @@ TABLE.update({
                                                                 members={"clientIdLists": "ClientIDList"}),
     "aws:iam/policy:Policy": _api("iam", "CreatePolicy", "aws_iam_policy", "internal/service/iam/policy.go",
                                   members={"name": "PolicyName", "policy": "PolicyDocument"}, supplied={"PolicyName": AUTONAME}),
+    # The provider tags the role after creating it (CreateServiceLinkedRole takes no tags): TagRole.
+    "aws:iam/serviceLinkedRole:ServiceLinkedRole": _api("iam", "CreateServiceLinkedRole TagRole", "aws_iam_service_linked_role",
+                                                        "internal/service/iam/service_linked_role.go",
+                                                        members={"tags": "TagRole:Tags"}),
     "aws:iam/role:Role": _api("iam", "CreateRole", "aws_iam_role", "internal/service/iam/role.go",
                               members={"name": "RoleName", "assumeRolePolicy": "AssumeRolePolicyDocument"},
                               supplied={"RoleName": AUTONAME}),
