@@ -78,6 +78,10 @@ class GatewayWorkloadArgs:
     """CMKs encrypting those secrets (the reader may decrypt through Secrets Manager only)."""
     target_group_arn: pulumi.Input[str] | None = None
     """The edge's ALB target group (target type ip); None = no TargetGroupBinding (no public entry yet)."""
+    keep_alive_seconds: int | None = None
+    """HTTP keep-alive of the gateway; must exceed the ALB's idle timeout (None = the gateway's default)."""
+    max_body_bytes: int | None = None
+    """Largest request body the gateway accepts, 413 above (None = the gateway's default)."""
     depends_on: Sequence[pulumi.Resource] = ()
     """Namespaces and add-ons (CRDs) that must exist first."""
     tags: dict[str, str] = field(default_factory=dict)
@@ -120,6 +124,10 @@ def environment(args: GatewayWorkloadArgs, secret_keys: Sequence[str]) -> list[d
     ]
     if args.redis_url is not None:
         env.append({"name": "GATEWAY_REDIS_URL", "value": args.redis_url})
+    if args.keep_alive_seconds is not None:
+        env.append({"name": "GATEWAY_KEEP_ALIVE_S", "value": str(args.keep_alive_seconds)})
+    if args.max_body_bytes is not None:
+        env.append({"name": "GATEWAY_MAX_BODY_BYTES", "value": str(args.max_body_bytes)})
     files = {"redis_password": "GATEWAY_REDIS_PASSWORD_FILE", "database_url": "GATEWAY_DATABASE_URL_FILE",
              "admin_token": "GATEWAY_ADMIN_TOKEN_FILE"}
     env += [{"name": var, "value": f"/etc/gateway/secrets/{key}"} for key, var in files.items() if key in secret_keys]

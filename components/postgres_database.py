@@ -23,6 +23,13 @@ POSTGRES_PORT = 5432
 LOG_EXPORTS = ("postgresql", "upgrade")
 ENGINE_VERSION_PATTERN = r"^(1[4-8])(\.\d+)?$"
 MONITORING_INTERVALS = (1, 5, 10, 15, 30, 60)
+# Statements slower than this are logged with their duration (PostgreSQL `log_min_duration_statement`, in ms; RDS
+# "Turning on query logging for your RDS for PostgreSQL DB instance"): "which query is slow" without logging them all.
+SLOW_STATEMENT_MS = 500
+# Schema changes (CREATE/ALTER/DROP, GRANT) are always logged. Not `mod`/`all`: those would log every prompt's
+# usage row; and a DDL statement carrying a password would be logged too, which is one more reason the gateway's
+# role authenticates with IAM tokens and has no password.
+LOG_STATEMENT = "ddl"
 
 
 def parameter_group_family(engine_version: str) -> str:
@@ -168,11 +175,13 @@ class PostgresSurroundings:
         self.parameter_group = aws.rds.ParameterGroup(
             f"{name}-params",
             family=parameter_group_family(engine_version),
-            description=f"{identifier}: TLS required, connections logged",
+            description=f"{identifier}: TLS required, connections, schema changes and slow statements logged",
             parameters=[
                 {"name": "rds.force_ssl", "value": "1"},
                 {"name": "log_connections", "value": "1"},
                 {"name": "log_disconnections", "value": "1"},
+                {"name": "log_min_duration_statement", "value": str(SLOW_STATEMENT_MS)},
+                {"name": "log_statement", "value": LOG_STATEMENT},
             ],
             tags=tags,
             opts=child,
@@ -199,7 +208,8 @@ class PostgresSurroundings:
                 retention_in_days=log_retention_days,
                 kms_key_id=log_kms_key_arn,
                 tags=tags,
-                opts=child,
+                # RDS writes to exactly this name: a replacement must free it first.
+                opts=pulumi.ResourceOptions(parent=parent, delete_before_replace=True),
             )
             for export in LOG_EXPORTS
         ]
@@ -276,7 +286,10 @@ class PostgresDatabase(pulumi.ComponentResource):
             enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
             apply_immediately=args.apply_immediately,
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=surroundings.instance_depends_on),
+            # The identifier is fixed (the log groups are named after it), so a replacing change must delete the old
+            # instance first (and is refused while deletion protection is on, which is the point of it). The subnet
+            # and parameter groups are auto-named, so they are replaced create-first while the instance uses them.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=surroundings.instance_depends_on, delete_before_replace=True),
         )
 
         self.security_group_id = surroundings.security_group.id

@@ -61,6 +61,8 @@ class RenderedResource:
     # Input name -> URNs of the resources its value came from (what the engine hands policies as
     # property_dependencies): how a stack policy links a FlowLog to its Vpc without knowing the Vpc's id.
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    delete_before_replace: bool = False
+    """The `delete_before_replace` resource option (a fixed physical name cannot be replaced create-first)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -268,9 +270,11 @@ class PlatformMocks(pulumi_mocks.Mocks):
                        arn=f"arn:aws:elasticloadbalancing:{region}:{ACCOUNT_ID}:targetgroup/{tg}/{h[:16]}")
         elif typ == "aws:acm/certificate:Certificate":
             domain = inputs.get("domainName", "example.com")
-            out.update(domainValidationOptions=[{"domainName": domain, "resourceRecordName": f"_{h[:8]}.{domain}.",
+            # Like ACM: one validation CNAME per domain and account, whatever the region.
+            dh = _short_hash(ACCOUNT_ID, domain)
+            out.update(domainValidationOptions=[{"domainName": domain, "resourceRecordName": f"_{dh[:8]}.{domain}.",
                                                  "resourceRecordType": "CNAME",
-                                                 "resourceRecordValue": f"_{h[8:16]}.acm-validations.aws."}],
+                                                 "resourceRecordValue": f"_{dh[8:16]}.acm-validations.aws."}],
                        arn=f"arn:aws:acm:{region}:{ACCOUNT_ID}:certificate/{h}")
         elif typ == "aws:s3/bucket:Bucket" or typ == "aws:s3/bucketV2:BucketV2":
             bucket = inputs.get("bucket") or f"{name}-{h[:8]}"
@@ -356,6 +360,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 custom=bool(request.custom),
                 property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items() if v.urns},
                 id=getattr(response, "id", None) or None,
+                delete_before_replace=bool(request.deleteBeforeReplace),
             )
         )
         return response

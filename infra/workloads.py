@@ -20,6 +20,7 @@ from components.namespaces import Namespaces, NamespacesArgs
 from components.observability import Observability, ObservabilityArgs
 from components.secrets_sync import SecretSource
 from infra.config import ConfigError
+from infra.data_edge import gateway_keep_alive_seconds
 from infra.instances import INSTANCE_SPECS
 from infra.workload_config import DEFAULT_CHARTS, ModelConfig, catalog_data, check_catalog, default_backend_url, matching_node_groups
 
@@ -46,6 +47,8 @@ class WorkloadInputs:
     model_bucket_read_policy: pulumi.Input[str] | None = None
     model_bucket_name: pulumi.Input[str] | None = None
     secret_kms_key_arns: list[pulumi.Input[str]] = field(default_factory=list)
+    keep_alive_seconds: int | None = None
+    max_body_bytes: int | None = None
 
 
 @dataclass
@@ -130,6 +133,8 @@ def inputs_from_platform(cfg: PlatformConfig, platform: RegionalPlatform) -> Wor
         model_bucket_read_policy=de.model_bucket.read_policy_json,
         model_bucket_name=de.model_bucket.bucket_name,
         secret_kms_key_arns=[de.data_key.arn],
+        keep_alive_seconds=gateway_keep_alive_seconds(cfg),
+        max_body_bytes=cfg.edge.max_body_bytes,
     )
 
 
@@ -183,6 +188,7 @@ def build_workloads(cfg: PlatformConfig, platform: RegionalPlatform, inputs: Wor
             database=inputs.database, admin_token=inputs.admin_token, admin_token_kms_key_arn=inputs.admin_token_kms_key_arn,
             secret_kms_key_arns=inputs.secret_kms_key_arns,
             target_group_arn=inputs.target_group_arn, depends_on=ready, tags=tags,
+            keep_alive_seconds=inputs.keep_alive_seconds, max_body_bytes=inputs.max_body_bytes,
         ), opts=opts)
 
     observability = Observability(f"{prefix}-observability", ObservabilityArgs(
