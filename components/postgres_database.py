@@ -227,6 +227,16 @@ class PostgresDatabase(pulumi.ComponentResource):
     secret_arn: pulumi.Output[str]
     """Secrets Manager secret RDS keeps the master credentials in (`{"username", "password"}`), rotated by RDS."""
     database_name: str
+    resource_id: pulumi.Output[str]
+    """The instance's `DbiResourceId`: IAM database authentication policies name it."""
+
+    def iam_connect_arn(self, db_user: str) -> pulumi.Output[str]:
+        """`rds-db:connect` resource of `db_user` on this instance (IAM database authentication)."""
+        def arn(values: list[str]) -> str:
+            _, partition, _, region, account, *_ = str(values[0]).split(":")  # arn:<partition>:rds:<region>:<account>:db:<id>
+            return f"arn:{partition}:rds-db:{region}:{account}:dbuser:{values[1]}/{db_user}"
+
+        return pulumi.Output.all(self.instance.arn, self.resource_id).apply(arn)
 
     def __init__(self, name: str, args: PostgresDatabaseArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:data:PostgresDatabase", name, None, opts)
@@ -300,6 +310,7 @@ class PostgresDatabase(pulumi.ComponentResource):
         else:
             self.secret_arn = self._own_secret(name, args)
         self.database_name = args.database_name
+        self.resource_id = self.instance.resource_id
         self.register_outputs(
             {"address": self.address, "port": self.port, "secret_arn": self.secret_arn, "security_group_id": self.security_group_id}
         )

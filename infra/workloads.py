@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 GATEWAY_NS = "gateway"
 MODELS_NS = "models"
 MONITORING_NS = "monitoring"
+# The gateway's own least-privilege database role (IAM authentication; the gateway creates it at start as master).
+GATEWAY_DB_ROLE = "llm_gateway"
 
 
 @dataclass
@@ -122,7 +124,8 @@ def inputs_from_platform(cfg: PlatformConfig, platform: RegionalPlatform) -> Wor
     database = None
     if postgres is not None:
         database = DatabaseSource(secret=SecretSource(arn=postgres.secret_arn), host=postgres.address,
-                                  port=postgres.port, database=postgres.database_name)
+                                  port=postgres.port, database=postgres.database_name, iam_user=GATEWAY_DB_ROLE,
+                                  iam_connect_arn=postgres.iam_connect_arn(GATEWAY_DB_ROLE))
     return WorkloadInputs(
         target_group_arn=de.edge.target_group_arn,
         redis_url=redis_url,
