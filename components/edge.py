@@ -3,9 +3,11 @@
 The ALB is owned here (not by the AWS Load Balancer Controller): internet-facing in the public subnets, invalid
 headers dropped, desync mitigation on, access logs to a private bucket, an idle timeout long enough for streamed
 completions. Port 80 only redirects to 443. The `ip` target group is empty at creation: the Load Balancer
-Controller's TargetGroupBinding registers gateway pod IPs into it. The WebACL runs the AWS managed baseline plus a
-per-IP rate limit and a prompt-sized body limit, and logs (with the `authorization` header redacted) to an
-encrypted `aws-waf-logs-*` log group.
+Controller's TargetGroupBinding registers gateway pod IPs into it. The WebACL runs the AWS managed baseline (its
+body-inspecting rules counted: prompts contain code, paths and URLs) plus a rate limit per API key with a per-IP
+backstop, and logs (with the `authorization` header redacted) to an encrypted `aws-waf-logs-*` log group. There is
+no body-size rule: an ALB forwards WAF at most the first 8 KB of a body (64 KB with a paid AssociationConfig), so a
+prompt-sized limit can only be enforced by the gateway itself.
 """
 
 from __future__ import annotations
@@ -34,6 +36,31 @@ TLS_POLICIES = (
 )
 # The Common rule set's 8 KB body rule would block ordinary prompts; it is always set to count.
 SIZE_RESTRICTIONS_BODY = "SizeRestrictions_BODY"
+COMMON_RULE_SET = "AWSManagedRulesCommonRuleSet"
+KNOWN_BAD_INPUTS_RULE_SET = "AWSManagedRulesKnownBadInputsRuleSet"
+# Rule names of the two managed groups we override, as AWS publishes them (developer guide, "Baseline rule groups":
+# docs.aws.amazon.com/waf/latest/developerguide/aws-managed-rule-groups-baseline.html). WAF silently ignores a
+# RuleActionOverride whose name matches no rule, so a misspelt override would leave the rule blocking.
+MANAGED_RULE_NAMES: dict[str, tuple[str, ...]] = {
+    COMMON_RULE_SET: (
+        "NoUserAgent_HEADER", "UserAgent_BadBots_HEADER", "SizeRestrictions_QUERYSTRING", "SizeRestrictions_Cookie_HEADER",
+        "SizeRestrictions_BODY", "SizeRestrictions_URIPATH", "EC2MetaDataSSRF_BODY", "EC2MetaDataSSRF_COOKIE",
+        "EC2MetaDataSSRF_URIPATH", "EC2MetaDataSSRF_QUERYARGUMENTS", "GenericLFI_QUERYARGUMENTS", "GenericLFI_URIPATH",
+        "GenericLFI_BODY", "RestrictedExtensions_URIPATH", "RestrictedExtensions_QUERYARGUMENTS", "GenericRFI_QUERYARGUMENTS",
+        "GenericRFI_BODY", "GenericRFI_URIPATH", "CrossSiteScripting_COOKIE", "CrossSiteScripting_QUERYARGUMENTS",
+        "CrossSiteScripting_BODY", "CrossSiteScripting_URIPATH",
+    ),
+    KNOWN_BAD_INPUTS_RULE_SET: (
+        "JavaDeserializationRCE_HEADER", "JavaDeserializationRCE_BODY", "JavaDeserializationRCE_URIPATH",
+        "JavaDeserializationRCE_QUERYSTRING", "Host_localhost_HEADER", "PROPFIND_METHOD", "ExploitablePaths_URIPATH",
+        "Log4JRCE_HEADER", "Log4JRCE_QUERYSTRING", "Log4JRCE_BODY", "Log4JRCE_URIPATH", "ReactJSRCE_BODY",
+    ),
+}
+# Every rule that inspects the body: a prompt is free text (code, file paths, URLs, "169.254.169.254", "${jndi:"),
+# so in block mode these would reject ordinary requests. They count (visible in metrics and logs) instead.
+BODY_RULES: dict[str, tuple[str, ...]] = {group: tuple(r for r in rules if r.endswith("_BODY")) for group, rules in MANAGED_RULE_NAMES.items()}
+# The header API keys travel in (`Authorization: Bearer <key>`): the rate limit's aggregation key.
+API_KEY_HEADER = "authorization"
 # Regions launched before August 2022 deliver ALB logs from a regional ELB account; later ones use the service
 # principal `logdelivery.elasticloadbalancing.amazonaws.com` (granted everywhere below).
 ELB_LOG_ACCOUNTS = {
@@ -55,16 +82,20 @@ class WafArgs:
     """KMS key of the WAF log group (its policy must admit `logs.<region>.amazonaws.com`)."""
     mode: Literal["count", "block"] = "block"
     """`count` only records what would have been blocked (for tuning); `block` enforces."""
-    rate_limit_per_ip: int = 3000
-    """Requests per IP in any `rate_limit_window_seconds` window before the IP is blocked for a while."""
+    rate_limit_per_key: int = 30_000
+    """Requests per API key (`authorization` header value) in any window before that key is blocked for a while.
+    A flood backstop: the gateway enforces each key's real quotas."""
+    rate_limit_per_ip: int = 150_000
+    """Requests per source IP in any window: a backstop for requests without a key or with made-up keys, sized so a
+    customer's backend behind one NAT address is never the one blocked."""
     rate_limit_window_seconds: int = 300
-    """Window the per-IP rate is counted over: 60, 120, 300 or 600 seconds."""
-    max_body_bytes: int = 1_048_576
-    """Requests with a larger body are rejected at the edge (prompts with long context are large; set for them)."""
+    """Window both rates are counted over: 60, 120, 300 or 600 seconds."""
     anonymous_ip_list: bool = False
     """Also block VPNs, Tor exit nodes and hosting providers (AWSManagedRulesAnonymousIpList)."""
-    common_rules_to_count: Sequence[str] = (SIZE_RESTRICTIONS_BODY, "CrossSiteScripting_BODY")
+    common_rules_to_count: Sequence[str] = BODY_RULES[COMMON_RULE_SET]
     """Common-rule-set rules overridden to count: the body rules fire on ordinary prompts (long, or containing code)."""
+    known_bad_inputs_rules_to_count: Sequence[str] = BODY_RULES[KNOWN_BAD_INPUTS_RULE_SET]
+    """Known-bad-inputs rules overridden to count (its body rules match prompts that quote exploit strings)."""
     log_retention_days: int = 90
     """Retention of the `aws-waf-logs-*` log group."""
     log_allowed_requests: bool = False
@@ -73,16 +104,19 @@ class WafArgs:
     def __post_init__(self) -> None:
         if self.mode not in ("count", "block"):
             raise ValueError(f"waf.mode: got {self.mode!r}; allowed: count, block")
-        if not 10 <= self.rate_limit_per_ip <= 2_000_000_000:
-            raise ValueError(f"waf.rate_limit_per_ip: got {self.rate_limit_per_ip}; allowed: 10 to 2000000000")
+        for key in ("rate_limit_per_key", "rate_limit_per_ip"):
+            if not 10 <= getattr(self, key) <= 2_000_000_000:  # RateBasedStatement.Limit (botocore wafv2 RateLimit)
+                raise ValueError(f"waf.{key}: got {getattr(self, key)}; allowed: 10 to 2000000000")
         if self.rate_limit_window_seconds not in (60, 120, 300, 600):
             raise ValueError(f"waf.rate_limit_window_seconds: got {self.rate_limit_window_seconds}; allowed: 60, 120, 300, 600")
-        if not 8192 <= self.max_body_bytes <= 21_474_836_480:
-            raise ValueError(f"waf.max_body_bytes: got {self.max_body_bytes}; allowed: 8192 to 21474836480")
+        for key, group in (("common_rules_to_count", COMMON_RULE_SET), ("known_bad_inputs_rules_to_count", KNOWN_BAD_INPUTS_RULE_SET)):
+            unknown = [r for r in getattr(self, key) if r not in MANAGED_RULE_NAMES[group]]
+            if unknown:
+                raise ValueError(f"waf.{key}: got {unknown}; allowed: rules of {group}: {', '.join(MANAGED_RULE_NAMES[group])}")
         if SIZE_RESTRICTIONS_BODY not in self.common_rules_to_count:
             raise ValueError(
                 f"waf.common_rules_to_count: got {list(self.common_rules_to_count)}; must include {SIZE_RESTRICTIONS_BODY} "
-                "(its 8 KB limit blocks ordinary prompts; max_body_bytes is the body limit)"
+                "(its 8 KB limit blocks ordinary prompts; the gateway enforces the body limit)"
             )
 
 
@@ -151,13 +185,29 @@ def web_acl_rules(prefix: str, waf: WafArgs) -> list[aws.wafv2.WebAclRuleArgsDic
     managed = ["AWSManagedRulesAmazonIpReputationList"]
     if waf.anonymous_ip_list:
         managed.append("AWSManagedRulesAnonymousIpList")
-    managed += ["AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet"]
+    managed += [COMMON_RULE_SET, KNOWN_BAD_INPUTS_RULE_SET]
+    counted = {COMMON_RULE_SET: waf.common_rules_to_count, KNOWN_BAD_INPUTS_RULE_SET: waf.known_bad_inputs_rules_to_count}
 
     rules: list[aws.wafv2.WebAclRuleArgsDict] = [
         {
-            # First and cheap: one abusive IP should not cost managed-rule evaluations.
-            "name": "rate-limit-per-ip",
+            # First and cheap: one abusive key should not cost managed-rule evaluations. Requests without the header
+            # are left out of this rule (WAF skips a request missing a custom key) and met by the per-IP one.
+            "name": "rate-limit-per-key",
             "priority": 0,
+            "action": own_action,
+            "statement": {
+                "rate_based_statement": {
+                    "limit": waf.rate_limit_per_key,
+                    "evaluation_window_sec": waf.rate_limit_window_seconds,
+                    "aggregate_key_type": "CUSTOM_KEYS",
+                    "custom_keys": [{"header": {"name": API_KEY_HEADER, "text_transformations": [{"priority": 0, "type": "NONE"}]}}],
+                }
+            },
+            "visibility_config": _visibility(f"{prefix}-rate-limit-per-key"),
+        },
+        {
+            "name": "rate-limit-per-ip",
+            "priority": 1,
             "action": own_action,
             "statement": {
                 "rate_based_statement": {
@@ -167,12 +217,12 @@ def web_acl_rules(prefix: str, waf: WafArgs) -> list[aws.wafv2.WebAclRuleArgsDic
                 }
             },
             "visibility_config": _visibility(f"{prefix}-rate-limit-per-ip"),
-        }
+        },
     ]
     for group in managed:
         statement: aws.wafv2.WebAclRuleStatementManagedRuleGroupStatementArgsDict = {"name": group, "vendor_name": "AWS"}
-        if group == "AWSManagedRulesCommonRuleSet":
-            statement["rule_action_overrides"] = [{"name": rule, "action_to_use": {"count": {}}} for rule in waf.common_rules_to_count]
+        if counted.get(group):
+            statement["rule_action_overrides"] = [{"name": rule, "action_to_use": {"count": {}}} for rule in counted[group]]
         rules.append(
             {
                 "name": group,
@@ -182,24 +232,6 @@ def web_acl_rules(prefix: str, waf: WafArgs) -> list[aws.wafv2.WebAclRuleArgsDic
                 "visibility_config": _visibility(f"{prefix}-{group}"),
             }
         )
-    rules.append(
-        {
-            # The ALB hands WAF only the first 8 KB of a body; CONTINUE lets WAF judge the size it is told about
-            # instead of matching every body over 8 KB (MATCH would block ordinary prompts).
-            "name": "max-body-size",
-            "priority": len(rules),
-            "action": own_action,
-            "statement": {
-                "size_constraint_statement": {
-                    "comparison_operator": "GT",
-                    "size": waf.max_body_bytes,
-                    "field_to_match": {"body": {"oversize_handling": "CONTINUE"}},
-                    "text_transformations": [{"priority": 0, "type": "NONE"}],
-                }
-            },
-            "visibility_config": _visibility(f"{prefix}-max-body-size"),
-        }
-    )
     return rules
 
 
@@ -447,7 +479,7 @@ class Edge(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         web_acl = aws.wafv2.WebAcl(
             f"{name}-waf",
-            description=f"{name}: AWS managed baseline, per-IP rate limit, prompt-sized body limit, {waf.mode} mode",
+            description=f"{name}: AWS managed baseline, rate limits per API key and per IP, {waf.mode} mode",
             scope="REGIONAL",
             default_action={"allow": {}},
             rules=web_acl_rules(name, waf),
@@ -463,7 +495,7 @@ class Edge(pulumi.ComponentResource):
             retention_in_days=waf.log_retention_days,
             kms_key_id=waf.log_kms_key_arn,
             tags=tags,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),  # fixed name
         )
         delivery_policy = aws.cloudwatch.LogResourcePolicy(
             f"{name}-waf-logs",

@@ -122,7 +122,7 @@ class EksCluster(pulumi.ComponentResource):
             retention_in_days=args.log_retention_days,
             kms_key_id=logs_key.arn,
             tags=tags,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),  # fixed name
         )
 
         role = aws.iam.Role(f"{name}-cluster", assume_role_policy=service_trust_policy("eks.amazonaws.com"), tags=tags, opts=child)
@@ -157,7 +157,7 @@ class EksCluster(pulumi.ComponentResource):
             bootstrap_self_managed_addons=False,
             upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type="STANDARD"),
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, attachment]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, attachment], delete_before_replace=True),  # fixed name
         )
         self.cluster_name = self.cluster.name
         self.cluster_security_group_id = self.cluster.vpc_config.apply(lambda c: str(c.cluster_security_group_id))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -24,7 +25,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-from components.irsa import ServiceAccountIdentity
+from components.irsa import ServiceAccountIdentity, service_account_role
 from components.kube import (
     PROVIDER_AWAIT_SECONDS,
     RESTRICTED_CONTAINER_SECURITY,
@@ -65,6 +66,11 @@ class DatabaseSource:
     database: str
     username_property: str = "username"
     password_property: str = "password"
+    iam_user: str | None = None
+    """The gateway's own database role, authenticating with IAM tokens (the secret's master user then only runs
+    migrations and creates that role); None = the gateway runs as the secret's user."""
+    iam_connect_arn: pulumi.Input[str] | None = None
+    """`arn:<partition>:rds-db:<region>:<account>:dbuser:<DbiResourceId>/<iam_user>`: what the gateway's IAM role may connect as."""
 
 
 @dataclass
@@ -99,6 +105,10 @@ class GatewayWorkloadArgs:
     """CMKs encrypting those secrets (the reader may decrypt through Secrets Manager only)."""
     target_group_arn: pulumi.Input[str] | None = None
     """The edge's ALB target group (target type ip); None = no TargetGroupBinding (no public entry yet)."""
+    keep_alive_seconds: int | None = None
+    """HTTP keep-alive of the gateway; must exceed the ALB's idle timeout (None = the gateway's default)."""
+    max_body_bytes: int | None = None
+    """Largest request body the gateway accepts, 413 above (None = the gateway's default)."""
     depends_on: Sequence[pulumi.Resource] = ()
     """Namespaces and add-ons (CRDs) that must exist first."""
     tags: dict[str, str] = field(default_factory=dict)
@@ -141,6 +151,13 @@ def environment(args: GatewayWorkloadArgs, secret_keys: Sequence[str]) -> list[d
     ]
     if args.redis_url is not None:
         env.append({"name": "GATEWAY_REDIS_URL", "value": args.redis_url})
+    if args.keep_alive_seconds is not None:
+        env.append({"name": "GATEWAY_KEEP_ALIVE_S", "value": str(args.keep_alive_seconds)})
+    if args.max_body_bytes is not None:
+        env.append({"name": "GATEWAY_MAX_BODY_BYTES", "value": str(args.max_body_bytes)})
+    if args.database is not None and args.database.iam_user is not None:
+        env += [{"name": "GATEWAY_DATABASE_IAM_USER", "value": args.database.iam_user},
+                {"name": "GATEWAY_DATABASE_IAM_REGION", "value": args.region}]
     files = {"redis_password": "GATEWAY_REDIS_PASSWORD_FILE", "database_url": "GATEWAY_DATABASE_URL_FILE",
              "admin_token": "GATEWAY_ADMIN_TOKEN_FILE"}
     env += [{"name": var, "value": f"/etc/gateway/secrets/{key}"} for key, var in files.items() if key in secret_keys]
@@ -229,10 +246,13 @@ def deploy_timeouts(deployment_manifest: Manifest) -> pulumi.CustomTimeouts:
     return pulumi.CustomTimeouts(create=timeout, update=timeout)
 
 
-def manifests(args: GatewayWorkloadArgs, secret_keys: Sequence[str]) -> list[Manifest]:
+def manifests(args: GatewayWorkloadArgs, secret_keys: Sequence[str], role_arn: pulumi.Input[str] | None = None) -> list[Manifest]:
     ns, labels = args.namespace, selector_labels()
+    account = metadata(APP, ns, labels)
+    if role_arn is not None:  # IRSA: the pod gets this role's credentials (IAM database authentication)
+        account["annotations"] = {**account.get("annotations", {}), "eks.amazonaws.com/role-arn": role_arn}
     objs: list[Manifest] = [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata(APP, ns, labels), "automountServiceAccountToken": False},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": account, "automountServiceAccountToken": False},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(MODELS_CONFIGMAP, ns, labels), "data": {"models.yaml": args.models_yaml}},
         deployment(args, secret_keys),
         {
@@ -286,13 +306,25 @@ class GatewayWorkload(pulumi.ComponentResource):
                 f"{name}-externalsecret", external_secret(SECRET_NAME, args.namespace, data, template),
                 pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *secret_objects]),
             ))
-        for obj in manifests(args, list(template)):
+        role_arn = self._database_role(name, args)
+        for obj in manifests(args, list(template), role_arn):
             depends = [*args.depends_on, *secret_objects] if obj["kind"] == "Deployment" else list(args.depends_on)
             timeouts = deploy_timeouts(obj) if obj["kind"] == "Deployment" else None
             apply_manifest(f"{name}-{obj['kind'].lower()}", obj,
                            pulumi.ResourceOptions(parent=self, depends_on=depends, custom_timeouts=timeouts))
         self.service_url = f"http://{APP}.{args.namespace}.svc:{GATEWAY_PORT}"
         self.register_outputs({"service_url": self.service_url, "admin_token_secret_arn": self.admin_token_secret_arn})
+
+    def _database_role(self, name: str, args: GatewayWorkloadArgs) -> pulumi.Output[str] | None:
+        """IRSA role allowed to connect to Postgres as the gateway's own database role, and nothing else."""
+        db = args.database
+        if db is None or db.iam_user is None:
+            return None
+        if db.iam_connect_arn is None:
+            raise ValueError("database.iam_connect_arn: got None with an iam_user; allowed: the rds-db:connect ARN of that user")
+        policy = pulumi.Output.from_input(db.iam_connect_arn).apply(lambda arn: json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Sid": "ConnectAsGatewayRole", "Effect": "Allow", "Action": "rds-db:connect", "Resource": arn}]}))
+        return service_account_role(f"{name}-db", args.identity, args.namespace, APP, policy, self, args.tags).arn
 
     def _generated_admin_token(self, name: str, args: GatewayWorkloadArgs) -> SecretSource:
         token = random.RandomPassword(f"{name}-admin-token", length=48, special=False, opts=pulumi.ResourceOptions(parent=self))

@@ -114,7 +114,7 @@ class GlobalDatastore(pulumi.ComponentResource):
             primary_replication_group_id=args.primary_replication_group_id,
             # A failover (run by an operator or AWS) changes which member is primary; without this the next
             # `pulumi up` would see a new primary id and replace the whole Global Datastore.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["primaryReplicationGroupId"]),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["primaryReplicationGroupId"], delete_before_replace=True),  # fixed id
         )
         self.global_replication_group_id = self.global_replication_group.global_replication_group_id
 

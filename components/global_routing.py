@@ -24,7 +24,7 @@ from typing import Literal, Sequence
 import pulumi
 import pulumi_aws as aws
 
-from components.certificate import dns_validated_certificate
+from components.certificate import dns_validated_certificates
 
 CONTINENTS = ("AF", "AN", "AS", "EU", "OC", "NA", "SA")
 LATENCY_LABEL = "latency"
@@ -177,10 +177,7 @@ class GlobalRouting(pulumi.ComponentResource):
                     opts=pulumi.ResourceOptions(parent=self, provider=args.metrics_provider),
                 )
 
-        self.certificate_arns = {}
-        for endpoint in args.endpoints:
-            if endpoint.https_listener_arn is not None:
-                self.certificate_arns[endpoint.region] = self._listener_certificate(name, args, endpoint)
+        self.certificate_arns = self._listener_certificates(name, args, [e for e in args.endpoints if e.https_listener_arn is not None])
 
         self.latency_hostname = f"{LATENCY_LABEL}.{args.api_hostname}" if args.residency else args.api_hostname
         latency_records: list[aws.route53.Record] = []
@@ -233,24 +230,29 @@ class GlobalRouting(pulumi.ComponentResource):
         self.api_url = f"https://{args.api_hostname}"
         self.register_outputs({"api_url": self.api_url, "health_check_ids": self.health_check_ids})
 
-    def _listener_certificate(self, name: str, args: GlobalRoutingArgs, endpoint: RegionalEndpoint) -> pulumi.Output[str]:
-        """An ACM certificate for the API hostname in the endpoint's region, DNS-validated, added to its HTTPS listener."""
-        if endpoint.provider is None:
-            raise ValueError(f"endpoints[{endpoint.region}].provider: got None with an https_listener_arn; allowed: the region's aws.Provider")
-        in_region = pulumi.ResourceOptions(parent=self, provider=endpoint.provider)
-        certificate_arn = dns_validated_certificate(
-            f"{name}-cert-{endpoint.region}",
-            f"{name}-cert-validation-{endpoint.region}",
+    def _listener_certificates(self, name: str, args: GlobalRoutingArgs, endpoints: list[RegionalEndpoint]) -> dict[str, pulumi.Output[str]]:
+        """An ACM certificate for the API hostname in each endpoint's region, added to its HTTPS listener (SNI); all of
+        them DNS-validated through one record (ACM asks every region for the same CNAME)."""
+        if not endpoints:
+            return {}
+        for endpoint in endpoints:
+            if endpoint.provider is None:
+                raise ValueError(f"endpoints[{endpoint.region}].provider: got None with an https_listener_arn; allowed: the region's aws.Provider")
+        in_region = {e.region: pulumi.ResourceOptions(parent=self, provider=e.provider) for e in endpoints}
+        certificate_arns = dns_validated_certificates(
+            f"{name}-cert",
+            f"{name}-cert-validation",
             domain_name=args.api_hostname,
             zone_id=args.zone_id,
+            placements=in_region,
             tags=args.tags,
-            opts=in_region,
             record_opts=pulumi.ResourceOptions(parent=self),
         )
-        aws.lb.ListenerCertificate(
-            f"{name}-cert-{endpoint.region}",
-            listener_arn=endpoint.https_listener_arn,
-            certificate_arn=certificate_arn,
-            opts=in_region,
-        )
-        return certificate_arn
+        for endpoint in endpoints:
+            aws.lb.ListenerCertificate(
+                f"{name}-cert-{endpoint.region}",
+                listener_arn=endpoint.https_listener_arn,
+                certificate_arn=certificate_arns[endpoint.region],
+                opts=in_region[endpoint.region],
+            )
+        return certificate_arns

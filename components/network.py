@@ -153,7 +153,7 @@ class Network(pulumi.ComponentResource):
             retention_in_days=args.flow_logs_retention_days,
             kms_key_id=flow_logs_key_arn,
             tags=tags,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),  # fixed name
         )
         flow_role = aws.iam.Role(
             f"{name}-flow-logs",

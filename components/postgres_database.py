@@ -26,6 +26,13 @@ MONITORING_INTERVALS = (1, 5, 10, 15, 30, 60)
 # RDS PerformanceInsightsRetentionPeriod: 7, month * 31 for month 1-23, or 731 (botocore rds model documentation;
 # 731 is not a multiple of 31). infra/provider_limits.py checks rendered stacks against this tuple.
 PERFORMANCE_INSIGHTS_RETENTION_DAYS = (7, *(31 * month for month in range(1, 24)), 731)
+# Statements slower than this are logged with their duration (PostgreSQL `log_min_duration_statement`, in ms; RDS
+# "Turning on query logging for your RDS for PostgreSQL DB instance"): "which query is slow" without logging them all.
+SLOW_STATEMENT_MS = 500
+# Schema changes (CREATE/ALTER/DROP, GRANT) are always logged. Not `mod`/`all`: those would log every prompt's
+# usage row; and a DDL statement carrying a password would be logged too, which is one more reason the gateway's
+# role authenticates with IAM tokens and has no password.
+LOG_STATEMENT = "ddl"
 
 
 def parameter_group_family(engine_version: str) -> str:
@@ -171,11 +178,13 @@ class PostgresSurroundings:
         self.parameter_group = aws.rds.ParameterGroup(
             f"{name}-params",
             family=parameter_group_family(engine_version),
-            description=f"{identifier}: TLS required, connections logged",
+            description=f"{identifier}: TLS required, connections, schema changes and slow statements logged",
             parameters=[
                 {"name": "rds.force_ssl", "value": "1"},
                 {"name": "log_connections", "value": "1"},
                 {"name": "log_disconnections", "value": "1"},
+                {"name": "log_min_duration_statement", "value": str(SLOW_STATEMENT_MS)},
+                {"name": "log_statement", "value": LOG_STATEMENT},
             ],
             tags=tags,
             opts=child,
@@ -202,7 +211,8 @@ class PostgresSurroundings:
                 retention_in_days=log_retention_days,
                 kms_key_id=log_kms_key_arn,
                 tags=tags,
-                opts=child,
+                # RDS writes to exactly this name: a replacement must free it first.
+                opts=pulumi.ResourceOptions(parent=parent, delete_before_replace=True),
             )
             for export in LOG_EXPORTS
         ]
@@ -220,6 +230,16 @@ class PostgresDatabase(pulumi.ComponentResource):
     secret_arn: pulumi.Output[str]
     """Secrets Manager secret RDS keeps the master credentials in (`{"username", "password"}`), rotated by RDS."""
     database_name: str
+    resource_id: pulumi.Output[str]
+    """The instance's `DbiResourceId`: IAM database authentication policies name it."""
+
+    def iam_connect_arn(self, db_user: str) -> pulumi.Output[str]:
+        """`rds-db:connect` resource of `db_user` on this instance (IAM database authentication)."""
+        def arn(values: list[str]) -> str:
+            _, partition, _, region, account, *_ = str(values[0]).split(":")  # arn:<partition>:rds:<region>:<account>:db:<id>
+            return f"arn:{partition}:rds-db:{region}:{account}:dbuser:{values[1]}/{db_user}"
+
+        return pulumi.Output.all(self.instance.arn, self.resource_id).apply(arn)
 
     def __init__(self, name: str, args: PostgresDatabaseArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-platform:data:PostgresDatabase", name, None, opts)
@@ -279,7 +299,10 @@ class PostgresDatabase(pulumi.ComponentResource):
             enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
             apply_immediately=args.apply_immediately,
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=surroundings.instance_depends_on),
+            # The identifier is fixed (the log groups are named after it), so a replacing change must delete the old
+            # instance first (and is refused while deletion protection is on, which is the point of it). The subnet
+            # and parameter groups are auto-named, so they are replaced create-first while the instance uses them.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=surroundings.instance_depends_on, delete_before_replace=True),
         )
 
         self.security_group_id = surroundings.security_group.id
@@ -290,6 +313,7 @@ class PostgresDatabase(pulumi.ComponentResource):
         else:
             self.secret_arn = self._own_secret(name, args)
         self.database_name = args.database_name
+        self.resource_id = self.instance.resource_id
         self.register_outputs(
             {"address": self.address, "port": self.port, "secret_arn": self.secret_arn, "security_group_id": self.security_group_id}
         )

@@ -177,7 +177,7 @@ class RedisCache(pulumi.ComponentResource):
                     retention_in_days=args.log_retention_days,
                     kms_key_id=args.log_kms_key_arn,
                     tags=tags,
-                    opts=child,
+                    opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),  # fixed name
                 )
                 for log_type in LOG_TYPES
             ]

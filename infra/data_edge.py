@@ -17,6 +17,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from components.edge import Edge, EdgeArgs, WafArgs
+from components.gateway_workload import ALB_DEREGISTRATION_SECONDS
 from components.kms import EncryptionKey, EncryptionKeyArgs
 from components.model_bucket import ModelBucket, ModelBucketArgs
 from components.postgres_database import PostgresDatabase, PostgresDatabaseArgs
@@ -42,6 +43,27 @@ class DataEdge:
     model_bucket: ModelBucket
     postgres_master_password: pulumi.Output[str] | None = None
     """Multi-region stacks only: the stack-generated master password (a Pulumi secret) the global tier replicates."""
+
+
+# uvicorn must keep an idle connection open longer than the ALB does, or the ALB reuses a connection the gateway has
+# just closed and answers 502 (AWS: "configure the idle timeout of your application to be larger than the idle
+# timeout configured for the load balancer").
+KEEP_ALIVE_MARGIN_SECONDS = 5
+
+
+def gateway_keep_alive_seconds(cfg: PlatformConfig) -> int:
+    """The gateway's HTTP keep-alive: derived from `edge.idle_timeout_seconds`, the ALB's idle timeout."""
+    return cfg.edge.idle_timeout_seconds + KEEP_ALIVE_MARGIN_SECONDS
+
+
+def deregistration_delay_seconds(cfg: PlatformConfig) -> int:
+    """How long the ALB lets a deregistered gateway pod finish its requests: as long as the pod keeps serving after
+    deregistration starts (its preStop sleep, then `workloads.gateway.drain_seconds`), and no longer, so the ALB
+    never waits on a pod that has already exited (the pod's grace period adds a margin on top of the same value)."""
+    from infra.workload_config import GatewayWorkloadConfig
+
+    drain = cfg.workloads.gateway.drain_seconds if cfg.workloads is not None else GatewayWorkloadConfig.model_fields["drain_seconds"].default
+    return ALB_DEREGISTRATION_SECONDS + int(drain)
 
 
 def api_domain(cfg: PlatformConfig, region: RegionConfig) -> str:
@@ -148,7 +170,7 @@ def build_data_edge(cfg: PlatformConfig, region: RegionConfig, platform: Regiona
             certificate_arn=e.certificate_arn if home else None,
             ssl_policy=e.ssl_policy,
             idle_timeout_seconds=e.idle_timeout_seconds,
-            deregistration_delay_seconds=e.deregistration_delay_seconds,
+            deregistration_delay_seconds=deregistration_delay_seconds(cfg),
             deletion_protection=e.deletion_protection,
             desync_mitigation_mode=e.desync_mitigation_mode,
             ingress_cidrs=e.ingress_cidrs,
@@ -156,11 +178,12 @@ def build_data_edge(cfg: PlatformConfig, region: RegionConfig, platform: Regiona
             waf=WafArgs(
                 log_kms_key_arn=cluster.logs_key_arn,
                 mode=e.waf.mode,
+                rate_limit_per_key=e.waf.rate_limit_per_key,
                 rate_limit_per_ip=e.waf.rate_limit_per_ip,
                 rate_limit_window_seconds=e.waf.rate_limit_window_seconds,
-                max_body_bytes=e.waf.max_body_bytes,
                 anonymous_ip_list=e.waf.anonymous_ip_list,
                 common_rules_to_count=e.waf.common_rules_to_count,
+                known_bad_inputs_rules_to_count=e.waf.known_bad_inputs_rules_to_count,
                 log_retention_days=e.waf.log_retention_days,
                 log_allowed_requests=e.waf.log_allowed_requests,
             ),
@@ -199,3 +222,4 @@ def export_data_edge(data_edge: DataEdge, key: str) -> None:
     pulumi.export(f"{key}apiUrl", data_edge.edge.api_url)
     pulumi.export(f"{key}modelBucketName", data_edge.model_bucket.bucket_name)
     pulumi.export(f"{key}modelBucketReadPolicyArn", data_edge.model_bucket.read_policy_arn)
+    pulumi.export(f"{key}modelAccessLogBucketName", data_edge.model_bucket.access_log_bucket_name)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from components.edge import TLS_POLICIES
+from components.edge import BODY_RULES, COMMON_RULE_SET, KNOWN_BAD_INPUTS_RULE_SET, MANAGED_RULE_NAMES, TLS_POLICIES
 from infra.configkit import Strict, check_log_retention
 from infra.provider_limits import check_performance_insights_retention
 
@@ -122,17 +122,29 @@ class DataConfig(Strict):
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)  # type: ignore[arg-type]
 
 
+def _rules_of(group: str, names: list[str]) -> list[str]:
+    """WAF ignores an override naming no rule of the group (the rule keeps blocking): refuse unknown names."""
+    for name in names:
+        if name not in MANAGED_RULE_NAMES[group]:
+            raise ValueError(f"got {name!r}; allowed: rules of {group}: {', '.join(MANAGED_RULE_NAMES[group])}")
+    return names
+
+
 class WafConfig(Strict):
     """`llm-platform:edge.waf`: the WebACL in front of the ALB."""
 
     mode: Literal["count", "block"] = Field("block", description="count: record only (tuning); block: enforce")
-    rate_limit_per_ip: Annotated[int, Field(ge=10, le=2_000_000_000)] = 3000
+    rate_limit_per_key: Annotated[int, Field(ge=10, le=2_000_000_000, description="requests per API key per window (flood backstop; the gateway enforces quotas)")] = 30_000
+    rate_limit_per_ip: Annotated[int, Field(ge=10, le=2_000_000_000, description="requests per source IP per window (many clients share one NAT address)")] = 150_000
     rate_limit_window_seconds: Literal[60, 120, 300, 600] = 300
-    max_body_bytes: Annotated[int, Field(ge=8192, le=21_474_836_480, description="largest request body (prompt) accepted")] = 1_048_576
     anonymous_ip_list: bool = Field(False, description="also block VPN/Tor/hosting-provider source IPs")
     common_rules_to_count: list[str] = Field(
-        default_factory=lambda: ["SizeRestrictions_BODY", "CrossSiteScripting_BODY"],
+        default_factory=lambda: list(BODY_RULES[COMMON_RULE_SET]),
         description="AWSManagedRulesCommonRuleSet rules set to count: body rules that fire on ordinary prompts",
+    )
+    known_bad_inputs_rules_to_count: list[str] = Field(
+        default_factory=lambda: list(BODY_RULES[KNOWN_BAD_INPUTS_RULE_SET]),
+        description="AWSManagedRulesKnownBadInputsRuleSet rules set to count: body rules that fire on prompts quoting exploits",
     )
     log_retention_days: int = 90
     log_allowed_requests: bool = Field(False, description="log every request, not only blocked/counted ones (costly at scale)")
@@ -141,11 +153,13 @@ class WafConfig(Strict):
     @classmethod
     def _size_rule_counted(cls, value: list[str]) -> list[str]:
         if "SizeRestrictions_BODY" not in value:
-            raise ValueError(f"got {value}; must include SizeRestrictions_BODY (its 8 KB limit blocks ordinary prompts; max_body_bytes is the limit)")
-        for name in value:
-            if not re.fullmatch(r"[A-Za-z0-9_]+", name):
-                raise ValueError(f"got {name!r}; allowed: rule names such as GenericLFI_BODY")
-        return value
+            raise ValueError(f"got {value}; must include SizeRestrictions_BODY (its 8 KB limit blocks ordinary prompts; edge.max_body_bytes is the limit)")
+        return _rules_of(COMMON_RULE_SET, value)
+
+    @field_validator("known_bad_inputs_rules_to_count")
+    @classmethod
+    def _known_bad_inputs_rules(cls, value: list[str]) -> list[str]:
+        return _rules_of(KNOWN_BAD_INPUTS_RULE_SET, value)
 
     @field_validator("log_retention_days")
     @classmethod
@@ -164,8 +178,8 @@ class EdgeConfig(Strict):
         None, description="existing ACM certificate in the home region; else one is requested and DNS-validated"
     )
     ssl_policy: str = TLS_POLICIES[0]
-    idle_timeout_seconds: Annotated[int, Field(ge=60, le=4000, description="long enough for pauses in streamed completions")] = 300
-    deregistration_delay_seconds: Annotated[int, Field(ge=0, le=3600)] = 120
+    idle_timeout_seconds: Annotated[int, Field(ge=60, le=3600, description="long enough for pauses in streamed completions; the gateway's keep-alive is set above it")] = 300
+    max_body_bytes: Annotated[int, Field(ge=1024, le=67_108_864, description="largest request body the gateway accepts (413 above); it buffers each body in memory")] = 1_048_576
     deletion_protection: bool = True
     desync_mitigation_mode: Literal["defensive", "strictest"] = "defensive"
     ingress_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], description="IPv4 CIDRs that may reach the ALB on 80/443")

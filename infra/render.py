@@ -100,6 +100,8 @@ class RenderedResource:
     children by the SDK), the resources its inputs came from, and its explicit provider."""
     custom_timeouts: dict[str, str] = field(default_factory=dict)
     """The `custom_timeouts` resource option as the engine receives it (`create`/`update`/`delete`, Go durations)."""
+    delete_before_replace: bool = False
+    """The `delete_before_replace` resource option (a fixed physical name cannot be replaced create-first)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -386,9 +388,11 @@ class PlatformMocks(pulumi_mocks.Mocks):
                        arn=f"arn:aws:elasticloadbalancing:{region}:{ACCOUNT_ID}:targetgroup/{tg}/{h[:16]}")
         elif typ == "aws:acm/certificate:Certificate":
             domain = inputs.get("domainName", "example.com")
-            out.update(domainValidationOptions=[{"domainName": domain, "resourceRecordName": f"_{h[:8]}.{domain}.",
+            # Like ACM: one validation CNAME per domain and account, whatever the region.
+            dh = _short_hash(ACCOUNT_ID, domain)
+            out.update(domainValidationOptions=[{"domainName": domain, "resourceRecordName": f"_{dh[:8]}.{domain}.",
                                                  "resourceRecordType": "CNAME",
-                                                 "resourceRecordValue": f"_{h[8:16]}.acm-validations.aws."}],
+                                                 "resourceRecordValue": f"_{dh[8:16]}.acm-validations.aws."}],
                        arn=f"arn:aws:acm:{region}:{ACCOUNT_ID}:certificate/{h}")
         elif typ == "aws:s3/bucket:Bucket" or typ == "aws:s3/bucketV2:BucketV2":
             bucket = inputs.get("bucket") or f"{name}-{h[:8]}"
@@ -480,6 +484,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 dependencies=sorted(set(waits_for)),
                 custom_timeouts={k: v for k in ("create", "update", "delete") if (v := getattr(request.customTimeouts, k))},
                 id=getattr(response, "id", None) or None,
+                delete_before_replace=bool(request.deleteBeforeReplace),
             )
         )
         return response

@@ -21,6 +21,7 @@ from components.namespaces import Namespaces, NamespacesArgs
 from components.observability import AlertReceivers, Observability, ObservabilityArgs
 from components.secrets_sync import SecretSource, secret_reference
 from infra.config import ConfigError
+from infra.data_edge import gateway_keep_alive_seconds
 from infra.instances import INSTANCE_SPECS
 from infra.workload_config import DEFAULT_CHARTS, AlertingConfig, ModelConfig, catalog_data, check_catalog, default_backend_url, matching_node_groups
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 GATEWAY_NS = "gateway"
 MODELS_NS = "models"
 MONITORING_NS = "monitoring"
+# The gateway's own least-privilege database role (IAM authentication; the gateway creates it at start as master).
+GATEWAY_DB_ROLE = "llm_gateway"
 
 
 @dataclass
@@ -53,6 +56,8 @@ class WorkloadInputs:
     """VPC CIDRs the gateway may reach the ledger in; empty = own VPC."""
     image_rewrite: Callable[[str], str] | None = None
     """Multi-region: maps an image reference to this region's ECR replica of it (None = as configured)."""
+    keep_alive_seconds: int | None = None
+    max_body_bytes: int | None = None
 
 
 @dataclass
@@ -142,7 +147,8 @@ def inputs_from_platform(cfg: PlatformConfig, platform: RegionalPlatform) -> Wor
     database = None
     if postgres is not None:
         database = DatabaseSource(secret=SecretSource(arn=postgres.secret_arn), host=postgres.address,
-                                  port=postgres.port, database=postgres.database_name)
+                                  port=postgres.port, database=postgres.database_name, iam_user=GATEWAY_DB_ROLE,
+                                  iam_connect_arn=postgres.iam_connect_arn(GATEWAY_DB_ROLE))
     return WorkloadInputs(
         target_group_arn=de.edge.target_group_arn,
         redis_url=redis_url,
@@ -153,6 +159,8 @@ def inputs_from_platform(cfg: PlatformConfig, platform: RegionalPlatform) -> Wor
         model_bucket_read_policy=de.model_bucket.read_policy_json,
         model_bucket_name=de.model_bucket.bucket_name,
         secret_kms_key_arns=[de.data_key.arn],
+        keep_alive_seconds=gateway_keep_alive_seconds(cfg),
+        max_body_bytes=cfg.edge.max_body_bytes,
     )
 
 
@@ -209,6 +217,7 @@ def build_workloads(cfg: PlatformConfig, platform: RegionalPlatform, inputs: Wor
             database=inputs.database, admin_token=inputs.admin_token, admin_token_kms_key_arn=inputs.admin_token_kms_key_arn,
             secret_kms_key_arns=inputs.secret_kms_key_arns,
             target_group_arn=inputs.target_group_arn, depends_on=ready, tags=tags,
+            keep_alive_seconds=inputs.keep_alive_seconds, max_body_bytes=inputs.max_body_bytes,
         ), opts=opts)
 
     observability = Observability(f"{prefix}-observability", ObservabilityArgs(

@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 import pytest
 
-from components.edge import ELB_LOG_ACCOUNTS, TLS_POLICIES, Edge, EdgeArgs, WafArgs
+from components.edge import BODY_RULES, ELB_LOG_ACCOUNTS, TLS_POLICIES, Edge, EdgeArgs, WafArgs
 from components.naming import short_name
 from infra.render import Rendering, render_function
 
@@ -138,8 +138,8 @@ def test_access_log_bucket(blocking: Rendering) -> None:
 
 def test_waf_blocking_rules(blocking: Rendering) -> None:
     rules = _rules(blocking)
-    assert list(rules) == ["rate-limit-per-ip", "AWSManagedRulesAmazonIpReputationList", "AWSManagedRulesCommonRuleSet",
-                           "AWSManagedRulesKnownBadInputsRuleSet", "max-body-size"]
+    assert list(rules) == ["rate-limit-per-key", "rate-limit-per-ip", "AWSManagedRulesAmazonIpReputationList",
+                           "AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet"]
     assert [r["priority"] for r in rules.values()] == list(range(5))
     for name, rule in rules.items():
         vis = rule["visibilityConfig"]
@@ -152,13 +152,43 @@ def test_waf_blocking_rules(blocking: Rendering) -> None:
     overrides = {o["name"]: o["actionToUse"] for o in common["ruleActionOverrides"]}
     assert overrides["SizeRestrictions_BODY"] == {"count": {}}
     rate = rules["rate-limit-per-ip"]["statement"]["rateBasedStatement"]
-    assert rate == {"limit": 3000, "evaluationWindowSec": 300, "aggregateKeyType": "IP"}
-    size = rules["max-body-size"]["statement"]["sizeConstraintStatement"]
-    assert size["comparisonOperator"] == "GT" and size["size"] == 1048576
-    assert size["fieldToMatch"] == {"body": {"oversizeHandling": "CONTINUE"}}
+    assert rate == {"limit": 150_000, "evaluationWindowSec": 300, "aggregateKeyType": "IP"}
     acl = blocking.one("aws:wafv2/webAcl:WebAcl").inputs
     assert acl["scope"] == "REGIONAL" and acl["defaultAction"] == {"allow": {}}
     assert acl["visibilityConfig"]["cloudwatchMetricsEnabled"] is True
+
+
+def test_no_body_size_rule_the_alb_cannot_show_waf(blocking: Rendering) -> None:
+    """An ALB forwards WAF at most 8 KB of a body (64 KB with AssociationConfig): a 1 MiB size rule never matches."""
+    def statements(value: Any) -> list[str]:
+        if isinstance(value, dict):
+            return [*value, *(k for v in value.values() for k in statements(v))]
+        if isinstance(value, list):
+            return [k for v in value for k in statements(v)]
+        return []
+    keys = statements(blocking.one("aws:wafv2/webAcl:WebAcl").inputs["rules"])
+    assert "sizeConstraintStatement" not in keys and "body" not in keys
+
+
+def test_every_body_rule_of_the_managed_groups_counts_in_block_mode(blocking: Rendering) -> None:
+    rules = _rules(blocking)
+    for group, expected in BODY_RULES.items():
+        statement = rules[group]["statement"]["managedRuleGroupStatement"]
+        overrides = {o["name"]: o["actionToUse"] for o in statement["ruleActionOverrides"]}
+        assert set(expected) <= set(overrides) and all(a == {"count": {}} for a in overrides.values())
+    assert {"GenericLFI_BODY", "GenericRFI_BODY", "EC2MetaDataSSRF_BODY", "CrossSiteScripting_BODY", "SizeRestrictions_BODY"} <= set(
+        BODY_RULES["AWSManagedRulesCommonRuleSet"])
+    assert {"Log4JRCE_BODY", "JavaDeserializationRCE_BODY"} <= set(BODY_RULES["AWSManagedRulesKnownBadInputsRuleSet"])
+
+
+def test_rate_limit_is_keyed_on_the_api_key_with_an_ip_backstop(blocking: Rendering) -> None:
+    rules = _rules(blocking)
+    per_key = rules["rate-limit-per-key"]["statement"]["rateBasedStatement"]
+    assert per_key["aggregateKeyType"] == "CUSTOM_KEYS"
+    assert per_key["customKeys"] == [{"header": {"name": "authorization", "textTransformations": [{"priority": 0, "type": "NONE"}]}}]
+    per_ip = rules["rate-limit-per-ip"]["statement"]["rateBasedStatement"]
+    # One NAT address fronts a whole customer backend: the IP limit sits well above what one key may send.
+    assert per_ip["limit"] >= 5 * per_key["limit"]
 
 
 def test_waf_count_mode_counts_everything(counting: Rendering) -> None:
@@ -224,8 +254,10 @@ def test_bad_edge_args_name_the_field(overrides: dict[str, Any], message: str) -
         ({"mode": "off"}, "^waf.mode: got"),
         ({"rate_limit_per_ip": 5}, "^waf.rate_limit_per_ip: got 5"),
         ({"rate_limit_window_seconds": 30}, "^waf.rate_limit_window_seconds: got 30"),
+        ({"rate_limit_per_key": 2_000_000_001}, "^waf.rate_limit_per_key: got 2000000001"),
         ({"common_rules_to_count": ["CrossSiteScripting_BODY"]}, "^waf.common_rules_to_count: got"),
-        ({"max_body_bytes": 100}, "^waf.max_body_bytes: got 100"),
+        ({"common_rules_to_count": ["SizeRestrictions_BODY", "GenericLFI_Body"]}, "^waf.common_rules_to_count: got \\['GenericLFI_Body'\\]"),
+        ({"known_bad_inputs_rules_to_count": ["Log4J_BODY"]}, "^waf.known_bad_inputs_rules_to_count: got"),
     ],
 )
 def test_bad_waf_args_name_the_field(overrides: dict[str, Any], message: str) -> None:

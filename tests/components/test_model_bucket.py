@@ -21,12 +21,15 @@ def rendering() -> Rendering:
         pulumi.export("bucket", models.bucket_name)
         pulumi.export("policy_arn", models.read_policy_arn)
         pulumi.export("policy_json", models.read_policy_json)
+        pulumi.export("log_bucket", models.access_log_bucket_name)
 
     return render_function(program)
 
 
-def _one(r: Rendering, kind: str) -> dict[str, Any]:
-    return r.one(f"aws:s3/{kind}").inputs
+def _one(r: Rendering, kind: str, log_bucket: bool = False) -> dict[str, Any]:
+    """The setting of the weights bucket (or, with `log_bucket`, of its access-log bucket)."""
+    (found,) = [x for x in r.of_type(f"aws:s3/{kind}") if ("access-log" in x.name) == log_bucket]
+    return found.inputs
 
 
 def test_all_public_access_blocked_and_acls_disabled(rendering: Rendering) -> None:
@@ -74,10 +77,30 @@ def test_read_policy_grants_reads_only(rendering: Rendering) -> None:
 
 def test_all_bucket_settings_target_the_bucket(rendering: Rendering) -> None:
     bucket = rendering.outputs["bucket"]
-    settings = [r for r in rendering.resources if r.type.startswith("aws:s3/") and r.type != "aws:s3/bucket:Bucket"]
-    assert len(settings) == 6
+    settings = [r for r in rendering.resources if r.type.startswith("aws:s3/") and r.type != "aws:s3/bucket:Bucket"
+                and "access-logs-" not in r.name]
+    assert len(settings) == 7  # ownership, public access, encryption, versioning, lifecycle, policy, access logging
     assert all(r.inputs["bucket"] == bucket for r in settings)
     assert _one(rendering, "bucket:Bucket").get("forceDestroy") is False
+
+
+def test_every_read_of_the_weights_is_logged_to_a_hardened_bucket(rendering: Rendering) -> None:
+    bucket, log_bucket = rendering.outputs["bucket"], rendering.outputs["log_bucket"]
+    logging = rendering.one("aws:s3/bucketLogging:BucketLogging").inputs
+    assert logging["bucket"] == bucket and logging["targetBucket"] == log_bucket and logging["targetPrefix"] == "s3-access/"
+    # The log bucket carries the same hardening as every private bucket, with SSE-S3 (log delivery refuses SSE-KMS).
+    pab = _one(rendering, "bucketPublicAccessBlock:BucketPublicAccessBlock", log_bucket=True)
+    assert pab["bucket"] == log_bucket and all(pab[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
+    (rule,) = _one(rendering, "bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", log_bucket=True)["rules"]
+    assert rule["applyServerSideEncryptionByDefault"] == {"sseAlgorithm": "AES256"}
+    (lifecycle,) = _one(rendering, "bucketLifecycleConfiguration:BucketLifecycleConfiguration", log_bucket=True)["rules"]
+    assert lifecycle["expiration"]["days"] == 365
+    policy = json.loads(_one(rendering, "bucketPolicy:BucketPolicy", log_bucket=True)["policy"])
+    (allow,) = [s for s in policy["Statement"] if s["Effect"] == "Allow"]
+    assert allow["Principal"] == {"Service": "logging.s3.amazonaws.com"} and allow["Action"] == "s3:PutObject"
+    assert allow["Resource"] == f"arn:aws:s3:::{log_bucket}/s3-access/*"
+    assert allow["Condition"] == {"ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"}, "StringEquals": {"aws:SourceAccount": "123456789012"}}
+    assert {s["Sid"] for s in policy["Statement"] if s["Effect"] == "Deny"} == {"DenyInsecureTransport", "DenyOutdatedTls"}
 
 
 def test_bad_retention_names_the_field() -> None:

@@ -28,7 +28,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -281,8 +281,10 @@ class UsageMeter:
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 10.0,
         on_write_failure: Callable[[BaseException], None] | None = None,
+        password: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         self._dsn = dsn
+        self._password = password  # called for every new connection (rotated credentials, IAM tokens)
         self._max_buffer = max_buffer
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
@@ -517,7 +519,7 @@ class UsageMeter:
         if time.monotonic() < self._next_connect_at:
             return None
         try:
-            self._conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout_s)
+            self._conn = await asyncpg.connect(self._dsn, password=self._password, timeout=self._connect_timeout_s)
         except Exception as exc:
             await self._mark_down(exc)
             return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 import sys
 import time
@@ -140,7 +141,7 @@ async def build(settings: Settings, logger: JsonLogger) -> tuple[Gateway, list[A
     """The gateway and what to close afterwards (in order)."""
     # the data layer (asyncpg) is imported here, not at module level, so ``server`` stays cheap to import
     from llm_gateway.admin import AdminApp
-    from llm_gateway.db import create_pool, migrate
+    from llm_gateway.db import create_pool, dsn_file_password, dsn_for_user, migrate, rds_iam_token
     from llm_gateway.keys import KeyStore
     from llm_gateway.metering import UsageMeter
     from llm_gateway.usage import UsageApp
@@ -149,11 +150,23 @@ async def build(settings: Settings, logger: JsonLogger) -> tuple[Gateway, list[A
     dsn = settings.database_dsn()
     if not dsn:
         raise SettingsError("GATEWAY_DATABASE_URL_FILE is not set: the gateway needs Postgres for keys and usage")
-    pool = await create_pool(dsn)
-    await migrate(pool)
+    # The master password is read again for each connection: RDS rotates it, the mounted secret follows.
+    assert settings.database_url_file is not None
+    password = dsn_file_password(settings.database_url_file)
+    await migrate(dsn, password=password, gateway_role=settings.database_iam_user)
+    if settings.database_iam_user:
+        from urllib.parse import urlsplit
+
+        master = urlsplit(dsn)
+        region = settings.database_iam_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if not region:
+            raise SettingsError("GATEWAY_DATABASE_IAM_REGION is not set (nor AWS_REGION): IAM database tokens are signed per region")
+        dsn = dsn_for_user(dsn, settings.database_iam_user)
+        password = rds_iam_token(master.hostname or "", master.port or 5432, settings.database_iam_user, region)
+    pool = await create_pool(dsn, password=password)
     keystore = KeyStore(pool, cache_ttl_s=settings.key_cache_ttl_s)
     await keystore.start_listener()  # revocations from any replica reach this one at once (TTL is the bound)
-    meter = UsageMeter(dsn, settings.spill_dir)
+    meter = UsageMeter(dsn, settings.spill_dir, password=password)
     await meter.start()
     redis = redis_client(settings)
     # the limiter's two scripts per request skip redis-py on a standalone Redis (see resp.py)
@@ -207,9 +220,10 @@ async def serve(settings: Settings) -> int:
     common: dict[str, Any] = {"http": _CoalescingHttpToolsProtocol, "loop": "none", "lifespan": "off",
               "access_log": False, "log_level": "warning", "timeout_graceful_shutdown": 5, "proxy_headers": False,
               "server_header": False}
-    # keep-alive longer than the ALB's 60 s idle timeout, so the ALB never reuses a connection we just closed
-    api = _Server(uvicorn.Config(gateway, host=settings.host, port=settings.port, timeout_keep_alive=75,
-                                 backlog=4096, **common))
+    # keep-alive longer than the ALB's idle timeout (GATEWAY_KEEP_ALIVE_S), so the ALB never reuses a connection we
+    # just closed
+    api = _Server(uvicorn.Config(gateway, host=settings.host, port=settings.port,
+                                 timeout_keep_alive=settings.keep_alive_s, backlog=4096, **common))
     servers = [api]
     if settings.metrics_port:
         servers.append(_Server(uvicorn.Config(metrics_app(gateway), host=settings.host,

@@ -32,7 +32,11 @@ class Settings(BaseModel):
     redis_cluster: bool = False  # ElastiCache cluster mode: keys of one request share the {org_id} hash slot
     redis_timeout_s: float = Field(default=0.25, gt=0)
     redis_reconnect_interval_s: float = Field(default=1.0, gt=0)
-    database_url_file: Path | None = None
+    database_url_file: Path | None = None  # the master user's DSN: migrations and role provisioning only
+    # Set: the gateway serves as this least-privilege role, authenticating with RDS IAM tokens (no password);
+    # it creates and grants the role itself at start, as the master user. Unset: everything runs as the DSN's user.
+    database_iam_user: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    database_iam_region: str | None = None  # region of the RDS instance (signs the token); default: AWS_REGION
     admin_token_file: Path | None = None
     spill_dir: Path = Path("/var/lib/gateway/spill")
     # --- limits ---
@@ -67,6 +71,9 @@ class Settings(BaseModel):
     log_prompts: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     drain_timeout_s: float = Field(default=25.0, ge=0)
+    # An idle client connection is kept this long; behind an ALB it must exceed the ALB's idle timeout, or the ALB
+    # reuses a connection the gateway has just closed (a 502). The platform sets it from the ALB's value.
+    keep_alive_s: int = Field(default=75, ge=1, le=4100)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
