@@ -63,7 +63,8 @@ REGION_ZONES: dict[str, list[tuple[str, str, str]]] = {
 # Local Zones offer only a few general-purpose types (LOCAL_ZONE_TYPES).
 NOT_OFFERED_IN: dict[str, dict[str, set[str]]] = {
     "us-east-1": {"g5.xlarge": {"us-east-1e"}, "g5.2xlarge": {"us-east-1e"},
-                  "p4d.24xlarge": {"us-east-1a", "us-east-1b", "us-east-1c", "us-east-1e"}},
+                  "p4d.24xlarge": {"us-east-1a", "us-east-1b", "us-east-1c", "us-east-1e"},
+                  "p4de.24xlarge": {"us-east-1a", "us-east-1b", "us-east-1c", "us-east-1e"}},
     "eu-west-1": {"p4d.24xlarge": {"eu-west-1b", "eu-west-1c"}},
     "ap-northeast-1": {"p4d.24xlarge": {"ap-northeast-1a", "ap-northeast-1d"}},
 }

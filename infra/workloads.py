@@ -21,7 +21,6 @@ from components.namespaces import Namespaces, NamespacesArgs
 from components.observability import AlertReceivers, Observability, ObservabilityArgs
 from components.secrets_sync import SecretSource, secret_reference
 from infra.config import ConfigError
-from infra.data_edge import gateway_keep_alive_seconds
 from infra.instances import INSTANCE_SPECS
 from infra.workload_config import DEFAULT_CHARTS, AlertingConfig, ModelConfig, catalog_data, check_catalog, default_backend_url, matching_node_groups
 
@@ -149,6 +148,9 @@ def inputs_from_platform(cfg: PlatformConfig, platform: RegionalPlatform) -> Wor
         database = DatabaseSource(secret=SecretSource(arn=postgres.secret_arn), host=postgres.address,
                                   port=postgres.port, database=postgres.database_name, iam_user=GATEWAY_DB_ROLE,
                                   iam_connect_arn=postgres.iam_connect_arn(GATEWAY_DB_ROLE))
+    # Imported here: infra.data_edge imports infra.global_tier, which imports this module (the cycle issue 20 breaks).
+    from infra.data_edge import gateway_keep_alive_seconds
+
     return WorkloadInputs(
         target_group_arn=de.edge.target_group_arn,
         redis_url=redis_url,

@@ -65,7 +65,7 @@ def test_each_node_group_only_in_zones_offering_all_its_types(rendered: Render, 
         assert zones == expected, f"{ng.name}: subnets in {sorted(zones)}, types offered together in {sorted(expected)}"
         narrowed += zones != private_by_region[region]
     if stack in ("prod", "global"):
-        assert narrowed, "the p4d group must have been narrowed to the zones offering p4d.24xlarge"
+        assert narrowed, "the A100 group must have been narrowed to the zones offering its p4d/p4de type"
 
 
 def test_choice_skips_opt_in_zones_and_eks_refused_ids_by_id_not_name() -> None:
@@ -100,12 +100,12 @@ def test_node_group_whose_types_no_chosen_zone_offers_stops_with_one_line() -> N
     import pulumi
 
     def two_zones(raw: dict) -> None:
-        raw["llm-platform:regions"][0]["az_count"] = 2  # us-east-1a, us-east-1c: neither offers p4d.24xlarge here
+        raw["llm-platform:regions"][0]["az_count"] = 2  # us-east-1a, us-east-1c: neither offers prod's p4de.24xlarge here
 
     with pytest.raises(pulumi.RunError) as info:
         render("prod", config=_config_with("prod", two_zones))
     message = str(info.value)
-    assert "llm-platform:node_groups[" in message and "].instance_types: got ['p4d.24xlarge']" in message
+    assert "llm-platform:node_groups[" in message and "].instance_types: got ['p4de.24xlarge']" in message
     assert "(us-east-1a, us-east-1c)" in message and "\n" not in message
 
 

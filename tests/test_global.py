@@ -715,7 +715,7 @@ def test_s3_replication_role_matches_bucket_key_encryption_context(global_stack:
         # S3 Bucket Keys are on (private_bucket.py): the context is the bucket ARN, not <bucket>/*.
         assert buckets[region] in context
         assert "kms:Decrypt" in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
-    assert global_stack.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", "us-east-1-models")
+    assert global_stack.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", "us-east-1-models-encryption")
 
 
 def test_ecr_template_role_is_scoped_to_the_replicated_prefix(global_stack: Rendering, regions: list[str]) -> None:
