@@ -761,7 +761,7 @@ def _validate_messages(messages: object) -> int:
         if not isinstance(message, dict):
             raise errors.InvalidRequest(f"'{where}' must be an object, got {_json_type(message)}", param=where)
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:  # a list/object is unhashable: TypeError, not 400
             raise errors.InvalidRequest(
                 f"'{where}.role' is {role!r}; allowed: {', '.join(sorted(ROLES))}", param=f"{where}.role")
         content = message.get("content")
@@ -770,11 +770,12 @@ def _validate_messages(messages: object) -> int:
         elif isinstance(content, list):
             for part_index, part in enumerate(content):
                 part_where = f"{where}.content[{part_index}]"
-                if not isinstance(part, dict) or part.get("type") not in CONTENT_PART_TYPES:
+                part_type = part.get("type") if isinstance(part, dict) else None
+                if not isinstance(part_type, str) or part_type not in CONTENT_PART_TYPES:
                     raise errors.InvalidRequest(
                         f"'{part_where}' must be an object with 'type' one of "
                         f"{', '.join(sorted(CONTENT_PART_TYPES))}", param=part_where)
-                if part["type"] == "text":
+                if part_type == "text":
                     if not isinstance(part.get("text"), str):
                         raise errors.InvalidRequest(f"'{part_where}.text' must be a string",
                                                     param=f"{part_where}.text")
