@@ -68,7 +68,7 @@ def test_arbitrary_json_in_any_field_never_5xx(gateway: GatewayProcess, make_key
     key = make_key(key_limits={"rpm": 1_000_000, "tpm": 1_000_000_000})
     headers = {"authorization": f"Bearer {key}"}
 
-    @settings(max_examples=300, deadline=None, derandomize=True,
+    @settings(max_examples=300, deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
     @given(mutated_requests())
     def check(request: tuple[str, dict[str, Any]]) -> None:
