@@ -480,27 +480,32 @@ class Gateway:
         makes vLLM abort the generation) and the request ends as 499; ``finish`` bills the prompt count only:
         the prefill ran, but no completion token was delivered and the backend reports none."""
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+        this = asyncio.current_task()
+        assert this is not None
+
+        waiting = True
+
+        def client_gone(done: asyncio.Future[None]) -> None:  # cancel this task's wait, not a second task's
+            if waiting and not done.cancelled():
+                ctx.client_left = True
+                this.cancel()
 
         async def left() -> dict[str, Any]:  # the one receive() reader is the watcher; a held request waits on it too
             await asyncio.shield(watcher)
             return {"type": "http.disconnect"}
 
-        exchange = asyncio.ensure_future(self._exchange(ctx, upstream_body, left))
+        watcher.add_done_callback(client_gone)
         try:
-            await asyncio.wait((exchange, watcher), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not exchange.done():
-                ctx.client_left = watcher.done()
-                exchange.cancel()  # aborts the upstream connection; the backend's slot is released there
-                try:
-                    await exchange
-                except BaseException:
-                    pass
-            watcher.cancel()
-        if not exchange.done() or exchange.cancelled():
+            response, body = await self._exchange(ctx, upstream_body, left)
+        except asyncio.CancelledError:
+            if not ctx.client_left:
+                raise
+            this.uncancel()  # aborted the upstream connection on the way out; the backend's slot is released
             ctx.prompt_tokens, ctx.completion_tokens = ctx.prompt_estimate, 0
-            raise ClientDisconnected()
-        response, body = exchange.result()
+            raise ClientDisconnected() from None
+        finally:
+            waiting = False  # a callback already scheduled must not cancel what follows
+            watcher.cancel()
         ctx.status = response.status
         if response.status == 200:
             self.read_usage(ctx, body)
