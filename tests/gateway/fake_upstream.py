@@ -79,7 +79,11 @@ class Backend:
             return web.json_response({"error": {"message": "fake failure", "type": "server_error"}},
                                      status=s["fail_status"])
         if s["latency_s"]:
-            await asyncio.sleep(s["latency_s"])
+            try:
+                await asyncio.sleep(s["latency_s"])
+            except asyncio.CancelledError:  # the client (the gateway) closed the connection: vLLM aborts
+                entry["aborted"] = True
+                raise
         serial = next(self.counter)
         model = body.get("model", "unknown")
         if request.path == "/v1/embeddings":
@@ -134,16 +138,15 @@ class Backend:
                     **(extra or {})}
             await response.write(b"data: " + orjson.dumps(data) + b"\n\n")
 
+        if chat:  # vLLM's first chunk: the role, no token
+            await event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
         for i in range(chunks):
             if s["drop_after_chunks"] is not None and i >= s["drop_after_chunks"]:
                 assert request.transport is not None
                 request.transport.close()
                 return response
             if chat:
-                delta: dict[str, Any] = {"content": f"tok{i} "}
-                if i == 0:
-                    delta["role"] = "assistant"
-                await event([{"index": 0, "delta": delta, "finish_reason": None}])
+                await event([{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}])
             else:
                 await event([{"index": 0, "text": f"tok{i} ", "finish_reason": None}])
             entry["chunks_sent"] = i + 1

@@ -77,6 +77,7 @@ class RequestContext:
     admitted: bool = False
     client_wants_usage: bool = False
     prompt_estimate: int = 0
+    client_left: bool = False  # set by forward before it cancels the exchange because the client went away
 
 
 class Gateway:
@@ -360,7 +361,7 @@ class Gateway:
         self._demand[ctx.entry.name].inc()  # the model asked for, even if a fallback serves: that is what wakes it
         plan = self.attempt_plan(ctx.entry)
         if not self.router.has_healthy(ctx.entry.name):
-            plan = await self.plan_for_sleeping_model(ctx.entry, plan, receive)
+            plan = await self.plan_for_sleeping_model(ctx.entry, plan, receive, ctx)
         timeout = self._timeout_stream if ctx.stream else self._timeout_plain
         path = "/v1/" + {"chat": "chat/completions"}.get(ctx.endpoint, ctx.endpoint)
         last_error = "no backend available"
@@ -418,7 +419,7 @@ class Gateway:
                                         headers=[(b"retry-after", b"1")])
 
     async def plan_for_sleeping_model(self, requested: ModelEntry, plan: list[ModelEntry],
-                                      receive: Receive) -> list[ModelEntry]:
+                                      receive: Receive, ctx: RequestContext | None = None) -> list[ModelEntry]:
         """The requested model has no healthy backend (scaled to zero and waking, or down). A fallback with a
         healthy backend serves at once; otherwise the request is held until one of the plan's models has one,
         for at most the model's ``wake_timeout_s`` (0: no holding, the attempts below answer as before). The client
@@ -442,6 +443,10 @@ class Gateway:
         drained = asyncio.ensure_future(self._drained.wait())
         try:
             await asyncio.wait((waiter, left, drained), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            if ctx is not None and ctx.client_left:  # forward saw the disconnect first and cancelled us
+                metrics.WAKE_OUTCOMES.labels(name, "disconnected").inc()
+            raise
         finally:
             for task in (waiter, left, drained):
                 task.cancel()
@@ -471,6 +476,45 @@ class Gateway:
 
     async def forward(self, ctx: RequestContext, upstream_body: dict[str, Any], receive: Receive, send: Send,
                       headers: Headers) -> bytes | None:
+        """A client that leaves before the answer cancels the upstream exchange (the connection is closed, which
+        makes vLLM abort the generation) and the request ends as 499; ``finish`` bills the prompt count only:
+        the prefill ran, but no completion token was delivered and the backend reports none."""
+        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+        this = asyncio.current_task()
+        assert this is not None
+
+        waiting = True
+
+        def client_gone(done: asyncio.Future[None]) -> None:  # cancel this task's wait, not a second task's
+            if waiting and not done.cancelled():
+                ctx.client_left = True
+                this.cancel()
+
+        async def left() -> dict[str, Any]:  # the one receive() reader is the watcher; a held request waits on it too
+            await asyncio.shield(watcher)
+            return {"type": "http.disconnect"}
+
+        watcher.add_done_callback(client_gone)
+        try:
+            response, body = await self._exchange(ctx, upstream_body, left)
+        except asyncio.CancelledError:
+            if not ctx.client_left:
+                raise
+            this.uncancel()  # aborted the upstream connection on the way out; the backend's slot is released
+            ctx.prompt_tokens, ctx.completion_tokens = ctx.prompt_estimate, 0
+            raise ClientDisconnected() from None
+        finally:
+            waiting = False  # a callback already scheduled must not cancel what follows
+            watcher.cancel()
+        ctx.status = response.status
+        if response.status == 200:
+            self.read_usage(ctx, body)
+        content_type = response.header(b"content-type", b"application/json")
+        await send_bytes(send, response.status, body, headers, (b"content-type", content_type))
+        return body
+
+    async def _exchange(self, ctx: RequestContext, upstream_body: dict[str, Any],
+                        receive: Receive) -> tuple[UpstreamResponse, bytes]:
         affinity = self.affinity_key(ctx, upstream_body)
         response = await self.open_upstream(ctx, upstream_body, affinity, receive)
         backend = ctx.backend
@@ -487,12 +531,7 @@ class Gateway:
             self.router.failure(backend)
         else:
             self.router.success(backend)
-        ctx.status = response.status
-        if response.status == 200:
-            self.read_usage(ctx, body)
-        content_type = response.header(b"content-type", b"application/json")
-        await send_bytes(send, response.status, body, headers, (b"content-type", content_type))
-        return body
+        return response, body
 
     @staticmethod
     def read_usage(ctx: RequestContext, body: bytes) -> None:
@@ -541,7 +580,10 @@ class Gateway:
                 if cut < 0:
                     continue
                 ready, pending = pending[:cut + 2], pending[cut + 2:]
-                chunks_seen += ready.count(b"data: {")
+                # tokens delivered: chunks with non-empty text (vLLM's role chunk and finish chunk carry none;
+                # compact JSON, so an escaped quote inside a string never matches these patterns)
+                chunks_seen += (ready.count(b'"content":"') + ready.count(b'"text":"')
+                                - ready.count(b'"content":""') - ready.count(b'"text":""'))
                 if b'"usage"' in ready:
                     ready = self.take_usage(ctx, ready, strip=not ctx.client_wants_usage)
                 if ready:
@@ -569,7 +611,7 @@ class Gateway:
             self.router.success(backend)
         if not ctx.usage_known:
             # usage never arrived (client left or stream broke): bill the prompt estimate and one token per
-            # chunk delivered (vLLM streams one token per chunk)
+            # chunk delivered with text (vLLM streams one token per chunk; its role-only first chunk is none)
             ctx.prompt_tokens = ctx.prompt_estimate
             ctx.completion_tokens = chunks_seen
         if ctx.status != 499:
@@ -761,7 +803,7 @@ def _validate_messages(messages: object) -> int:
         if not isinstance(message, dict):
             raise errors.InvalidRequest(f"'{where}' must be an object, got {_json_type(message)}", param=where)
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:  # a list/object is unhashable: TypeError, not 400
             raise errors.InvalidRequest(
                 f"'{where}.role' is {role!r}; allowed: {', '.join(sorted(ROLES))}", param=f"{where}.role")
         content = message.get("content")
@@ -770,11 +812,12 @@ def _validate_messages(messages: object) -> int:
         elif isinstance(content, list):
             for part_index, part in enumerate(content):
                 part_where = f"{where}.content[{part_index}]"
-                if not isinstance(part, dict) or part.get("type") not in CONTENT_PART_TYPES:
+                part_type = part.get("type") if isinstance(part, dict) else None
+                if not isinstance(part_type, str) or part_type not in CONTENT_PART_TYPES:
                     raise errors.InvalidRequest(
                         f"'{part_where}' must be an object with 'type' one of "
                         f"{', '.join(sorted(CONTENT_PART_TYPES))}", param=part_where)
-                if part["type"] == "text":
+                if part_type == "text":
                     if not isinstance(part.get("text"), str):
                         raise errors.InvalidRequest(f"'{part_where}.text' must be a string",
                                                     param=f"{part_where}.text")
