@@ -382,3 +382,21 @@ def test_readme_tells_how_to_set_every_secret_the_workflows_read() -> None:
     assert re.search(r'pulumi stack init dev +--secrets-provider "awskms://alias/llm-platform-secrets\?region=', section)
     assert re.search(r'pulumi login "s3://[^"]+\?region=[^"]+&awssdk=v2"', section)
 
+
+
+def test_image_pr_needs_its_own_token_and_actions_never_approve_pull_requests() -> None:
+    """Review of issue 16: README told users to let Actions approve pull requests (a workflow could approve its own
+    change past required review), and the image PR fell back to the default token. The token is required now."""
+    update = load("images.yml")["jobs"]["update-stacks"]
+    (pr,) = steps_using(update, "peter-evans/create-pull-request")
+    assert pr["with"]["token"] == "${{ secrets.IMAGE_PR_TOKEN }}"
+    before = update["steps"][: update["steps"].index(pr)]
+    guard = [s for s in before if s.get("env", {}).get("IMAGE_PR_TOKEN") == "${{ secrets.IMAGE_PR_TOKEN }}"]
+    assert len(guard) == 1 and '[ -z "$IMAGE_PR_TOKEN" ]' in guard[0]["run"] and "exit 1" in guard[0]["run"]
+    assert "IMAGE_PR_TOKEN" in guard[0]["run"].split("::error", 1)[1]
+    readme = (ROOT_DIR / "README.md").read_text()
+    section = readme.split("## Deploying for real", 1)[1].split("\n## ", 1)[0]
+    assert "can_approve_pull_request_reviews=true" not in readme
+    assert "can_approve_pull_request_reviews=false" in section
+    assert "CODEOWNERS" in section and "Code Owners" in section
+    assert 'gh secret set IMAGE_PR_TOKEN' in section
