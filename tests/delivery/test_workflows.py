@@ -400,3 +400,30 @@ def test_image_pr_needs_its_own_token_and_actions_never_approve_pull_requests() 
     assert "can_approve_pull_request_reviews=false" in section
     assert "CODEOWNERS" in section and "Code Owners" in section
     assert 'gh secret set IMAGE_PR_TOKEN' in section
+
+
+# Step outputs known to embed a secret's value: amazon-ecr-login's registry host contains the region (AWS_REGION).
+OUTPUTS_HOLDING_SECRETS = {("aws-actions/amazon-ecr-login", "registry")}
+
+
+@pytest.mark.parametrize("name", WORKFLOW_FILES)
+def test_no_job_output_carries_a_secret(name: str) -> None:
+    """Review of issue 16: `build.outputs.registry` held AWS_REGION, a secret; GitHub drops a job output that
+    contains a secret ("Outputs containing secrets are redacted on the runner and not sent to GitHub Actions"), so
+    update-stacks got an empty registry on every run. No job output may reference a secret or a step output that
+    embeds one; a job that needs the secret reads it itself."""
+    for job_id, job in load(name)["jobs"].items():
+        uses = {s["id"]: str(s.get("uses", "")).split("@")[0] for s in job.get("steps", []) if "id" in s}
+        for output, expression in (job.get("outputs") or {}).items():
+            assert "secrets." not in expression, (name, job_id, output)
+            for step, step_output in re.findall(r"steps\.([\w-]+)\.outputs\.([\w-]+)", expression):
+                assert (uses.get(step), step_output) not in OUTPUTS_HOLDING_SECRETS, (name, job_id, output, expression)
+
+
+def test_update_stacks_builds_the_registry_from_the_account_and_region() -> None:
+    wf = load("images.yml")
+    step = next(s for s in wf["jobs"]["update-stacks"]["steps"] if "set_image_refs.py" in s.get("run", ""))
+    assert step["env"]["ACCOUNT_ID"] == "${{ needs.build.outputs.account-id }}"
+    assert step["env"]["AWS_REGION"] == "${{ secrets.AWS_REGION }}"
+    assert 'REGISTRY="$ACCOUNT_ID.dkr.ecr.$AWS_REGION.amazonaws.com"' in step["run"]
+    assert set(re.findall(r"needs\.build\.outputs\.([\w-]+)", (WORKFLOWS_DIR / "images.yml").read_text())) <= set(wf["jobs"]["build"]["outputs"])
