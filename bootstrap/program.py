@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -255,10 +256,21 @@ def reviewed_preview_policy(arns: BootstrapArns, stacks: list[str]) -> dict[str,
     }
 
 
-def deploy_policy(arns: BootstrapArns, regions: list[str], stack: str) -> dict[str, Any]:
-    """Managed policy of one environment's deploy role (`pulumi up` of its stack). See the module docstring."""
+# A managed policy holds at most 6,144 characters, whitespace not counted (AWS "IAM and AWS STS quotas"); one
+# document of allows and guards overflows at a 16-character name_prefix and a long region. Each deploy role gets two
+# managed policies: what it may do, and the denies that fence it in (a deny in any attached policy applies).
+DEPLOY_POLICY_SUFFIXES = ("", "-guards")
+MANAGED_POLICY_MAX_CHARS = 6144
+
+
+def deploy_policies(arns: BootstrapArns, regions: list[str], stack: str) -> dict[str, dict[str, Any]]:
+    """Managed policies of one environment's deploy role (`pulumi up` of its stack), by name suffix."""
+    return {"": deploy_policy(arns, stack), "-guards": deploy_guards_policy(arns, regions)}
+
+
+def deploy_policy(arns: BootstrapArns, stack: str) -> dict[str, Any]:
+    """What one environment's deploy role may do. See the module docstring."""
     platform_actions = sorted(f"{service}:*" for service in PLATFORM_SERVICES)
-    bootstrap_keys = [arns.state_key, arns.secrets_key, arns.ecr_key]
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -287,6 +299,16 @@ def deploy_policy(arns: BootstrapArns, regions: list[str], stack: str) -> dict[s
                 "Condition": {"StringEquals": {"iam:PassedToService": list(PASS_ROLE_SERVICES)}},
             },
             *_state_statements(arns, read=stack_state_objects(stack), write=stack_state_objects(stack)),
+        ],
+    }
+
+
+def deploy_guards_policy(arns: BootstrapArns, regions: list[str]) -> dict[str, Any]:
+    """The denies on one environment's deploy role: its regions only, no long-lived identities, the bootstrap fixed."""
+    bootstrap_keys = [arns.state_key, arns.secrets_key, arns.ecr_key]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
             {
                 "Sid": "OnlyTheStacksRegions",
                 "Effect": "Deny",
@@ -496,15 +518,18 @@ class Bootstrap(pulumi.ComponentResource):
             )
         for env in cfg.environments:
             env_regions = cfg.deploy_regions(stacks_dir, env)
-            deploy = aws.iam.Policy(
-                f"{prefix}-ci-deploy-{env}",
-                name=f"{prefix}-ci-deploy-{env}",
-                description=f"pulumi up of the llm-platform {env} stack (see bootstrap/program.py for its limits)",
-                policy=_policy_json(arns, functools.partial(deploy_policy, regions=env_regions, stack=env)),
-                tags=tags,
-                opts=child,
-            )
-            aws.iam.RolePolicyAttachment(f"{prefix}-ci-deploy-{env}", role=self.roles[f"deploy-{env}"].name, policy_arn=deploy.arn, opts=child)
+            documents = arns.apply(functools.partial(_deploy_policies_json, regions=env_regions, stack=env))
+            for suffix in DEPLOY_POLICY_SUFFIXES:
+                name = f"{prefix}-ci-deploy-{env}{suffix}"
+                deploy = aws.iam.Policy(
+                    name,
+                    name=name,
+                    description=f"pulumi up of the llm-platform {env} stack{' (its denies)' if suffix else ''} (see bootstrap/program.py for its limits)",
+                    policy=documents.apply(operator.itemgetter(suffix)),
+                    tags=tags,
+                    opts=child,
+                )
+                aws.iam.RolePolicyAttachment(name, role=self.roles[f"deploy-{env}"].name, policy_arn=deploy.arn, opts=child)
         aws.iam.RolePolicy(
             f"{prefix}-ci-images-push",
             role=self.roles["images"].name,
@@ -519,6 +544,10 @@ class Bootstrap(pulumi.ComponentResource):
 
 def _policy_json(arns: pulumi.Output[BootstrapArns], document: Callable[[BootstrapArns], dict[str, Any]]) -> pulumi.Output[str]:
     return arns.apply(lambda a: json.dumps(document(a)))
+
+
+def _deploy_policies_json(arns: BootstrapArns, regions: list[str], stack: str) -> dict[str, str]:
+    return {suffix: json.dumps(doc) for suffix, doc in deploy_policies(arns, regions, stack).items()}
 
 
 def _role_description(kind: str) -> str:

