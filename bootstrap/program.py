@@ -10,8 +10,8 @@ Creates, in one region:
       (quotas, offerings, versions for preflight); it cannot read state, S3 objects, secret values or SSM parameters,
       and cannot decrypt with any KMS key;
     * `<prefix>-ci-reviewed-preview` — `...:environment:reviewed-preview`: `pulumi preview` of a pull request after a
-      maintainer approved that run (the environment's required reviewers). Read-only AWS, state read, lock files,
-      the state and secrets keys (a preview decrypts the stack's secrets), EKS view access (stack config);
+      maintainer approved that run (the environment's required reviewers). Read-only AWS, state read (no writes: a
+      DIY-backend preview takes no lock), decrypt with the state key, the secrets key (a preview decrypts the stack's secrets), EKS view access (stack config);
     * `<prefix>-ci-deploy-<env>`     — `...:environment:<env>` for dev, small, prod, global: `pulumi up` of that
       stack, only in that stack's regions;
     * `<prefix>-ci-images`           — `...:environment:images`: push to the platform's ECR repositories only;
@@ -184,20 +184,31 @@ def stack_lock_objects(stack: str, project: str = PLATFORM_PROJECT) -> list[str]
 
 def _state_statements(arns: BootstrapArns, read: list[str], write: list[str]) -> list[dict[str, Any]]:
     """Access to the given state objects only (and the backend's `meta.yaml`, which every login reads): a role of
-    one stack cannot read another stack's state, nor the bootstrap's."""
+    one stack cannot read another stack's state, nor the bootstrap's. No `write`: read the state, write nothing
+    (decrypt the state key, still encrypt new secret values with the secrets key)."""
     bucket = arns.state_bucket_arn
-    return [
+    statements: list[dict[str, Any]] = [
         {"Sid": "StateList", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:GetBucketVersioning"], "Resource": bucket},
         {"Sid": "StateRead", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"],
          "Resource": [f"{bucket}/{BACKEND_META_OBJECT}", *(f"{bucket}/{key}" for key in read)]},
-        {"Sid": "StateWrite", "Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": [f"{bucket}/{key}" for key in write]},
-        {
-            "Sid": "StateAndSecretsKeys",
-            "Effect": "Allow",
-            "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
-            "Resource": [arns.state_key, arns.secrets_key],
-        },
     ]
+    if write:
+        statements += [
+            {"Sid": "StateWrite", "Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": [f"{bucket}/{key}" for key in write]},
+            {
+                "Sid": "StateAndSecretsKeys",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+                "Resource": [arns.state_key, arns.secrets_key],
+            },
+        ]
+    else:
+        statements += [
+            {"Sid": "StateKeyDecrypt", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:DescribeKey"], "Resource": arns.state_key},
+            {"Sid": "SecretsKey", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+             "Resource": arns.secrets_key},
+        ]
+    return statements
 
 
 # Reading what is not configuration: object contents, secret values, parameters (outside AWS's public ones).
@@ -236,8 +247,9 @@ def reviewed_preview_policy(arns: BootstrapArns, stacks: list[str]) -> dict[str,
     return {
         "Version": "2012-10-17",
         "Statement": [
-            # A DIY-backend preview reads the stack's state and takes a lock object; it writes nothing else.
-            *_state_statements(arns, read=state, write=[key for stack in stacks for key in stack_lock_objects(stack)]),
+            # A DIY-backend preview reads the stack's state and writes nothing: it takes no lock (pulumi/pulumi
+            # pkg/backend/diy/backend.go: Preview runs the update as a dry run without Lock).
+            *_state_statements(arns, read=state, write=[]),
             {"Sid": "NoSecretValues", "Effect": "Deny", "Action": list(SECRET_READ_ACTIONS), "Resource": "*"},
             {
                 "Sid": "NoOtherObjectsOrParameters",

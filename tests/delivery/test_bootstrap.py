@@ -209,13 +209,21 @@ def test_pull_request_role_reads_no_state_and_cannot_decrypt_the_secrets_key(boo
                for s in statements(doc))
 
 
-def test_reviewed_preview_role_reads_state_writes_only_lock_files(boot: Rendering) -> None:
+def test_reviewed_preview_role_reads_state_and_writes_nothing(boot: Rendering) -> None:
+    """Review of issue 16: `pulumi preview` on the DIY backend takes no lock (pulumi/pulumi pkg/backend/diy/
+    backend.go: Preview calls apply with DryRun and no Lock, unlike Update), so the role writes no state object and
+    cannot encrypt with the state key."""
     attachments = [a for a in boot.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if a.inputs["role"] == "llm-platform-ci-reviewed-preview"]
     assert [a.inputs["policyArn"] for a in attachments] == ["arn:aws:iam::aws:policy/ReadOnlyAccess"]
     inline = inline_policy(boot, "reviewed-preview")
     bucket_arn = f"arn:aws:s3:::{boot.outputs['state_bucket']}"
     writes = [s for s in statements(inline) if s["Effect"] == "Allow" and any(a in as_list(s["Action"]) for a in ("s3:PutObject", "s3:DeleteObject"))]
-    assert [s["Resource"] for s in writes] == [[f"{bucket_arn}/.pulumi/locks/organization/llm-platform/{st}/*" for st in known_stacks()]]
+    assert writes == []
+    for st in known_stacks():
+        assert not allowed(inline, "s3:PutObject", f"{bucket_arn}/.pulumi/locks/organization/llm-platform/{st}/0b1c.json")
+    for action in ("kms:Encrypt", "kms:GenerateDataKey"):
+        assert not allowed(inline, action, boot.outputs["state_key_arn"]), action
+    assert allowed(inline, "kms:Decrypt", boot.outputs["state_key_arn"])
     allowed_actions = {a for s in statements(inline) if s["Effect"] == "Allow" for a in as_list(s["Action"])}
     assert not any(a.endswith(":*") or a == "*" for a in allowed_actions)
     # The platform stacks' state, not the bootstrap's (its project is llm-platform-bootstrap).
