@@ -427,3 +427,15 @@ def test_update_stacks_builds_the_registry_from_the_account_and_region() -> None
     assert step["env"]["AWS_REGION"] == "${{ secrets.AWS_REGION }}"
     assert 'REGISTRY="$ACCOUNT_ID.dkr.ecr.$AWS_REGION.amazonaws.com"' in step["run"]
     assert set(re.findall(r"needs\.build\.outputs\.([\w-]+)", (WORKFLOWS_DIR / "images.yml").read_text())) <= set(wf["jobs"]["build"]["outputs"])
+
+
+def test_readme_states_the_runner_approval_and_account_limits() -> None:
+    """Review of issue 16: runner labels, stale approvals and shared accounts are limits the workflows cannot fix;
+    the README says so where operators set them up."""
+    readme = (ROOT_DIR / "README.md").read_text()
+    section = readme.split("## Deploying for real", 1)[1].split("\n## ", 1)[0]
+    for phrase in ("label is not a security boundary", ".github/workflows/deploy.yml@refs/heads/main",
+                   "separate group restricted to `preview.yml`", "just-in-time", "VM is recycled", "Ubuntu x64",
+                   "Stale approvals", "reject\n  older waiting runs", "`deploy-dev` can change prod's resources",
+                   "one AWS account per tier"):
+        assert phrase in section, phrase
