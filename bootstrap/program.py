@@ -10,8 +10,8 @@ Creates, in one region:
       (quotas, offerings, versions for preflight); it cannot read state, S3 objects, secret values or SSM parameters,
       and cannot decrypt with any KMS key;
     * `<prefix>-ci-reviewed-preview` — `...:environment:reviewed-preview`: `pulumi preview` of a pull request after a
-      maintainer approved that run (the environment's required reviewers). Read-only AWS, state read, lock files,
-      the state and secrets keys (a preview decrypts the stack's secrets), EKS view access (stack config);
+      maintainer approved that run (the environment's required reviewers). Read-only AWS, state read (no writes: a
+      DIY-backend preview takes no lock), decrypt with the state key, the secrets key (a preview decrypts the stack's secrets), EKS view access (stack config);
     * `<prefix>-ci-deploy-<env>`     — `...:environment:<env>` for dev, small, prod, global: `pulumi up` of that
       stack, only in that stack's regions;
     * `<prefix>-ci-images`           — `...:environment:images`: push to the platform's ECR repositories only;
@@ -26,7 +26,7 @@ Least privilege, and where it stops (README "Deploying for real" repeats this fo
 - A deploy role creates IAM roles for EKS, nodes and IRSA, so it is admin-equivalent inside the account however
   its policy is written. The policy still narrows it: only the services the platform uses, only its stack's
   regions, no IAM users or access keys, `iam:PassRole` only to the services that receive the platform's roles, and
-  it cannot alter the bootstrap (state bucket settings, keys, CI roles, OIDC provider, image repositories). The real
+  it cannot alter the bootstrap (state bucket settings, keys, CI roles and their managed policies, OIDC provider, image repositories). The real
   boundary is GitHub: protected `main`, environments with required reviewers and deployment-branch rules, and
   ideally one AWS account per tier.
 """
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -156,6 +157,9 @@ class BootstrapArns:
     ecr_repositories: tuple[str, ...]
     oidc_provider: str
     ci_roles: tuple[str, ...]
+    # The CI roles' managed policies (`<prefix>-ci-*`): a deploy role that could add a version to its own policy, or
+    # to another environment's, would lift every limit below.
+    ci_policies: tuple[str, ...] = ()
 
     @property
     def state_bucket_arn(self) -> str:
@@ -180,20 +184,31 @@ def stack_lock_objects(stack: str, project: str = PLATFORM_PROJECT) -> list[str]
 
 def _state_statements(arns: BootstrapArns, read: list[str], write: list[str]) -> list[dict[str, Any]]:
     """Access to the given state objects only (and the backend's `meta.yaml`, which every login reads): a role of
-    one stack cannot read another stack's state, nor the bootstrap's."""
+    one stack cannot read another stack's state, nor the bootstrap's. No `write`: read the state, write nothing
+    (decrypt the state key, still encrypt new secret values with the secrets key)."""
     bucket = arns.state_bucket_arn
-    return [
+    statements: list[dict[str, Any]] = [
         {"Sid": "StateList", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:GetBucketVersioning"], "Resource": bucket},
         {"Sid": "StateRead", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"],
          "Resource": [f"{bucket}/{BACKEND_META_OBJECT}", *(f"{bucket}/{key}" for key in read)]},
-        {"Sid": "StateWrite", "Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": [f"{bucket}/{key}" for key in write]},
-        {
-            "Sid": "StateAndSecretsKeys",
-            "Effect": "Allow",
-            "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
-            "Resource": [arns.state_key, arns.secrets_key],
-        },
     ]
+    if write:
+        statements += [
+            {"Sid": "StateWrite", "Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": [f"{bucket}/{key}" for key in write]},
+            {
+                "Sid": "StateAndSecretsKeys",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+                "Resource": [arns.state_key, arns.secrets_key],
+            },
+        ]
+    else:
+        statements += [
+            {"Sid": "StateKeyDecrypt", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:DescribeKey"], "Resource": arns.state_key},
+            {"Sid": "SecretsKey", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+             "Resource": arns.secrets_key},
+        ]
+    return statements
 
 
 # Reading what is not configuration: object contents, secret values, parameters (outside AWS's public ones).
@@ -232,8 +247,9 @@ def reviewed_preview_policy(arns: BootstrapArns, stacks: list[str]) -> dict[str,
     return {
         "Version": "2012-10-17",
         "Statement": [
-            # A DIY-backend preview reads the stack's state and takes a lock object; it writes nothing else.
-            *_state_statements(arns, read=state, write=[key for stack in stacks for key in stack_lock_objects(stack)]),
+            # A DIY-backend preview reads the stack's state and writes nothing: it takes no lock (pulumi/pulumi
+            # pkg/backend/diy/backend.go: Preview runs the update as a dry run without Lock).
+            *_state_statements(arns, read=state, write=[]),
             {"Sid": "NoSecretValues", "Effect": "Deny", "Action": list(SECRET_READ_ACTIONS), "Resource": "*"},
             {
                 "Sid": "NoOtherObjectsOrParameters",
@@ -252,10 +268,21 @@ def reviewed_preview_policy(arns: BootstrapArns, stacks: list[str]) -> dict[str,
     }
 
 
-def deploy_policy(arns: BootstrapArns, regions: list[str], stack: str) -> dict[str, Any]:
-    """Managed policy of one environment's deploy role (`pulumi up` of its stack). See the module docstring."""
+# A managed policy holds at most 6,144 characters, whitespace not counted (AWS "IAM and AWS STS quotas"); one
+# document of allows and guards overflows at a 16-character name_prefix and a long region. Each deploy role gets two
+# managed policies: what it may do, and the denies that fence it in (a deny in any attached policy applies).
+DEPLOY_POLICY_SUFFIXES = ("", "-guards")
+MANAGED_POLICY_MAX_CHARS = 6144
+
+
+def deploy_policies(arns: BootstrapArns, regions: list[str], stack: str) -> dict[str, dict[str, Any]]:
+    """Managed policies of one environment's deploy role (`pulumi up` of its stack), by name suffix."""
+    return {"": deploy_policy(arns, stack), "-guards": deploy_guards_policy(arns, regions)}
+
+
+def deploy_policy(arns: BootstrapArns, stack: str) -> dict[str, Any]:
+    """What one environment's deploy role may do. See the module docstring."""
     platform_actions = sorted(f"{service}:*" for service in PLATFORM_SERVICES)
-    bootstrap_keys = [arns.state_key, arns.secrets_key, arns.ecr_key]
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -284,6 +311,16 @@ def deploy_policy(arns: BootstrapArns, regions: list[str], stack: str) -> dict[s
                 "Condition": {"StringEquals": {"iam:PassedToService": list(PASS_ROLE_SERVICES)}},
             },
             *_state_statements(arns, read=stack_state_objects(stack), write=stack_state_objects(stack)),
+        ],
+    }
+
+
+def deploy_guards_policy(arns: BootstrapArns, regions: list[str]) -> dict[str, Any]:
+    """The denies on one environment's deploy role: its regions only, no long-lived identities, the bootstrap fixed."""
+    bootstrap_keys = [arns.state_key, arns.secrets_key, arns.ecr_key]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
             {
                 "Sid": "OnlyTheStacksRegions",
                 "Effect": "Deny",
@@ -296,7 +333,7 @@ def deploy_policy(arns: BootstrapArns, regions: list[str], stack: str) -> dict[s
                 "Sid": "BootstrapIdentitiesReadOnly",
                 "Effect": "Deny",
                 "NotAction": ["iam:Get*", "iam:List*"],
-                "Resource": [*arns.ci_roles, arns.oidc_provider],
+                "Resource": [*arns.ci_roles, *arns.ci_policies, arns.oidc_provider],
             },
             {
                 "Sid": "StateBucketSettingsFixed",
@@ -462,6 +499,7 @@ class Bootstrap(pulumi.ComponentResource):
                 state_key=str(v[3]), secrets_key=str(v[4]), ecr_key=str(v[5]), ecr_repositories=tuple(str(a) for a in v[6]),
                 oidc_provider=str(v[7]),
                 ci_roles=tuple(f"arn:{v[0]}:iam::{v[1]}:role/{n}" for n in role_names.values()),
+                ci_policies=(f"arn:{v[0]}:iam::{v[1]}:policy/{prefix}-ci-*",),
             )
         )
 
@@ -492,15 +530,18 @@ class Bootstrap(pulumi.ComponentResource):
             )
         for env in cfg.environments:
             env_regions = cfg.deploy_regions(stacks_dir, env)
-            deploy = aws.iam.Policy(
-                f"{prefix}-ci-deploy-{env}",
-                name=f"{prefix}-ci-deploy-{env}",
-                description=f"pulumi up of the llm-platform {env} stack (see bootstrap/program.py for its limits)",
-                policy=_policy_json(arns, functools.partial(deploy_policy, regions=env_regions, stack=env)),
-                tags=tags,
-                opts=child,
-            )
-            aws.iam.RolePolicyAttachment(f"{prefix}-ci-deploy-{env}", role=self.roles[f"deploy-{env}"].name, policy_arn=deploy.arn, opts=child)
+            documents = arns.apply(functools.partial(_deploy_policies_json, regions=env_regions, stack=env))
+            for suffix in DEPLOY_POLICY_SUFFIXES:
+                name = f"{prefix}-ci-deploy-{env}{suffix}"
+                deploy = aws.iam.Policy(
+                    name,
+                    name=name,
+                    description=f"pulumi up of the llm-platform {env} stack{' (its denies)' if suffix else ''} (see bootstrap/program.py for its limits)",
+                    policy=documents.apply(operator.itemgetter(suffix)),
+                    tags=tags,
+                    opts=child,
+                )
+                aws.iam.RolePolicyAttachment(name, role=self.roles[f"deploy-{env}"].name, policy_arn=deploy.arn, opts=child)
         aws.iam.RolePolicy(
             f"{prefix}-ci-images-push",
             role=self.roles["images"].name,
@@ -515,6 +556,10 @@ class Bootstrap(pulumi.ComponentResource):
 
 def _policy_json(arns: pulumi.Output[BootstrapArns], document: Callable[[BootstrapArns], dict[str, Any]]) -> pulumi.Output[str]:
     return arns.apply(lambda a: json.dumps(document(a)))
+
+
+def _deploy_policies_json(arns: BootstrapArns, regions: list[str], stack: str) -> dict[str, str]:
+    return {suffix: json.dumps(doc) for suffix, doc in deploy_policies(arns, regions, stack).items()}
 
 
 def _role_description(kind: str) -> str:

