@@ -70,14 +70,16 @@ def ensure_service_linked_role(role: ServiceLinkedRole, provider: aws.Provider) 
     """The role's ARN, and what to wait for: the role, created where the account lacks it (infra/preconditions.py
     says which roles must exist before first use).
 
-    Account-wide and shared: a role that existed before (or that another stack created) is only read. A role this
-    stack created stays declared on later runs (tagged with the stack), and is retained when the stack is destroyed:
-    other stacks and AWS services in the account rely on it.
+    Account-wide and shared: a role that exists is only read, whoever created it (this stack included). Declaring it
+    again would fail: after `pulumi destroy` or `stack rm` the retained role is still there, and the provider's create
+    does not adopt an existing role (IAM: "has been taken in this account"). The run after the one that created it
+    drops it from state; `retain_on_delete`, recorded in state, leaves the role in the account, where other stacks and
+    AWS services rely on it. The tag only says who created it.
     """
     invoke = pulumi.InvokeOptions(provider=provider)
     owner = f"{PROJECT}/{pulumi.get_stack()}"
     found = aws.iam.get_roles(path_prefix=f"/aws-service-role/{role.service}/", name_regex=f"^{role.name}$", opts=invoke)
-    if found.arns and (aws.iam.get_role(name=role.name, opts=invoke).tags or {}).get(SLR_OWNER_TAG) != owner:
+    if found.arns:
         return pulumi.Output.from_input(str(found.arns[0])), []
     created = aws.iam.ServiceLinkedRole(
         f"slr-{role.service}",

@@ -249,7 +249,9 @@ def test_ebs_key_names_the_autoscaling_role_only_through_the_role() -> None:
     assert grant["Principal"]["AWS"] == [f"arn:aws:iam::123456789012:role/{slr_path(AUTOSCALING)}"]
 
 
-def test_existing_roles_are_read_not_recreated_and_our_own_stay_declared() -> None:
+def test_existing_roles_are_read_never_declared_again_even_our_own() -> None:
+    """A role this stack created survives `destroy` (retain_on_delete) with its tag: declaring it again on the next
+    `up` would fail ("has been taken in this account"), so every existing role is only read."""
     from infra.render import MockAccount
 
     autoscaling = "aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
@@ -257,6 +259,6 @@ def test_existing_roles_are_read_not_recreated_and_our_own_stay_declared() -> No
     # Created long ago by someone else (untagged), and one this stack created on its first run.
     r = render("dev", account=MockAccount(roles={autoscaling: {}, spot: {"llm-platform/created-by-stack": "llm-platform/dev"}}))
     declared = {x.inputs["awsServiceName"]: x for x in r.of_type("aws:iam/serviceLinkedRole:ServiceLinkedRole")}
-    assert set(declared) == {"spot.amazonaws.com"}
+    assert declared == {}
     key = next(k for k in r.of_type("aws:kms/key:Key") if k.name.endswith("-ebs-key"))
     assert f"arn:aws:iam::123456789012:role/{autoscaling}" in key.inputs["policy"]
