@@ -147,22 +147,6 @@ def test_startup_budget_counts_node_pull_init_wait_and_probes() -> None:
 
 # --- Ordering -----------------------------------------------------------------------------------------------------
 
-def _waits_for(rendering: Rendering, resource: RenderedResource) -> set[str]:
-    """URNs this resource waits for, transitively (explicit dependencies of its dependencies, and so on)."""
-    seen: set[str] = set()
-    todo = list(resource.dependencies)
-    while todo:
-        urn = todo.pop()
-        if urn in seen:
-            continue
-        seen.add(urn)
-        try:
-            todo += rendering.by_urn(urn).dependencies
-        except LookupError:
-            pass
-    return seen
-
-
 def _installers(rendering: Rendering, provider: str | None) -> dict[str, RenderedResource]:
     """Releases of one cluster (one Kubernetes provider), by chart release name."""
     return {str(r.inputs["name"]): r for r in rendering.of_type(HELM_RELEASE) if r.provider == provider}
@@ -190,7 +174,7 @@ def test_custom_resources_wait_for_the_release_installing_their_crd(rendered: Re
         assert group in CRD_SOURCE, f"{stack}: {r.type} {r.name}: no release installs its CRD"
         installer = _installers(rendering, r.provider).get(CRD_SOURCE[group])
         assert installer is not None, f"{stack}: {r.name} needs {CRD_SOURCE[group]} in its cluster"
-        assert installer.urn in _waits_for(rendering, r), f"{stack}: {r.type} {r.name} does not wait for {CRD_SOURCE[group]}"
+        assert installer.urn in rendering.waits_for(r), f"{stack}: {r.type} {r.name} does not wait for {CRD_SOURCE[group]}"
         checked += 1
     assert checked >= 8, f"{stack}: expected ServiceMonitors, ScaledObjects, ExternalSecrets, a TargetGroupBinding"
 
@@ -210,7 +194,7 @@ def test_charts_creating_custom_resources_wait_for_the_release_installing_their_
             if CRD_SOURCE[group] == chart:
                 continue  # Helm installs a chart's own crds/ before its templates
             installer = _installers(rendering, release.provider)[CRD_SOURCE[group]]
-            assert installer.urn in _waits_for(rendering, release), f"{stack}: {chart} ({path}) does not wait for {CRD_SOURCE[group]}"
+            assert installer.urn in rendering.waits_for(release), f"{stack}: {chart} ({path}) does not wait for {CRD_SOURCE[group]}"
             dependent += 1
     assert dependent, f"{stack}: dcgm-exporter's ServiceMonitor should make it wait for kube-prometheus-stack"
 
